@@ -1,0 +1,148 @@
+//! Loads Headroom's kernel programs, attaches them at the cgroup v2 root and reads
+//! their maps. Dropping [`Probes`] detaches everything (the attachments are bpf links
+//! owned by this process, so they also go away if it dies).
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+};
+use collector_ebpf::{
+    EndpointKey, EndpointKind, EndpointValue, TrafficCounters, TrafficKey, map, program,
+};
+
+use crate::error::{Error, Result};
+
+/// The kernel object built by build.rs from collector-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/headroom"));
+
+/// Loaded and attached kernel programs.
+pub struct Probes {
+    ebpf: Ebpf,
+    cgroup_root: PathBuf,
+}
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probes")
+            .field("cgroup_root", &self.cgroup_root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probes {
+    /// Loads the programs and attaches them to the cgroup v2 hierarchy at `cgroup_root`.
+    pub fn attach(cgroup_root: &Path) -> Result<Self> {
+        raise_memlock_limit();
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|source| {
+            // SAFETY: geteuid has no preconditions.
+            let uid = unsafe { libc::geteuid() };
+            if uid != 0 {
+                Error::NotPrivileged { uid, source }
+            } else {
+                Error::Load(source)
+            }
+        })?;
+        let root = File::open(cgroup_root).map_err(|source| Error::OpenCgroup {
+            path: cgroup_root.into(),
+            source,
+        })?;
+        // bpf links to a cgroup always coexist with other programs there (systemd's, other
+        // tools'); "Single" only means no legacy override flags.
+        for name in [program::CONNECT4, program::CONNECT6] {
+            let prog: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
+            prog.load()
+                .map_err(|source| Error::Program { name, source })?;
+            prog.attach(&root, CgroupAttachMode::Single)
+                .map_err(|source| Error::Program { name, source })?;
+        }
+        for (name, attach_type) in [
+            (program::SKB_EGRESS, CgroupSkbAttachType::Egress),
+            (program::SKB_INGRESS, CgroupSkbAttachType::Ingress),
+        ] {
+            let prog: &mut CgroupSkb = program_mut(&mut ebpf, name)?;
+            prog.load()
+                .map_err(|source| Error::Program { name, source })?;
+            prog.attach(&root, attach_type, CgroupAttachMode::Single)
+                .map_err(|source| Error::Program { name, source })?;
+        }
+        Ok(Self {
+            ebpf,
+            cgroup_root: cgroup_root.into(),
+        })
+    }
+
+    pub fn cgroup_root(&self) -> &Path {
+        &self.cgroup_root
+    }
+
+    /// Adds an endpoint to measure.
+    pub fn add_endpoint(&mut self, key: EndpointKey, kind: EndpointKind) -> Result<()> {
+        let name = map::ENDPOINTS;
+        let mut endpoints: HashMap<&mut MapData, EndpointKey, EndpointValue> =
+            HashMap::try_from(self.ebpf.map_mut(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
+        endpoints
+            .insert(key, EndpointValue { kind: kind as u32 }, 0)
+            .map_err(|source| Error::Map { name, source })
+    }
+
+    /// Traffic per (cgroup, endpoint kind), summed over CPUs.
+    pub fn traffic(&self) -> Result<BTreeMap<TrafficKey, TrafficCounters>> {
+        let name = map::TRAFFIC;
+        let traffic: PerCpuHashMap<&MapData, TrafficKey, TrafficCounters> =
+            PerCpuHashMap::try_from(self.ebpf.map(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
+        let mut out = BTreeMap::new();
+        for entry in traffic.iter() {
+            let (key, per_cpu) = entry.map_err(|source| Error::Map { name, source })?;
+            let total: &mut TrafficCounters = out.entry(key).or_default();
+            for counters in per_cpu.iter() {
+                total.accumulate(counters);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Events the kernel programs could not record, by [`collector_ebpf::Drop`] index.
+    pub fn drops(&self) -> Result<Vec<u64>> {
+        let name = map::DROPS;
+        let drops: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
+        (0..collector_ebpf::Drop::COUNT)
+            .map(|i| {
+                drops
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .map_err(|source| Error::Map { name, source })
+            })
+            .collect()
+    }
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::ProgramNotFound { name })?
+        .try_into()
+        .map_err(|source| Error::Program { name, source })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so loading does not
+/// fail there. Newer kernels ignore it.
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass; failure is harmless here.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+}

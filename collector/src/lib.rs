@@ -1,0 +1,7 @@
+//! Headroom's collector: kernel programs that measure what each pod and node process
+//! sends to the API server and DNS, and the user space that names and exports it.
+pub mod cgroup;
+pub mod ebpf;
+pub mod endpoint;
+pub mod error;
+pub mod report;

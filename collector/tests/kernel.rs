@@ -1,0 +1,179 @@
+//! Kernel tests: load Headroom's real programs into this kernel, make traffic from child
+//! cgroups that stand for pods, and compare what the kernel counted with what the other
+//! side really saw. They need root (CAP_BPF, CAP_NET_ADMIN, cgroup writes) and fail —
+//! never skip — when they cannot load the programs.
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use collector::{cgroup, ebpf::Probes, endpoint};
+use collector_ebpf::{EndpointKind, TrafficKey};
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "kernel tests load eBPF programs and create cgroups: run them as root (`cargo xtask test`)"
+    );
+}
+
+/// A loopback TCP server that, on each connection, writes `reply` bytes, then reads
+/// until EOF. It counts connections accepted and bytes read: the ground truth.
+struct CountingServer {
+    addr: SocketAddr,
+    accepted: Arc<AtomicU64>,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl CountingServer {
+    fn start(reply: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback listener");
+        let addr = listener.local_addr().expect("listener address");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let bytes_read = Arc::new(AtomicU64::new(0));
+        let (acc, read) = (accepted.clone(), bytes_read.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (acc, read) = (acc.clone(), read.clone());
+                thread::spawn(move || {
+                    let _ = stream.write_all(&vec![b'r'; reply]);
+                    let mut buf = [0u8; 4096];
+                    let mut total = 0u64;
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        total += n as u64;
+                    }
+                    read.fetch_add(total, Ordering::SeqCst);
+                    acc.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            bytes_read,
+        }
+    }
+
+    /// Waits until `connections` connections have been served completely.
+    fn wait_for(&self, connections: u64) -> (u64, u64) {
+        let start = Instant::now();
+        while self.accepted.load(Ordering::SeqCst) < connections
+            && start.elapsed() < Duration::from_secs(20)
+        {
+            thread::sleep(Duration::from_millis(10));
+        }
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.bytes_read.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Runs a bash script inside `group`: the shell joins the cgroup first, so the sockets
+/// it and its children create belong to that cgroup.
+fn run_in_cgroup(group: &cgroup::ChildGroup, script: &str) {
+    let full = format!("echo $$ > {} && {script}", group.procs_file().display());
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(&full)
+        .status()
+        .expect("run bash");
+    assert!(status.success(), "client script failed ({status}): {full}");
+}
+
+#[test]
+fn counts_connects_and_payload_bytes_per_cgroup() {
+    require_root();
+    let root = cgroup::find_root().expect("cgroup v2 mount");
+    let mut probes = Probes::attach(&root)
+        .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
+
+    const CONNECTIONS: u64 = 7;
+    const PAYLOAD: usize = 1000;
+    const REPLY: usize = 300;
+    let server = CountingServer::start(REPLY);
+    probes
+        .add_endpoint(endpoint::key_of(server.addr), EndpointKind::ApiServer)
+        .expect("add endpoint");
+    // Traffic to another port from another cgroup must not be counted.
+    let other = CountingServer::start(REPLY);
+
+    let pod =
+        cgroup::ChildGroup::create(&root, &format!("headroom-test-pod-{}", std::process::id()))
+            .expect("create cgroup");
+    let bystander = cgroup::ChildGroup::create(
+        &root,
+        &format!("headroom-test-other-{}", std::process::id()),
+    )
+    .expect("create cgroup");
+
+    let payload = "p".repeat(PAYLOAD);
+    let client = |port: u16| {
+        format!(
+            "for i in $(seq {CONNECTIONS}); do exec 3<>/dev/tcp/127.0.0.1/{port}; head -c {REPLY} <&3 >/dev/null; printf '%s' '{payload}' >&3; exec 3>&-; done"
+        )
+    };
+    run_in_cgroup(&pod, &client(server.addr.port()));
+    run_in_cgroup(&bystander, &client(other.addr.port()));
+
+    let (accepted, bytes_read) = server.wait_for(CONNECTIONS);
+    assert_eq!(
+        accepted, CONNECTIONS,
+        "the server did not see every connection"
+    );
+    assert_eq!(
+        bytes_read,
+        CONNECTIONS * PAYLOAD as u64,
+        "the server did not read every byte"
+    );
+    other.wait_for(CONNECTIONS);
+
+    let traffic = probes.traffic().expect("read traffic map");
+    let key = TrafficKey {
+        cgroup_id: pod.id(),
+        kind: EndpointKind::ApiServer as u32,
+        reserved: 0,
+    };
+    let counted = traffic.get(&key).copied().unwrap_or_else(|| {
+        panic!(
+            "no traffic counted for cgroup {} ({}); map: {traffic:?}",
+            pod.id(),
+            pod.path().display()
+        )
+    });
+    assert_eq!(
+        counted.connects, accepted,
+        "connects counted by the kernel vs accepted by the server"
+    );
+    assert_eq!(
+        counted.sent_bytes, bytes_read,
+        "payload bytes sent, kernel vs server"
+    );
+    assert_eq!(
+        counted.received_bytes,
+        CONNECTIONS * REPLY as u64,
+        "payload bytes received, kernel vs what the server wrote"
+    );
+    assert!(
+        traffic.keys().all(|k| k.cgroup_id != bystander.id()),
+        "traffic to an unmeasured port was counted: {traffic:?}"
+    );
+    assert_eq!(
+        probes.drops().expect("read drops"),
+        vec![0],
+        "the kernel dropped events"
+    );
+}
