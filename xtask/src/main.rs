@@ -1,1 +1,42 @@
-fn main() {}
+//! Project tasks: set-up of a fresh machine, the full test run (kernel tests as root),
+//! the demo, benchmarks and generated files. The normal build is plain `cargo build`.
+mod demo;
+mod lint;
+mod setup;
+mod shell;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what the project needs on this machine (idempotent; seconds when done).
+    Setup,
+    /// Run every test, the kernel tests included (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Run the collector on this machine and show what it measures.
+    Demo,
+    /// rustfmt and clippy (warnings denied), user space and kernel programs.
+    Lint,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::Test { cargo_args } => test::run(&cargo_args),
+        Task::Demo => demo::run(),
+        Task::Lint => lint::run(),
+    }
+}

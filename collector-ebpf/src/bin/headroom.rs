@@ -87,7 +87,7 @@ mod kernel {
             EndpointKey::v4(sa.user_ip4.to_ne_bytes(), port)
         };
         // SAFETY: HashMap values are plain data; a racing update only affects this read.
-        let kind = unsafe { ENDPOINTS.get(&key) }.ok_or(())?.kind;
+        let kind = unsafe { ENDPOINTS.get(key) }.ok_or(())?.kind;
         // SAFETY: helper without preconditions.
         let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
         with_counters(cgroup_id, kind, |c| c.connects += 1)
@@ -139,7 +139,7 @@ mod kernel {
         let port = u16::from_be(ctx.load::<u16>(port_at).map_err(|_| ())?);
         let key = EndpointKey::v6(remote, port);
         // SAFETY: as in try_connect.
-        let kind = unsafe { ENDPOINTS.get(&key) }.ok_or(())?.kind;
+        let kind = unsafe { ENDPOINTS.get(key) }.ok_or(())?.kind;
         let payload = (ctx.len() as usize).saturating_sub(l4 + header) as u64;
         // SAFETY: helper without preconditions; skb->sk is the socket the hook runs for.
         let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
@@ -167,14 +167,14 @@ mod kernel {
             kind,
             reserved: 0,
         };
-        if let Some(counters) = TRAFFIC.get_ptr_mut(&key) {
+        if let Some(counters) = TRAFFIC.get_ptr_mut(key) {
             // SAFETY: a per-CPU value; this program is the only writer on this CPU.
             update(unsafe { &mut *counters });
             return Ok(());
         }
         let mut fresh = TrafficCounters::default();
         update(&mut fresh);
-        if TRAFFIC.insert(&key, &fresh, 0).is_err() {
+        if TRAFFIC.insert(key, fresh, 0).is_err() {
             count_drop(Drop::TrafficInsert);
             return Err(());
         }
