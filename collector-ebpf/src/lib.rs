@@ -14,6 +14,10 @@ pub mod map {
     pub const TRAFFIC: &str = "TRAFFIC";
     /// `PerCpuArray<u64>` indexed by [`crate::Drop`]: what the programs could not record.
     pub const DROPS: &str = "DROPS";
+    /// `LruHashMap<u64 socket cookie, SocketInfo>`: sockets to measured endpoints.
+    pub const SOCKETS: &str = "SOCKETS";
+    /// `RingBuf` of events (see [`crate::event`]) for user space.
+    pub const EVENTS: &str = "EVENTS";
 }
 
 /// Names of the programs (their function names in the kernel object).
@@ -26,12 +30,21 @@ pub mod program {
     pub const SKB_EGRESS: &str = "headroom_skb_egress";
     /// `cgroup_skb/ingress`: bytes and packets received from a measured endpoint.
     pub const SKB_INGRESS: &str = "headroom_skb_ingress";
+    /// `cgroup/sendmsg4`: unconnected UDP (DNS) sends; records the sending process.
+    pub const SENDMSG4: &str = "headroom_sendmsg4";
+    /// `cgroup/sendmsg6`.
+    pub const SENDMSG6: &str = "headroom_sendmsg6";
+    /// `cgroup/sock_release`: a measured socket is closed.
+    pub const SOCK_RELEASE: &str = "headroom_sock_release";
 }
 
 /// Maximum entries of the maps; user space reports fill against these.
 pub mod capacity {
     pub const ENDPOINTS: u32 = 256;
     pub const TRAFFIC: u32 = 16_384;
+    pub const SOCKETS: u32 = 65_536;
+    /// Bytes of the events ring buffer (a power of two, multiple of the page size).
+    pub const EVENTS_BYTES: u32 = 4 << 20;
 }
 
 /// What a measured endpoint is.
@@ -60,10 +73,17 @@ impl EndpointKind {
 pub enum Drop {
     /// A traffic entry could not be created (map full and nothing to evict).
     TrafficInsert = 0,
+    /// An event did not fit in the ring buffer (user space is behind).
+    EventLost = 1,
+    /// A socket entry could not be created.
+    SocketInsert = 2,
+    /// TLS record parsing lost its place in a stream (resynchronised later).
+    TlsDesync = 3,
 }
 
 impl Drop {
-    pub const COUNT: u32 = 1;
+    pub const COUNT: u32 = 4;
+    pub const ALL: [Self; 4] = [Self::TrafficInsert, Self::EventLost, Self::SocketInsert, Self::TlsDesync];
 }
 
 /// An endpoint: an IPv6 address (IPv4 as IPv4-mapped `::ffff:a.b.c.d`) and a port.
@@ -142,6 +162,130 @@ impl TrafficCounters {
     }
 }
 
+/// What the kernel knows of a socket to a measured endpoint, keyed by socket cookie.
+/// Created where a task is at hand (connect, sendmsg), so packets handled in softirq
+/// context can still be attributed to a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketInfo {
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    /// An [`EndpointKind`] as `u32`.
+    pub kind: u32,
+    pub comm: [u8; 16],
+    /// TLS record tracking per direction (index 0 egress, 1 ingress).
+    pub tls: [TlsCursor; 2],
+}
+
+/// Where the next TLS record header starts in one direction of a TCP stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsCursor {
+    /// TCP sequence number of the next byte not yet seen.
+    pub next_seq: u32,
+    /// Bytes from `next_seq` to the next record header.
+    pub to_next_header: u32,
+    /// 1 once `next_seq` is known, 0 before the first segment.
+    pub started: u32,
+    /// 1 while the cursor is lost (waiting for a segment that starts with a header).
+    pub lost: u32,
+}
+
+/// Events the kernel sends user space through the `EVENTS` ring buffer. Each starts with
+/// an [`event::Header`] whose `kind` says which struct it is.
+pub mod event {
+    /// [`Connect`]: a process connected a socket to a measured endpoint.
+    pub const CONNECT: u32 = 1;
+    /// [`Close`]: a measured socket was released.
+    pub const CLOSE: u32 = 2;
+    /// [`Dns`]: a DNS message sent or received.
+    pub const DNS: u32 = 3;
+    /// [`Segment`]: a TCP segment with payload to or from the API server.
+    pub const SEGMENT: u32 = 4;
+
+    pub const EGRESS: u32 = 0;
+    pub const INGRESS: u32 = 1;
+
+    /// DNS payload bytes copied (enough for the header and question of any real query).
+    pub const DNS_CAPTURE: usize = 256;
+    /// TLS record headers reported per segment at most; more are counted in
+    /// `Segment::records_beyond`.
+    pub const MAX_RECORDS: usize = 12;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Header {
+        pub kind: u32,
+        /// [`EGRESS`] or [`INGRESS`] where it applies.
+        pub direction: u32,
+        /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+        pub ts_ns: u64,
+        pub cgroup_id: u64,
+        pub cookie: u64,
+        /// The owning process (0 when unknown).
+        pub tgid: u32,
+        /// An [`crate::EndpointKind`] as `u32`.
+        pub endpoint_kind: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Connect {
+        pub header: Header,
+        pub comm: [u8; 16],
+        /// 6 for TCP, 17 for UDP.
+        pub protocol: u32,
+        pub reserved: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Close {
+        pub header: Header,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Dns {
+        pub header: Header,
+        /// 6 for TCP (payload starts with the 2-byte length), 17 for UDP.
+        pub protocol: u32,
+        /// Transport payload length of the packet.
+        pub payload_len: u32,
+        /// Bytes of `payload` that are valid (≤ DNS_CAPTURE).
+        pub captured: u32,
+        /// The local port (tells apart sockets of one process).
+        pub local_port: u32,
+        pub payload: [u8; DNS_CAPTURE],
+    }
+
+    /// A TLS record header found in a segment.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Record {
+        /// 20 change_cipher_spec, 21 alert, 22 handshake, 23 application_data.
+        pub content_type: u8,
+        pub reserved: u8,
+        /// Length of the record's body.
+        pub length: u16,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Segment {
+        pub header: Header,
+        /// TCP payload bytes of the segment (a GSO super-packet counts whole).
+        pub payload_len: u32,
+        /// Valid entries in `records`.
+        pub records: u32,
+        /// Record headers beyond MAX_RECORDS in this segment (not listed).
+        pub records_beyond: u32,
+        /// 1 if the TLS cursor was lost in this segment (records may be missing).
+        pub desync: u32,
+        pub record: [Record; MAX_RECORDS],
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all these are repr(C), Copy, made of integers with no implicit padding, so
@@ -150,6 +294,8 @@ mod pod {
     unsafe impl aya::Pod for super::EndpointValue {}
     unsafe impl aya::Pod for super::TrafficKey {}
     unsafe impl aya::Pod for super::TrafficCounters {}
+    unsafe impl aya::Pod for super::SocketInfo {}
+    unsafe impl aya::Pod for super::TlsCursor {}
 }
 
 // The ABI must not change size by accident: a mismatch would corrupt maps silently.
@@ -158,4 +304,10 @@ const _: () = {
     assert!(core::mem::size_of::<EndpointValue>() == 4);
     assert!(core::mem::size_of::<TrafficKey>() == 16);
     assert!(core::mem::size_of::<TrafficCounters>() == 40);
+    assert!(core::mem::size_of::<TlsCursor>() == 16);
+    assert!(core::mem::size_of::<SocketInfo>() == 64);
+    assert!(core::mem::size_of::<event::Header>() == 40);
+    assert!(core::mem::size_of::<event::Connect>() == 64);
+    assert!(core::mem::size_of::<event::Dns>() == 40 + 16 + event::DNS_CAPTURE);
+    assert!(core::mem::size_of::<event::Segment>() == 40 + 16 + 4 * event::MAX_RECORDS);
 };

@@ -1,7 +1,12 @@
 //! Headroom's collector: kernel programs that measure what each pod and node process
 //! sends to the API server and DNS, and the user space that names and exports it.
+pub mod apiserver;
 pub mod cgroup;
+pub mod config;
+pub mod dns;
 pub mod ebpf;
 pub mod endpoint;
 pub mod error;
+pub mod metrics;
 pub mod report;
+pub mod server;

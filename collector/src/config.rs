@@ -1,0 +1,1 @@
+//! Typed configuration: flags, an optional file, one Default, validated at start-up.

@@ -1,0 +1,1 @@
+//! The collector's HTTP endpoints: /metrics, /healthz, /readyz.
