@@ -83,7 +83,12 @@ pub enum Drop {
 
 impl Drop {
     pub const COUNT: u32 = 4;
-    pub const ALL: [Self; 4] = [Self::TrafficInsert, Self::EventLost, Self::SocketInsert, Self::TlsDesync];
+    pub const ALL: [Self; 4] = [
+        Self::TrafficInsert,
+        Self::EventLost,
+        Self::SocketInsert,
+        Self::TlsDesync,
+    ];
 }
 
 /// An endpoint: an IPv6 address (IPv4 as IPv4-mapped `::ffff:a.b.c.d`) and a port.
@@ -124,7 +129,7 @@ pub struct EndpointValue {
     pub kind: u32,
 }
 
-/// Traffic is kept per cgroup (a container, or a node service) and endpoint kind.
+/// Traffic is kept per cgroup (a container, or a node service), endpoint kind and process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrafficKey {
@@ -132,7 +137,8 @@ pub struct TrafficKey {
     pub cgroup_id: u64,
     /// An [`EndpointKind`] as `u32`.
     pub kind: u32,
-    pub reserved: u32,
+    /// The process that owns the socket (0 when the kernel had no task at hand).
+    pub tgid: u32,
 }
 
 /// Counters for one [`TrafficKey`], one copy per CPU; user space sums them.

@@ -9,8 +9,8 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr},
 };
 use collector_ebpf::{
     EndpointKey, EndpointKind, EndpointValue, TrafficCounters, TrafficKey, map, program,
@@ -54,13 +54,24 @@ impl Probes {
         })?;
         // bpf links to a cgroup always coexist with other programs there (systemd's, other
         // tools'); "Single" only means no legacy override flags.
-        for name in [program::CONNECT4, program::CONNECT6] {
+        for name in [
+            program::CONNECT4,
+            program::CONNECT6,
+            program::SENDMSG4,
+            program::SENDMSG6,
+        ] {
             let prog: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
             prog.load()
                 .map_err(|source| Error::Program { name, source })?;
             prog.attach(&root, CgroupAttachMode::Single)
                 .map_err(|source| Error::Program { name, source })?;
         }
+        let name = program::SOCK_RELEASE;
+        let prog: &mut CgroupSock = program_mut(&mut ebpf, name)?;
+        prog.load()
+            .map_err(|source| Error::Program { name, source })?;
+        prog.attach(&root, CgroupAttachMode::Single)
+            .map_err(|source| Error::Program { name, source })?;
         for (name, attach_type) in [
             (program::SKB_EGRESS, CgroupSkbAttachType::Egress),
             (program::SKB_INGRESS, CgroupSkbAttachType::Ingress),
@@ -92,7 +103,22 @@ impl Probes {
             .map_err(|source| Error::Map { name, source })
     }
 
-    /// Traffic per (cgroup, endpoint kind), summed over CPUs.
+    /// Takes the events ring buffer (once) for a reader task.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let name = map::EVENTS;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(Error::MapNotFound { name })?;
+        RingBuf::try_from(map).map_err(|source| Error::Map { name, source })
+    }
+
+    /// The loaded programs, for their run-time statistics.
+    pub fn programs(&self) -> impl Iterator<Item = (&str, &aya::programs::Program)> {
+        self.ebpf.programs()
+    }
+
+    /// Traffic per (cgroup, endpoint kind, process), summed over CPUs.
     pub fn traffic(&self) -> Result<BTreeMap<TrafficKey, TrafficCounters>> {
         let name = map::TRAFFIC;
         let traffic: PerCpuHashMap<&MapData, TrafficKey, TrafficCounters> =

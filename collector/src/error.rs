@@ -39,6 +39,11 @@ pub enum Error {
         source: aya::maps::MapError,
     },
     #[error(
+        "the kernel sent an event of kind {kind} and {len} bytes that this collector does not \
+         know: collector and kernel object disagree"
+    )]
+    BadEvent { kind: u32, len: usize },
+    #[error(
         "invalid endpoint {value:?}: {reason}; expected ADDRESS:PORT such as 10.96.0.1:443 or [fd00::1]:443"
     )]
     Endpoint { value: String, reason: String },

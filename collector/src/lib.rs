@@ -7,6 +7,7 @@ pub mod dns;
 pub mod ebpf;
 pub mod endpoint;
 pub mod error;
+pub mod events;
 pub mod metrics;
 pub mod report;
 pub mod server;

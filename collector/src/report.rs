@@ -19,17 +19,25 @@ pub fn kind_name(raw: u32) -> &'static str {
     }
 }
 
-/// Builds rows, naming each cgroup id with `name` (its path, or the id if it is gone).
+/// Builds one row per (cgroup, kind), summing the cgroup's processes and naming each
+/// cgroup id with `name` (its path, or the id if it is gone).
 pub fn rows(
     traffic: &BTreeMap<TrafficKey, TrafficCounters>,
     mut name: impl FnMut(u64) -> String,
 ) -> Vec<Row> {
-    traffic
-        .iter()
-        .map(|(key, counters)| Row {
-            cgroup: name(key.cgroup_id),
-            kind: kind_name(key.kind),
-            counters: *counters,
+    let mut per_cgroup: BTreeMap<(u64, u32), TrafficCounters> = BTreeMap::new();
+    for (key, counters) in traffic {
+        per_cgroup
+            .entry((key.cgroup_id, key.kind))
+            .or_default()
+            .accumulate(counters);
+    }
+    per_cgroup
+        .into_iter()
+        .map(|((cgroup_id, kind), counters)| Row {
+            cgroup: name(cgroup_id),
+            kind: kind_name(kind),
+            counters,
         })
         .collect()
 }
@@ -72,29 +80,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_aligned_rows() {
-        let mut traffic = BTreeMap::new();
-        traffic.insert(
-            TrafficKey {
-                cgroup_id: 7,
-                kind: EndpointKind::ApiServer as u32,
-                reserved: 0,
-            },
-            TrafficCounters {
-                connects: 3,
-                sent_bytes: 1200,
-                received_bytes: 40,
-                sent_packets: 5,
-                received_packets: 2,
-            },
-        );
+    fn sums_processes_of_a_cgroup_into_one_aligned_row() {
+        let counters = |connects, sent_bytes| TrafficCounters {
+            connects,
+            sent_bytes,
+            received_bytes: 40,
+            sent_packets: 5,
+            received_packets: 2,
+        };
+        let key = |tgid| TrafficKey {
+            cgroup_id: 7,
+            kind: EndpointKind::ApiServer as u32,
+            tgid,
+        };
+        let traffic = BTreeMap::from([(key(42), counters(3, 1200)), (key(43), counters(1, 100))]);
         let rows = rows(&traffic, |id| format!("/pod-{id}"));
         let text = render(&rows);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(
             lines[1],
-            "/pod-7  apiserver         3          1200            40         5         2"
+            "/pod-7  apiserver         4          1300            80        10         4"
         );
     }
 

@@ -1,0 +1,56 @@
+//! The maps, shared by every program. A static's name is the map's name in the object:
+//! each must equal its `collector_ebpf::map` constant (user space looks them up by it).
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+};
+use collector_ebpf::{
+    Drop, EndpointKey, EndpointValue, SocketInfo, TrafficCounters, TrafficKey, capacity,
+};
+
+#[map]
+pub static ENDPOINTS: HashMap<EndpointKey, EndpointValue> =
+    HashMap::with_max_entries(capacity::ENDPOINTS, 0);
+
+#[map]
+pub static TRAFFIC: LruPerCpuHashMap<TrafficKey, TrafficCounters> =
+    LruPerCpuHashMap::with_max_entries(capacity::TRAFFIC, 0);
+
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Drop::COUNT, 0);
+
+#[map]
+pub static SOCKETS: LruHashMap<u64, SocketInfo> =
+    LruHashMap::with_max_entries(capacity::SOCKETS, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+
+/// The kind of a measured endpoint, if `key` is one.
+#[inline(always)]
+pub fn endpoint_kind(key: &EndpointKey) -> Option<u32> {
+    // SAFETY: the value is plain data; a racing update only affects this one read.
+    unsafe { ENDPOINTS.get(key) }.map(|v| v.kind)
+}
+
+pub fn count_drop(what: Drop) {
+    if let Some(n) = DROPS.get_ptr_mut(what as u32) {
+        // SAFETY: per-CPU slot, single writer on this CPU.
+        unsafe { *n += 1 };
+    }
+}
+
+/// Applies `update` to this CPU's counters for `key`, creating them if needed.
+#[inline(always)]
+pub fn with_counters(key: &TrafficKey, update: impl Fn(&mut TrafficCounters)) {
+    if let Some(counters) = TRAFFIC.get_ptr_mut(key) {
+        // SAFETY: a per-CPU value; this program is the only writer on this CPU.
+        update(unsafe { &mut *counters });
+        return;
+    }
+    let mut fresh = TrafficCounters::default();
+    update(&mut fresh);
+    if TRAFFIC.insert(key, fresh, 0).is_err() {
+        count_drop(Drop::TrafficInsert);
+    }
+}
