@@ -2,12 +2,15 @@
 //! sends to the API server and DNS, and the user space that names and exports it.
 pub mod apiserver;
 pub mod cgroup;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod endpoint;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod metrics;
+pub mod profile;
 pub mod report;
 pub mod server;

@@ -1,0 +1,1 @@
+//! Naming cgroups: container id from the cgroup path, then pod and owning workload.

@@ -1,0 +1,1 @@
+//! Profiles: what one pod of a workload costs, per dimension (schema in docs/profiles.md).
