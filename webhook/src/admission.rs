@@ -1,0 +1,375 @@
+//! AdmissionReview v1 in, AdmissionReview v1 out: the shell around [`decision::decide`].
+//! Reads only in-memory state; the refreshers in [`crate::server`] replace it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant, SystemTime},
+};
+
+use kube::core::{
+    DynamicObject,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+};
+
+use crate::{
+    budget::{ControlPlaneBudget, ControlPlaneBudgetSpec},
+    decision::{self, Context, Decision, Outcome},
+    inventory::Inventory,
+    load::Load,
+    metrics::Metrics,
+    profile::{Snapshot, WorkloadRef},
+    workload::{Autoscalers, Kind, Workload},
+};
+
+pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
+
+/// A request the webhook cannot answer with a decision: HTTP 400 with this message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRequest(pub String);
+
+/// The budget in force, by name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Budget {
+    pub name: String,
+    pub spec: ControlPlaneBudgetSpec,
+}
+
+impl From<ControlPlaneBudget> for Budget {
+    fn from(b: ControlPlaneBudget) -> Self {
+        Budget {
+            name: b.metadata.name.unwrap_or_default(),
+            spec: b.spec,
+        }
+    }
+}
+
+/// Profile data and when it was fetched.
+#[derive(Debug)]
+pub struct Data {
+    pub snapshot: Snapshot,
+    pub fetched_at: SystemTime,
+}
+
+/// Load admitted since the last snapshot, per workload: the snapshot cannot see it yet.
+#[derive(Debug, Default)]
+struct Ledger {
+    entries: HashMap<WorkloadRef, Load>,
+}
+
+impl Ledger {
+    fn pending_except(&self, workload: &WorkloadRef) -> Load {
+        self.entries
+            .iter()
+            .filter(|(w, _)| *w != workload)
+            .fold(Load::ZERO, |sum, (_, l)| sum + *l)
+    }
+}
+
+/// Everything the admission path reads.
+#[derive(Debug)]
+pub struct State {
+    budget: RwLock<Arc<Budget>>,
+    data: RwLock<Option<Arc<Data>>>,
+    inventory: RwLock<Arc<Inventory>>,
+    autoscalers: RwLock<Arc<Autoscalers>>,
+    ledger: Mutex<Ledger>,
+    pub metrics: Metrics,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(|e| e.into_inner()) = value;
+}
+
+impl State {
+    pub fn new(budget: Budget, inventory: Inventory) -> State {
+        State {
+            budget: RwLock::new(Arc::new(budget)),
+            data: RwLock::new(None),
+            inventory: RwLock::new(Arc::new(inventory)),
+            autoscalers: RwLock::new(Arc::new(Autoscalers::default())),
+            ledger: Mutex::new(Ledger::default()),
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub fn set_budget(&self, budget: Budget) {
+        write(&self.budget, Arc::new(budget));
+    }
+
+    pub fn budget(&self) -> Arc<Budget> {
+        read(&self.budget)
+    }
+
+    /// Replaces the profile data; what the ledger held is now measured.
+    pub fn set_snapshot(&self, snapshot: Snapshot, fetched_at: SystemTime) {
+        write(
+            &self.data,
+            Some(Arc::new(Data {
+                snapshot,
+                fetched_at,
+            })),
+        );
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .clear();
+    }
+
+    pub fn set_inventory(&self, inventory: Inventory) {
+        write(&self.inventory, Arc::new(inventory));
+    }
+
+    pub fn set_autoscalers(&self, autoscalers: Autoscalers) {
+        write(&self.autoscalers, Arc::new(autoscalers));
+    }
+
+    pub fn data(&self) -> Option<Arc<Data>> {
+        read(&self.data)
+    }
+
+    /// Age of the profile data, `None` before the first fetch.
+    pub fn data_age(&self) -> Option<Duration> {
+        self.data().map(|d| {
+            SystemTime::now()
+                .duration_since(d.fetched_at)
+                .unwrap_or_default()
+        })
+    }
+
+    /// Ready once profile data has arrived.
+    pub fn ready(&self) -> bool {
+        self.data().is_some()
+    }
+
+    /// Answers one AdmissionReview body with a serialized AdmissionReview.
+    pub fn review(&self, body: &[u8]) -> Result<Vec<u8>, BadRequest> {
+        let started = Instant::now();
+        let result = self.review_inner(body);
+        self.metrics
+            .admission_duration
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.invalid_requests.inc();
+        }
+        let response = result?;
+        serde_json::to_vec(&response.into_review())
+            .map_err(|e| BadRequest(format!("cannot serialise the response: {e}")))
+    }
+
+    fn review_inner(&self, body: &[u8]) -> Result<AdmissionResponse, BadRequest> {
+        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+            .map_err(|e| BadRequest(format!("body is not an AdmissionReview: {e}")))?;
+        if review.types.api_version != ADMISSION_API_VERSION
+            || review.types.kind != "AdmissionReview"
+        {
+            return Err(BadRequest(format!(
+                "expected apiVersion {ADMISSION_API_VERSION} kind AdmissionReview, got {} {}",
+                review.types.api_version, review.types.kind
+            )));
+        }
+        let request: AdmissionRequest<DynamicObject> = review
+            .try_into()
+            .map_err(|_| BadRequest("AdmissionReview has no request".to_owned()))?;
+        if request.uid.is_empty() {
+            return Err(BadRequest("request.uid is empty".to_owned()));
+        }
+        let budget = self.budget();
+        let mode = budget.spec.mode.as_str();
+        if matches!(request.operation, Operation::Delete | Operation::Connect) {
+            self.metrics
+                .record_decision(mode, Outcome::NoAddedLoad.as_str(), &request.kind.kind);
+            return Ok(AdmissionResponse::from(&request));
+        }
+        let kind = supported_kind(&request)?;
+        let scale = request.sub_resource.is_some();
+        let read_object = |object: &Option<DynamicObject>, which: &str| {
+            let Some(object) = object else {
+                return Err(Ok(format!("request.{which} is missing")));
+            };
+            let value = serde_json::to_value(object).map_err(|e| Ok(e.to_string()))?;
+            let document = format!("request.{which}");
+            let workload = if scale {
+                Workload::from_scale(kind, &document, value)
+            } else {
+                Workload::from_value(kind, &document, value)
+            };
+            workload.map_err(|e| Err(e.to_string()))
+        };
+        let new = match read_object(&request.object, "object") {
+            Ok(w) => w,
+            Err(Ok(missing)) => return Err(BadRequest(missing)),
+            Err(Err(invalid)) => {
+                self.metrics
+                    .record_decision(mode, Outcome::Denied.as_str(), kind.as_str());
+                let mut response = AdmissionResponse::from(&request).deny(format!(
+                    "headroom: invalid {} object: {invalid}",
+                    kind.as_str()
+                ));
+                response.result.code = 400;
+                return Ok(response);
+            }
+        };
+        let old = match request.operation {
+            Operation::Update => match read_object(&request.old_object, "oldObject") {
+                Ok(w) => Some(w),
+                Err(Ok(missing)) => return Err(BadRequest(missing)),
+                // An old object we cannot read: evaluate as a create (the worst case).
+                Err(Err(_)) => None,
+            },
+            _ => None,
+        };
+        // Objects in a request may leave the namespace to the request itself.
+        let namespaced = |mut w: Workload| {
+            if w.reference.namespace.is_empty() {
+                w.reference.namespace = request.namespace.clone().unwrap_or_default();
+            }
+            w
+        };
+        let workload = namespaced(new);
+        let old = old.map(namespaced);
+        let decision = self.decide(&budget, &workload, old.as_ref(), request.dry_run);
+        Ok(self.respond(&request, &budget, kind, &decision))
+    }
+
+    fn decide(
+        &self,
+        budget: &Budget,
+        workload: &Workload,
+        old: Option<&Workload>,
+        dry_run: bool,
+    ) -> Decision {
+        let data = self.data();
+        let inventory = read(&self.inventory);
+        let autoscalers = read(&self.autoscalers);
+        let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        let ctx = Context {
+            budget_name: &budget.name,
+            budget: &budget.spec,
+            snapshot: data.as_ref().map(|d| &d.snapshot),
+            data_age: self.data_age(),
+            inventory: &inventory,
+            autoscalers: &autoscalers,
+            pending: ledger.pending_except(&workload.reference),
+        };
+        let decision = decision::decide(workload, old, &ctx);
+        // A dry run changes no state: nothing is reserved.
+        if !dry_run
+            && decision.outcome == Outcome::Allowed
+            && let (Some(e), Some(data)) = (&decision.evaluation, &data)
+        {
+            let added =
+                e.projection.workload_steady - data.snapshot.current_share(&workload.reference);
+            ledger
+                .entries
+                .insert(workload.reference.clone(), added.clamp_non_negative());
+        }
+        decision
+    }
+
+    fn respond(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        budget: &Budget,
+        kind: Kind,
+        decision: &Decision,
+    ) -> AdmissionResponse {
+        self.metrics.record_decision(
+            budget.spec.mode.as_str(),
+            decision.outcome.as_str(),
+            kind.as_str(),
+        );
+        if decision.outcome == Outcome::FailOpen {
+            let reason = if self.data().is_some() {
+                "stale"
+            } else {
+                "missing"
+            };
+            self.metrics.record_fail_open(reason);
+        }
+        let mut response = AdmissionResponse::from(request);
+        if !decision.allowed() {
+            response = response.deny(&decision.message);
+            response.result.code = 403;
+            response.result.reason = "Forbidden".to_owned();
+        }
+        if !decision.warnings.is_empty() {
+            response.warnings = Some(decision.warnings.clone());
+        }
+        response.audit_annotations = decision
+            .audit_annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        tracing::debug!(
+            uid = %request.uid,
+            workload = %decision_subject(request),
+            outcome = decision.outcome.as_str(),
+            dry_run = request.dry_run,
+            "admission decision"
+        );
+        response
+    }
+}
+
+fn decision_subject(request: &AdmissionRequest<DynamicObject>) -> String {
+    format!(
+        "{}/{}",
+        request.namespace.as_deref().unwrap_or(""),
+        request.name
+    )
+}
+
+const SUPPORTED: &str = "apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet, batch/v1 Job, \
+                         CronJob, and the scale subresource of deployments, statefulsets, \
+                         replicasets";
+
+fn supported_kind(request: &AdmissionRequest<DynamicObject>) -> Result<Kind, BadRequest> {
+    let unsupported = |what: String| {
+        BadRequest(format!(
+            "unsupported {what}: headroom evaluates {SUPPORTED}"
+        ))
+    };
+    match request.sub_resource.as_deref() {
+        Some("scale") => {
+            if request.resource.group != "apps" {
+                return Err(unsupported(format!(
+                    "resource {}/{}/scale",
+                    request.resource.group, request.resource.resource
+                )));
+            }
+            Kind::from_scalable_resource(&request.resource.resource).ok_or_else(|| {
+                unsupported(format!("resource apps/{}/scale", request.resource.resource))
+            })
+        }
+        Some(other) => Err(unsupported(format!("subresource {other}"))),
+        None => {
+            let gvk = &request.kind;
+            let kind = Kind::from_kind(&gvk.kind);
+            let group_ok = match kind {
+                Some(Kind::Job | Kind::CronJob) => gvk.group == "batch",
+                Some(_) => gvk.group == "apps",
+                None => false,
+            };
+            match kind {
+                Some(kind) if group_ok => Ok(kind),
+                _ => {
+                    let group = if gvk.group.is_empty() {
+                        "core"
+                    } else {
+                        &gvk.group
+                    };
+                    Err(unsupported(format!(
+                        "kind {group}/{} {}",
+                        gvk.version, gvk.kind
+                    )))
+                }
+            }
+        }
+    }
+}

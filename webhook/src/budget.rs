@@ -1,0 +1,219 @@
+//! `ControlPlaneBudget`: the cluster-scoped CRD, also loadable from a file.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::Error,
+    load::{Dimension, Load},
+};
+
+pub const API_VERSION: &str = "headroom.dev/v1alpha1";
+
+/// Annotation that lets a change through whatever its projection; its value is the reason.
+pub const BREAK_GLASS_ANNOTATION: &str = "headroom.dev/break-glass";
+/// Annotation with a declared per-pod profile (`{"steady": {...}, "startup": {...}}`),
+/// used for an unmeasured workload when the budget sets `trustDeclared`.
+pub const DECLARED_PROFILE_ANNOTATION: &str = "headroom.dev/declared-profile";
+
+/// What to do with a change whose projection is over budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Mode {
+    /// Deny the change.
+    #[default]
+    Enforce,
+    /// Allow it with a warning to the client.
+    Warn,
+    /// Allow it silently; record an audit annotation and a metric.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "Enforce",
+            Mode::Warn => "Warn",
+            Mode::Audit => "Audit",
+        }
+    }
+}
+
+/// Limits per dimension; a dimension without a limit is not checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_requests_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_received_bytes_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_connections_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_queries_per_second: Option<f64>,
+}
+
+impl Limits {
+    pub fn get(&self, dimension: Dimension) -> Option<f64> {
+        match dimension {
+            Dimension::ApiserverRequests => self.apiserver_requests_per_second,
+            Dimension::ApiserverReceivedBytes => self.apiserver_received_bytes_per_second,
+            Dimension::ApiserverConnections => self.apiserver_connections_per_second,
+            Dimension::DnsQueries => self.dns_queries_per_second,
+        }
+    }
+}
+
+/// The budget the control plane can afford, and how the webhook enforces it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "headroom.dev",
+    version = "v1alpha1",
+    kind = "ControlPlaneBudget",
+    shortname = "cpb",
+    status = "ControlPlaneBudgetStatus",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ControlPlaneBudgetSpec {
+    /// Enforce (deny), Warn (allow with a warning) or Audit (allow, record only).
+    pub mode: Mode,
+    /// Sustained load the control plane can take, per dimension.
+    pub limits: Limits,
+    /// How far above the limit a rollout's peak may go (≥ 1).
+    pub burst_factor: f64,
+    /// The largest fraction (0 < share ≤ 1) of each limit one workload's steady load may use.
+    pub per_workload_share: f64,
+    /// Pods an unmeasured workload may run before it has a profile.
+    pub canary_size: u32,
+    /// Namespaces whose changes are never evaluated.
+    pub exempt_namespaces: Vec<String>,
+    /// Whether a `headroom.dev/declared-profile` annotation may stand in for a measurement.
+    pub trust_declared: bool,
+    /// Profile data older than this is stale: changes are allowed with a warning.
+    pub max_data_age_seconds: u64,
+}
+
+impl Default for ControlPlaneBudgetSpec {
+    fn default() -> Self {
+        ControlPlaneBudgetSpec {
+            mode: Mode::Enforce,
+            limits: Limits::default(),
+            burst_factor: 1.5,
+            per_workload_share: 0.5,
+            canary_size: 3,
+            exempt_namespaces: vec!["kube-system".to_owned()],
+            trust_declared: false,
+            max_data_age_seconds: 600,
+        }
+    }
+}
+
+/// Current use and headroom per dimension, as last evaluated.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ControlPlaneBudgetStatus {
+    /// The measured cluster total per dimension.
+    pub current: Load,
+    /// Limit minus current per dimension (negative: over budget).
+    pub headroom: Load,
+    /// RFC 3339 time of the profile data the status was computed from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
+}
+
+impl ControlPlaneBudgetStatus {
+    pub fn compute(spec: &ControlPlaneBudgetSpec, current: Load) -> Self {
+        ControlPlaneBudgetStatus {
+            current,
+            headroom: current.map(|d, v| spec.limits.get(d).map_or(0.0, |limit| limit - v)),
+            observed_at: None,
+        }
+    }
+}
+
+impl ControlPlaneBudgetSpec {
+    /// Checks every field; the error names the field and the value it needs.
+    pub fn validate(&self, path: &str) -> Result<(), Error> {
+        let invalid = |field: &'static str, message: &str| Error::InvalidBudget {
+            path: path.to_owned(),
+            field,
+            message: message.to_owned(),
+        };
+        if !self.burst_factor.is_finite() || self.burst_factor < 1.0 {
+            return Err(invalid("spec.burstFactor", "must be a number ≥ 1"));
+        }
+        if !(self.per_workload_share > 0.0 && self.per_workload_share <= 1.0) {
+            return Err(invalid("spec.perWorkloadShare", "must be in (0, 1]"));
+        }
+        for d in Dimension::ALL {
+            if let Some(limit) = self.limits.get(d)
+                && (!limit.is_finite() || limit < 0.0)
+            {
+                return Err(Error::InvalidBudget {
+                    path: path.to_owned(),
+                    field: "spec.limits",
+                    message: format!("{} must be a finite number ≥ 0", d.field()),
+                });
+            }
+        }
+        if Dimension::ALL.iter().all(|d| self.limits.get(*d).is_none()) {
+            return Err(invalid(
+                "spec.limits",
+                "set at least one of apiserverRequestsPerSecond, \
+                 apiserverReceivedBytesPerSecond, apiserverConnectionsPerSecond, \
+                 dnsQueriesPerSecond",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ControlPlaneBudget {
+    /// Parses a `ControlPlaneBudget` from YAML or JSON and validates it.
+    pub fn parse(path: &str, text: &str) -> Result<ControlPlaneBudget, Error> {
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let api_version = value.get("apiVersion").and_then(|v| v.as_str());
+        let kind = value.get("kind").and_then(|v| v.as_str());
+        if api_version != Some(API_VERSION) || kind != Some("ControlPlaneBudget") {
+            return Err(Error::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "expected apiVersion `{API_VERSION}` and kind `ControlPlaneBudget`, found \
+                     `{}` `{}`",
+                    api_version.unwrap_or("<none>"),
+                    kind.unwrap_or("<none>")
+                ),
+            });
+        }
+        let budget: ControlPlaneBudget =
+            serde_yaml::from_value(value).map_err(|e| Error::Parse {
+                path: path.to_owned(),
+                message: format!("not a valid ControlPlaneBudget: {e}"),
+            })?;
+        budget.spec.validate(path)?;
+        Ok(budget)
+    }
+
+    /// Reads and parses a budget file.
+    pub fn load(path: &std::path::Path) -> Result<ControlPlaneBudget, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+}
+
+/// The CRD as YAML, as `headroom-webhook crd` prints it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&ControlPlaneBudget::crd())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,494 @@
+//! Admission decisions: exemptions, break-glass, fail-open, the canary rule for unmeasured
+//! workloads, and the budget verdict with a message a user can act on.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{
+    budget::{BREAK_GLASS_ANNOTATION, ControlPlaneBudgetSpec, DECLARED_PROFILE_ANNOTATION, Mode},
+    inventory::Inventory,
+    load::{Dimension, Load},
+    profile::{PerPod, Provenance, Snapshot},
+    projection::{self, Check, PodCost, Projection, Violation},
+    workload::{Autoscalers, Kind, Size, Workload},
+};
+
+/// Kubernetes truncates longer warnings; the issue asks for ≤ 120 characters.
+pub const MAX_WARNING_CHARS: usize = 120;
+/// Audit annotation keys (the API server prefixes them with the webhook's name).
+pub const AUDIT_BREAK_GLASS: &str = "break-glass";
+pub const AUDIT_OVER_BUDGET: &str = "over-budget";
+pub const AUDIT_FAIL_OPEN: &str = "fail-open";
+
+/// What happened to a change; the `result` label of the decisions metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Evaluated and within budget.
+    Allowed,
+    /// Over budget (or unmeasured beyond the canary size) in Enforce mode.
+    Denied,
+    /// Over budget in Warn mode: allowed with a warning.
+    Warned,
+    /// Over budget in Audit mode: allowed, recorded.
+    Audited,
+    /// Allowed by the break-glass annotation.
+    BreakGlass,
+    /// The namespace is exempt.
+    Exempt,
+    /// The change adds no load (scale-down, metadata-only update).
+    NoAddedLoad,
+    /// Unmeasured, within the canary size.
+    Canary,
+    /// No or stale profile data: allowed with a warning.
+    FailOpen,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::Warned => "warned",
+            Outcome::Audited => "audited",
+            Outcome::BreakGlass => "break_glass",
+            Outcome::Exempt => "exempt",
+            Outcome::NoAddedLoad => "no_added_load",
+            Outcome::Canary => "canary",
+            Outcome::FailOpen => "fail_open",
+        }
+    }
+
+    pub fn allowed(self) -> bool {
+        self != Outcome::Denied
+    }
+}
+
+/// The numbers behind a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub provenance: String,
+    pub cost: PodCost,
+    pub projection: Projection,
+    pub violations: Vec<Violation>,
+    pub suggestion: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// The explanation: the denial reason, or what was found.
+    pub message: String,
+    /// Each at most [`MAX_WARNING_CHARS`].
+    pub warnings: Vec<String>,
+    pub audit_annotations: BTreeMap<String, String>,
+    pub pods: u64,
+    pub starts: u64,
+    pub evaluation: Option<Evaluation>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.outcome.allowed()
+    }
+}
+
+/// Everything a decision reads besides the object: all in memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub budget_name: &'a str,
+    pub budget: &'a ControlPlaneBudgetSpec,
+    /// `None`: no profile data has arrived yet.
+    pub snapshot: Option<&'a Snapshot>,
+    /// Age of the snapshot's data; compared with the budget's maxDataAgeSeconds.
+    pub data_age: Option<Duration>,
+    pub inventory: &'a Inventory,
+    pub autoscalers: &'a Autoscalers,
+    /// Steady load of changes admitted since the snapshot was taken (not this workload's).
+    pub pending: Load,
+}
+
+/// Truncates to [`MAX_WARNING_CHARS`] characters, marking the cut with `…`.
+pub fn fit_warning(text: &str) -> String {
+    if text.chars().count() <= MAX_WARNING_CHARS {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(MAX_WARNING_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+#[derive(Deserialize)]
+struct Declared {
+    #[serde(default)]
+    steady: Load,
+    #[serde(default)]
+    startup: Load,
+}
+
+fn declared_cost(workload: &Workload) -> Option<Result<PodCost, String>> {
+    let text = workload.annotations.get(DECLARED_PROFILE_ANNOTATION)?;
+    Some(
+        serde_json::from_str::<Declared>(text)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                match d
+                    .steady
+                    .invalid_dimension()
+                    .or(d.startup.invalid_dimension())
+                {
+                    Some(dim) => Err(format!("{} must be a finite number ≥ 0", dim.field())),
+                    None => Ok(PodCost {
+                        steady: d.steady,
+                        startup: d.startup,
+                    }),
+                }
+            }),
+    )
+}
+
+/// Decides on `workload` replacing `old` (`None`: a create).
+pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) -> Decision {
+    let reference = &workload.reference;
+    let hpa_max = ctx.autoscalers.max_for(reference);
+    let pods = workload.pods(ctx.inventory, hpa_max);
+    let old_pods = old.map_or(0, |o| o.pods(ctx.inventory, hpa_max));
+    let starts = workload.concurrent_starts(old, pods, old_pods);
+    let decision = |outcome, message: String, warnings: Vec<String>| Decision {
+        outcome,
+        message,
+        warnings: warnings.iter().map(|w| fit_warning(w)).collect(),
+        audit_annotations: BTreeMap::new(),
+        pods,
+        starts,
+        evaluation: None,
+    };
+
+    if ctx.budget.exempt_namespaces.contains(&reference.namespace) {
+        return decision(
+            Outcome::Exempt,
+            format!(
+                "namespace {} is exempt from {}",
+                reference.namespace, ctx.budget_name
+            ),
+            Vec::new(),
+        );
+    }
+    if old.is_some() && starts == 0 && pods <= old_pods {
+        return decision(
+            Outcome::NoAddedLoad,
+            format!("{pods} pods (was {old_pods}), none starting: adds no load"),
+            Vec::new(),
+        );
+    }
+    if let Some(reason) = workload.break_glass_reason() {
+        let mut d = decision(
+            Outcome::BreakGlass,
+            format!("allowed by {BREAK_GLASS_ANNOTATION}: {reason}"),
+            vec![format!(
+                "headroom: budget not checked, break-glass: {reason}"
+            )],
+        );
+        d.audit_annotations
+            .insert(AUDIT_BREAK_GLASS.to_owned(), reason.to_owned());
+        return d;
+    }
+    let max_age = Duration::from_secs(ctx.budget.max_data_age_seconds);
+    let (snapshot, age) = match (ctx.snapshot, ctx.data_age) {
+        (Some(s), Some(age)) if age <= max_age => (s, age),
+        (Some(_), Some(age)) => {
+            return fail_open(
+                decision,
+                format!(
+                    "profile data is {}s old (max {}s)",
+                    age.as_secs(),
+                    max_age.as_secs()
+                ),
+            );
+        }
+        _ => return fail_open(decision, "no profile data yet".to_owned()),
+    };
+    let _ = age;
+
+    let mut warnings = Vec::new();
+    let per_pod = snapshot
+        .per_pod(reference, workload.image.as_deref())
+        .or_else(|| match declared_cost(workload) {
+            Some(Ok(cost)) if ctx.budget.trust_declared => Some(PerPod {
+                steady: cost.steady,
+                startup: cost.startup,
+                provenance: Provenance::Declared,
+            }),
+            Some(Ok(_)) => {
+                warnings.push(format!(
+                    "headroom: {DECLARED_PROFILE_ANNOTATION} ignored: budget does not trust declared"
+                ));
+                None
+            }
+            Some(Err(e)) => {
+                warnings.push(format!("headroom: bad {DECLARED_PROFILE_ANNOTATION}: {e}"));
+                None
+            }
+            None => None,
+        });
+    let Some(per_pod) = per_pod else {
+        return unmeasured(workload, pods, ctx, decision, warnings);
+    };
+
+    let cost = PodCost {
+        steady: per_pod.steady,
+        startup: per_pod.startup,
+    };
+    let base = projection::base_load(
+        snapshot.totals,
+        snapshot.current_share(reference),
+        ctx.pending,
+    );
+    let projection = projection::project(base, cost, pods, starts);
+    let violations = projection::violations(&projection, ctx.budget);
+    let provenance = per_pod.provenance.to_string();
+    if violations.is_empty() {
+        let mut d = decision(
+            Outcome::Allowed,
+            format!(
+                "within {}: {}; per pod {provenance}",
+                ctx.budget_name,
+                tightest(&projection, ctx.budget)
+            ),
+            warnings,
+        );
+        d.evaluation = Some(Evaluation {
+            provenance,
+            cost,
+            projection,
+            violations,
+            suggestion: None,
+        });
+        return d;
+    }
+
+    let suggestion = suggest(workload, old, old_pods, &projection, cost, ctx.budget);
+    let message = over_budget_message(
+        workload,
+        ctx,
+        &projection,
+        cost,
+        &provenance,
+        &violations,
+        suggestion.as_deref(),
+    );
+    let first = violations[0].short();
+    let more = match violations.len() {
+        1 => String::new(),
+        n => format!(" (+{} more)", n - 1),
+    };
+    let mut d = match ctx.budget.mode {
+        Mode::Enforce => decision(Outcome::Denied, message, warnings),
+        Mode::Warn => {
+            warnings.push(format!(
+                "headroom: over budget, allowed (Warn): {first}{more}"
+            ));
+            decision(Outcome::Warned, message, warnings)
+        }
+        Mode::Audit => {
+            let mut d = decision(Outcome::Audited, message, warnings);
+            d.audit_annotations
+                .insert(AUDIT_OVER_BUDGET.to_owned(), format!("{first}{more}"));
+            d
+        }
+    };
+    d.evaluation = Some(Evaluation {
+        provenance,
+        cost,
+        projection,
+        violations,
+        suggestion,
+    });
+    d
+}
+
+fn fail_open(decision: impl Fn(Outcome, String, Vec<String>) -> Decision, why: String) -> Decision {
+    let mut d = decision(
+        Outcome::FailOpen,
+        format!("not evaluated: {why}; allowed (fail-open)"),
+        vec![format!("headroom: not evaluated, {why}; allowed")],
+    );
+    d.audit_annotations.insert(AUDIT_FAIL_OPEN.to_owned(), why);
+    d
+}
+
+fn unmeasured(
+    workload: &Workload,
+    pods: u64,
+    ctx: &Context<'_>,
+    decision: impl Fn(Outcome, String, Vec<String>) -> Decision,
+    mut warnings: Vec<String>,
+) -> Decision {
+    let canary = u64::from(ctx.budget.canary_size);
+    let reference = &workload.reference;
+    if pods <= canary {
+        warnings.push(format!(
+            "headroom: {reference} unmeasured; allowed as a canary ({pods} ≤ {canary} pods)"
+        ));
+        return decision(
+            Outcome::Canary,
+            format!("unmeasured; {pods} pods within the canary size {canary}"),
+            warnings,
+        );
+    }
+    let fix = match workload.size {
+        Size::PerNode => format!("narrow the nodeSelector to at most {canary} nodes"),
+        Size::Replicas(_) => format!("set replicas to at most {canary}"),
+    };
+    let message = format!(
+        "headroom: {reference} has no measured profile and no trusted declared one; an \
+         unmeasured workload may run at most {canary} pods (canarySize of {}), this change \
+         runs {pods}. Largest safe change: run a canary first ({fix}), let the collector \
+         measure it, then scale.",
+        ctx.budget_name
+    );
+    let short = format!("unmeasured, {pods} pods > canary size {canary}");
+    match ctx.budget.mode {
+        Mode::Enforce => decision(Outcome::Denied, message, warnings),
+        Mode::Warn => {
+            warnings.push(format!("headroom: allowed (Warn): {short}"));
+            decision(Outcome::Warned, message, warnings)
+        }
+        Mode::Audit => {
+            let mut d = decision(Outcome::Audited, message, warnings);
+            d.audit_annotations
+                .insert(AUDIT_OVER_BUDGET.to_owned(), short);
+            d
+        }
+    }
+}
+
+/// The dimension/check closest to its limit, for an allowed change's summary.
+fn tightest(p: &Projection, budget: &ControlPlaneBudgetSpec) -> String {
+    let mut best: Option<(f64, Dimension, Check, f64, f64)> = None;
+    for d in Dimension::ALL {
+        let Some(limit) = budget.limits.get(d) else {
+            continue;
+        };
+        for (check, value, allowed) in [
+            (Check::Steady, p.steady.get(d), limit),
+            (Check::Peak, p.peak.get(d), limit * budget.burst_factor),
+        ] {
+            let ratio = if allowed > 0.0 { value / allowed } else { 0.0 };
+            if best.is_none_or(|b| ratio > b.0) {
+                best = Some((ratio, d, check, value, allowed));
+            }
+        }
+    }
+    match best {
+        Some((ratio, d, check, value, allowed)) => format!(
+            "{d} {} {} of {} ({:.0}%)",
+            check.as_str(),
+            d.format(value),
+            d.format(allowed),
+            ratio * 100.0
+        ),
+        None => "no limits".to_owned(),
+    }
+}
+
+/// The largest change that fits: replicas, or how many pods may start at once.
+fn suggest(
+    workload: &Workload,
+    old: Option<&Workload>,
+    old_pods: u64,
+    p: &Projection,
+    cost: PodCost,
+    budget: &ControlPlaneBudgetSpec,
+) -> Option<String> {
+    let starts_for = |n: u64| workload.concurrent_starts(old, n, old_pods);
+    let max_pods = projection::max_pods(p.base, cost, p.pods, starts_for, budget);
+    let max_starts = projection::max_starts(p.base, cost, p.pods, budget);
+    let per_node = workload.size == Size::PerNode;
+    let mut parts = Vec::new();
+    if let Some(k) = max_starts {
+        parts.push(match (per_node, old.is_some(), workload.kind) {
+            (true, true, _) => format!("updateStrategy.rollingUpdate.maxUnavailable ≤ {k}"),
+            (true, false, _) => format!(
+                "roll out in stages of ≤ {k} nodes (a nodeSelector matching {k} nodes, then widen)"
+            ),
+            (false, true, Kind::Deployment) => {
+                format!("a staged rollout with maxSurge + maxUnavailable ≤ {k}")
+            }
+            (false, _, _) => format!("create {k} replicas, then scale up in steps of ≤ {k}"),
+        });
+    }
+    if max_pods > 0 && (old.is_none() || max_pods > old_pods) && max_pods < p.pods {
+        parts.push(if per_node {
+            format!("at most {max_pods} nodes (narrow the nodeSelector)")
+        } else {
+            format!("replicas ≤ {max_pods}")
+        });
+    }
+    if max_starts.is_none() {
+        let per_pod: Vec<String> = projection::max_per_pod_steady(p.base, p.pods, budget)
+            .into_iter()
+            .filter(|(d, max)| cost.steady.get(*d) > *max)
+            .map(|(d, max)| format!("{} ≤ {}", d, d.format(max)))
+            .collect();
+        if !per_pod.is_empty() {
+            parts.push(format!(
+                "cut the per-pod steady cost at {} pods to {} (e.g. a node-scoped watch)",
+                p.pods,
+                per_pod.join(", ")
+            ));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("; or "))
+}
+
+fn over_budget_message(
+    workload: &Workload,
+    ctx: &Context<'_>,
+    p: &Projection,
+    cost: PodCost,
+    provenance: &str,
+    violations: &[Violation],
+    suggestion: Option<&str>,
+) -> String {
+    let over: Vec<String> = violations
+        .iter()
+        .map(|v| {
+            let detail = match v.check {
+                Check::Peak => format!(" (limit × burst {})", ctx.budget.burst_factor),
+                Check::Share => format!(" (limit × share {})", ctx.budget.per_workload_share),
+                Check::Steady => String::new(),
+            };
+            format!("{}{detail}", v.short())
+        })
+        .collect();
+    let mut dims: Vec<Dimension> = violations.iter().map(|v| v.dimension).collect();
+    dims.dedup();
+    let per_pod: Vec<String> = dims
+        .iter()
+        .map(|d| {
+            format!(
+                "{d}: steady {} + startup {} per pod, {} from everything else",
+                d.format(cost.steady.get(*d)),
+                d.format(cost.startup.get(*d)),
+                d.format(p.base.get(*d))
+            )
+        })
+        .collect();
+    format!(
+        "headroom: {} over ControlPlaneBudget {} ({}): {}. Projection: {} pods, {} starting at \
+         once; {}; per-pod figures {}. Largest safe change: {}.",
+        workload.reference,
+        ctx.budget_name,
+        ctx.budget.mode.as_str(),
+        over.join("; "),
+        p.pods,
+        p.starts,
+        per_pod.join("; "),
+        provenance,
+        suggestion.unwrap_or("none at this size; reduce the per-pod cost or raise the budget")
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,27 @@
+//! Headroom's admission webhook: projects the control-plane load a workload change will
+//! cause (per-pod profile × pods, steady state and rollout peak) and compares it with a
+//! `ControlPlaneBudget`.
+//!
+//! The core (`load`, `inventory`, `workload`, `projection`, `decision`) is plain functions
+//! over plain data; `admission`, `server`, `sources` and `check` wire it to HTTPS, profile
+//! sources and the offline CLI.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod budget;
+pub mod check;
+pub mod decision;
+pub mod error;
+pub mod http_client;
+pub mod inventory;
+pub mod load;
+pub mod metrics;
+pub mod profile;
+pub mod projection;
+pub mod prometheus_rules;
+pub mod server;
+pub mod sources;
+pub mod tls;
+pub mod workload;
+
+pub use error::Error;

@@ -1,0 +1,173 @@
+//! The webhook's own metrics, prefixed `headroom_webhook_`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// The budget's mode: Enforce, Warn or Audit.
+    pub mode: String,
+    /// The outcome: allowed, denied, warned, audited, break_glass, exempt, no_added_load,
+    /// canary, fail_open.
+    pub result: String,
+    /// Workload kind (Deployment, …).
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailOpenLabels {
+    /// `stale` or `missing`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `file`, `collector` or `prometheus`.
+    pub source: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub admission_duration: Histogram,
+    pub data_age: Gauge<f64, AtomicU64>,
+    pub fail_opens: Family<FailOpenLabels, Counter>,
+    pub invalid_requests: Counter,
+    pub refresh_errors: Family<SourceLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("headroom_webhook");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Admission decisions by budget mode, result and workload kind",
+            decisions.clone(),
+        );
+        // 50 µs … ~0.8 s
+        let admission_duration = Histogram::new(exponential_buckets(0.00005, 2.0, 15));
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer one AdmissionReview, from body received to response built",
+            admission_duration.clone(),
+        );
+        let data_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "profile_data_age_seconds",
+            "Age of the profile data the admission path reads (-1: none yet)",
+            data_age.clone(),
+        );
+        let fail_opens = Family::<FailOpenLabels, Counter>::default();
+        registry.register(
+            "fail_opens",
+            "Changes allowed unevaluated because profile data was stale or missing",
+            fail_opens.clone(),
+        );
+        let invalid_requests = Counter::default();
+        registry.register(
+            "invalid_requests",
+            "Requests answered 400: not a valid AdmissionReview v1 for a supported resource",
+            invalid_requests.clone(),
+        );
+        let refresh_errors = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "profile_refresh_errors",
+            "Failed refreshes of profile data by source",
+            refresh_errors.clone(),
+        );
+        Metrics {
+            registry,
+            decisions,
+            admission_duration,
+            data_age,
+            fail_opens,
+            invalid_requests,
+            refresh_errors,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record_decision(&self, mode: &str, result: &str, kind: &str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                mode: mode.to_owned(),
+                result: result.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn record_fail_open(&self, reason: &str) {
+        self.fail_opens
+            .get_or_create(&FailOpenLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn record_refresh_error(&self, source: &str) {
+        self.refresh_errors
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_exact_lines() {
+        let m = Metrics::default();
+        m.record_decision("Enforce", "denied", "DaemonSet");
+        m.record_decision("Enforce", "denied", "DaemonSet");
+        m.record_decision("Warn", "warned", "Deployment");
+        m.record_fail_open("stale");
+        m.admission_duration.observe(0.0003);
+        m.data_age.set(12.5);
+        m.invalid_requests.inc();
+        m.record_refresh_error("collector");
+        let text = m.encode();
+        for line in [
+            "# TYPE headroom_webhook_decisions counter",
+            r#"headroom_webhook_decisions_total{mode="Enforce",result="denied",kind="DaemonSet"} 2"#,
+            r#"headroom_webhook_decisions_total{mode="Warn",result="warned",kind="Deployment"} 1"#,
+            r#"headroom_webhook_fail_opens_total{reason="stale"} 1"#,
+            "headroom_webhook_admission_duration_seconds_count 1",
+            r#"headroom_webhook_admission_duration_seconds_bucket{le="0.0004"} 1"#,
+            r#"headroom_webhook_admission_duration_seconds_bucket{le="0.0002"} 0"#,
+            "headroom_webhook_profile_data_age_seconds 12.5",
+            "headroom_webhook_invalid_requests_total 1",
+            r#"headroom_webhook_profile_refresh_errors_total{source="collector"} 1"#,
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+    }
+}

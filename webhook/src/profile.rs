@@ -1,0 +1,245 @@
+//! The reading side of the profile contract (`docs/profiles.md`): what one pod of a
+//! workload costs, as collectors serve it, and the merged in-memory snapshot the admission
+//! path reads.
+
+use std::{collections::HashMap, time::SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{error::Error, load::Load};
+
+pub const API_VERSION: &str = "headroom.dev/v1alpha1";
+pub const KIND: &str = "ProfileList";
+
+/// `ProfileList` as served at a collector's `/profiles`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileList {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub generated_at: String,
+    #[serde(default)]
+    pub window_seconds: u64,
+    #[serde(default)]
+    pub totals: Load,
+    #[serde(default)]
+    pub items: Vec<ProfileItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkloadRef {
+    #[serde(default)]
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for WorkloadRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileItem {
+    pub workload: WorkloadRef,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub pods: u64,
+    #[serde(default)]
+    pub minutes: u64,
+    #[serde(default)]
+    pub steady: Load,
+    #[serde(default)]
+    pub startup: Load,
+    #[serde(default)]
+    pub current: Load,
+}
+
+impl ProfileList {
+    /// Parses and validates one `ProfileList` (JSON). `source_name` names the file or URL.
+    pub fn parse(source_name: &str, bytes: &[u8]) -> Result<ProfileList, Error> {
+        let list: ProfileList = serde_json::from_slice(bytes).map_err(|e| Error::Parse {
+            path: source_name.to_owned(),
+            message: format!("not a ProfileList: {e}"),
+        })?;
+        list.validate(source_name)?;
+        Ok(list)
+    }
+
+    fn validate(&self, source_name: &str) -> Result<(), Error> {
+        if self.api_version != API_VERSION || self.kind != KIND {
+            return Err(Error::UnsupportedProfileVersion {
+                source_name: source_name.to_owned(),
+                found_api_version: self.api_version.clone(),
+                found_kind: self.kind.clone(),
+            });
+        }
+        let invalid = |field: String, load: &Load| {
+            load.invalid_dimension().map(|d| Error::InvalidProfile {
+                source_name: source_name.to_owned(),
+                field: format!("{field}.{}", d.field()),
+                message: "must be a finite number ≥ 0".to_owned(),
+            })
+        };
+        if let Some(e) = invalid("totals".to_owned(), &self.totals) {
+            return Err(e);
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            for (name, load) in [
+                ("steady", &item.steady),
+                ("startup", &item.startup),
+                ("current", &item.current),
+            ] {
+                if let Some(e) = invalid(format!("items[{i}].{name}"), load) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one pod costs, with where the figure came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerPod {
+    pub steady: Load,
+    pub startup: Load,
+    pub provenance: Provenance,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Provenance {
+    /// Measured for this workload.
+    Measured { pods: u64, minutes: u64 },
+    /// Measured for another workload running the same image.
+    Image {
+        image: String,
+        from: WorkloadRef,
+        pods: u64,
+        minutes: u64,
+    },
+    /// Declared by the workload's annotation, trusted by the budget.
+    Declared,
+}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Provenance::Measured { pods, minutes } => {
+                write!(f, "measured over {pods} pods, {minutes} min")
+            }
+            Provenance::Image {
+                image,
+                from,
+                pods,
+                minutes,
+            } => write!(
+                f,
+                "image {image} as measured for {from} over {pods} pods, {minutes} min"
+            ),
+            Provenance::Declared => f.write_str("declared by annotation"),
+        }
+    }
+}
+
+/// Every source's profiles merged: the cluster total and per-workload figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub totals: Load,
+    pub workloads: HashMap<WorkloadRef, ProfileItem>,
+    /// Image → the workload measured with the most pods running it.
+    pub images: HashMap<String, WorkloadRef>,
+    /// When the data was fetched (the oldest fetch among the merged sources).
+    pub fetched_at: Option<SystemTime>,
+}
+
+impl Snapshot {
+    /// Merges lists from several collectors (one per node): totals and current shares add
+    /// up; per-pod figures take the larger value (each is already a p95 over pods); pods add
+    /// up; minutes take the longest.
+    pub fn merge<'a>(lists: impl IntoIterator<Item = &'a ProfileList>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for list in lists {
+            snapshot.totals += list.totals;
+            for item in &list.items {
+                snapshot
+                    .workloads
+                    .entry(item.workload.clone())
+                    .and_modify(|merged| {
+                        merged.pods += item.pods;
+                        merged.minutes = merged.minutes.max(item.minutes);
+                        merged.steady = merged.steady.max(item.steady);
+                        merged.startup = merged.startup.max(item.startup);
+                        merged.current += item.current;
+                        if merged.image.is_empty() {
+                            merged.image.clone_from(&item.image);
+                        }
+                    })
+                    .or_insert_with(|| item.clone());
+            }
+        }
+        snapshot.index_images();
+        snapshot
+    }
+
+    /// Rebuilds the image index; called after the workload map changes.
+    pub fn index_images(&mut self) {
+        let mut images: HashMap<String, WorkloadRef> = HashMap::new();
+        let mut sorted: Vec<&ProfileItem> = self.workloads.values().collect();
+        // Deterministic choice: most pods, then smallest name.
+        sorted.sort_by(|a, b| b.pods.cmp(&a.pods).then(a.workload.cmp(&b.workload)));
+        for item in sorted {
+            if !item.image.is_empty() && item.pods > 0 {
+                images
+                    .entry(item.image.clone())
+                    .or_insert_with(|| item.workload.clone());
+            }
+        }
+        self.images = images;
+    }
+
+    /// The per-pod figure for a workload: its own measurement, else another workload's with
+    /// the same image, else `None` (unmeasured).
+    pub fn per_pod(&self, workload: &WorkloadRef, image: Option<&str>) -> Option<PerPod> {
+        if let Some(item) = self.workloads.get(workload).filter(|i| i.pods > 0) {
+            return Some(PerPod {
+                steady: item.steady,
+                startup: item.startup,
+                provenance: Provenance::Measured {
+                    pods: item.pods,
+                    minutes: item.minutes,
+                },
+            });
+        }
+        let image = image.filter(|i| !i.is_empty())?;
+        let from = self.images.get(image)?;
+        let item = self.workloads.get(from)?;
+        Some(PerPod {
+            steady: item.steady,
+            startup: item.startup,
+            provenance: Provenance::Image {
+                image: image.to_owned(),
+                from: from.clone(),
+                pods: item.pods,
+                minutes: item.minutes,
+            },
+        })
+    }
+
+    /// This workload's present share of the total.
+    pub fn current_share(&self, workload: &WorkloadRef) -> Load {
+        self.workloads
+            .get(workload)
+            .map(|i| i.current)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

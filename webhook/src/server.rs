@@ -1,0 +1,299 @@
+//! The running webhook: HTTPS admission endpoint, plain-HTTP metrics and probes, and the
+//! background refreshers (profiles, budget file, TLS certificate).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State as AxumState},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    admission::{BadRequest, Budget, State},
+    budget::ControlPlaneBudget,
+    error::Error,
+    inventory::Inventory,
+    sources::Source,
+    tls::{self, ReloadingCert},
+};
+
+/// Largest AdmissionReview body accepted (an object and its old version, each ≤ 1.5 MiB in
+/// etcd, plus the review around them).
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `serve`'s configuration, parsed from flags.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub budget: PathBuf,
+    pub profiles: Option<PathBuf>,
+    pub collectors: Vec<String>,
+    pub prometheus: Option<String>,
+    pub refresh: Duration,
+    pub inventory: Inventory,
+}
+
+impl Config {
+    /// The one profile source the flags name.
+    pub fn source(&self) -> Result<Option<Source>, Error> {
+        let mut sources = Vec::new();
+        if let Some(path) = &self.profiles {
+            sources.push(Source::File(path.clone()));
+        }
+        if !self.collectors.is_empty() {
+            sources.push(Source::Collectors(self.collectors.clone()));
+        }
+        if let Some(url) = &self.prometheus {
+            sources.push(Source::Prometheus(url.clone()));
+        }
+        if sources.len() > 1 {
+            return Err(Error::Parse {
+                path: "flags".to_owned(),
+                message: "use one of --profiles, --collector, --prometheus".to_owned(),
+            });
+        }
+        Ok(sources.pop())
+    }
+}
+
+/// The admission router: `POST /validate` (and `/`) takes an AdmissionReview v1.
+pub fn admission_router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/", post(validate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn validate(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
+    match state.review(&body) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(BadRequest(message)) => {
+            tracing::warn!(%message, "bad admission request");
+            (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+        }
+    }
+}
+
+/// `/metrics`, `/healthz`, `/readyz` on the plain-HTTP port.
+pub fn metrics_router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let age = state.data_age().map_or(-1.0, |a| a.as_secs_f64());
+    state.metrics.data_age.set(age);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
+    // Not ready without data; the webhook still answers (fail-open) if called.
+    if state.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no profile data yet\n").into_response()
+    }
+}
+
+/// Accepts TLS connections forever, serving HTTP/1.1 and HTTP/2 with `router`.
+pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = TowerToHyperService::new(router);
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Addresses of a started server.
+#[derive(Clone, Copy, Debug)]
+pub struct Running {
+    pub https: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Loads everything, binds both ports and spawns the servers and refreshers. Fails fast on
+/// a bad budget, certificate or flag.
+pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
+    let budget = ControlPlaneBudget::load(&config.budget)?;
+    let source = config.source()?;
+    let cert = Arc::new(ReloadingCert::new(
+        config.tls_cert.clone(),
+        config.tls_key.clone(),
+    )?);
+    let tls_config = tls::server_config(cert.clone())?;
+    let state = Arc::new(State::new(Budget::from(budget), config.inventory.clone()));
+
+    let https = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let metrics = TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.metrics_listen,
+            source,
+        })?;
+    let running = Running {
+        https: https.local_addr().map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?,
+        metrics: metrics.local_addr().map_err(|source| Error::Listen {
+            addr: config.metrics_listen,
+            source,
+        })?,
+    };
+
+    // Profiles: fetched once before serving so a healthy start is ready at once.
+    match &source {
+        Some(source) => {
+            refresh_profiles(&state, source).await;
+            let (state, source, every) = (state.clone(), source.clone(), config.refresh);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    refresh_profiles(&state, &source).await;
+                }
+            });
+        }
+        None => tracing::warn!("no profile source: every change is allowed (fail-open)"),
+    }
+
+    // Budget file and certificate: reloaded when they change.
+    {
+        let (state, path, every) = (state.clone(), config.budget.clone(), config.refresh);
+        tokio::spawn(async move {
+            let mut last = file_stamp(&path);
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let now = file_stamp(&path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                match ControlPlaneBudget::load(&path) {
+                    Ok(budget) => {
+                        tracing::info!(path = %path.display(), "budget reloaded");
+                        state.set_budget(Budget::from(budget));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "budget reload failed; keeping the old one")
+                    }
+                }
+            }
+        });
+        let every = config.refresh;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match cert.reload_if_changed() {
+                    Ok(true) => tracing::info!("TLS certificate reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old one"),
+                }
+            }
+        });
+    }
+
+    tokio::spawn(serve_tls(
+        https,
+        tls_config,
+        admission_router(state.clone()),
+    ));
+    let metrics_app = metrics_router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics, metrics_app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    tracing::info!(https = %running.https, metrics = %running.metrics, "headroom webhook serving");
+    Ok((running, state))
+}
+
+async fn refresh_profiles(state: &State, source: &Source) {
+    match source.fetch().await {
+        Ok(snapshot) => state.set_snapshot(snapshot, SystemTime::now()),
+        Err(e) => {
+            state.metrics.record_refresh_error(source.label());
+            tracing::warn!(error = %e, "profile refresh failed");
+        }
+    }
+}
+
+/// Starts the server and runs until interrupted.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let _running = start(config).await?;
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("interrupted; stopping");
+    Ok(())
+}

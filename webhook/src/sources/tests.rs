@@ -1,0 +1,99 @@
+use axum::{Router, extract::Query, routing::get};
+
+use super::*;
+use crate::{load::Dimension, prometheus_rules as rules};
+
+fn list(node: &str, pods: u64, requests: f64) -> String {
+    format!(
+        r#"{{"apiVersion": "headroom.dev/v1alpha1", "kind": "ProfileList", "node": "{node}",
+            "totals": {{"apiserverRequestsPerSecond": {requests}}},
+            "items": [{{"workload": {{"namespace": "default", "kind": "Deployment", "name": "web"}},
+                        "image": "nginx:1.27", "pods": {pods}, "minutes": 30,
+                        "steady": {{"apiserverRequestsPerSecond": {requests}}},
+                        "current": {{"apiserverRequestsPerSecond": 1}}}}]}}"#
+    )
+}
+
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn merges_collectors_and_skips_a_failing_one() {
+    let a = serve(Router::new().route("/profiles", get(|| async { list("a", 2, 3.0) }))).await;
+    let b = serve(Router::new().route("/profiles", get(|| async { list("b", 5, 4.0) }))).await;
+    let broken = serve(Router::new().route("/profiles", get(|| async { "{}" }))).await;
+    let snapshot = Source::Collectors(vec![a.clone(), format!("{b}/"), broken])
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.totals.apiserver_requests_per_second, 7.0);
+    let web = snapshot.workloads.values().next().unwrap();
+    assert_eq!(web.pods, 7);
+    assert_eq!(web.steady.apiserver_requests_per_second, 4.0);
+    assert_eq!(web.current.apiserver_requests_per_second, 2.0);
+    assert_eq!(snapshot.images["nginx:1.27"], web.workload);
+
+    let err = Source::Collectors(vec!["http://127.0.0.1:1".into()])
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("connect"), "{err}");
+}
+
+#[test]
+fn profiles_url_forms() {
+    assert_eq!(profiles_url("http://n:9100"), "http://n:9100/profiles");
+    assert_eq!(profiles_url("http://n:9100/"), "http://n:9100/profiles");
+    assert_eq!(
+        profiles_url("http://n:9100/profiles"),
+        "http://n:9100/profiles"
+    );
+}
+
+#[tokio::test]
+async fn reads_recording_rules_from_the_prometheus_api() {
+    async fn answer(Query(q): Query<std::collections::HashMap<String, String>>) -> String {
+        let query = q.get("query").cloned().unwrap_or_default();
+        let labels = r#"{"namespace":"default","workload_kind":"Deployment","workload":"web","image":"nginx:1.27"}"#;
+        let value = if query == rules::cluster_total(Dimension::ApiserverRequests) {
+            Some(("{}", "120"))
+        } else if query == rules::pod_steady(Dimension::ApiserverRequests) {
+            Some((labels, "1.5"))
+        } else if query == rules::pod_startup(Dimension::ApiserverReceivedBytes) {
+            Some((labels, "65536"))
+        } else if query == rules::WORKLOAD_PODS {
+            Some((labels, "8"))
+        } else if query == rules::WORKLOAD_MINUTES {
+            Some((labels, "42"))
+        } else {
+            None
+        };
+        let result = value.map_or(String::new(), |(m, v)| {
+            format!(r#"{{"metric":{m},"value":[1700000000,"{v}"]}}"#)
+        });
+        format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{result}]}}}}"#)
+    }
+    let url = serve(Router::new().route("/api/v1/query", get(answer))).await;
+    let snapshot = Source::Prometheus(url).fetch().await.unwrap();
+    assert_eq!(snapshot.totals.apiserver_requests_per_second, 120.0);
+    let web = snapshot.workloads.values().next().unwrap();
+    assert_eq!(web.workload.to_string(), "Deployment default/web");
+    assert_eq!((web.pods, web.minutes), (8, 42));
+    assert_eq!(web.steady.apiserver_requests_per_second, 1.5);
+    assert_eq!(web.startup.apiserver_received_bytes_per_second, 65536.0);
+    assert_eq!(web.image, "nginx:1.27");
+
+    let err = Source::Prometheus("http://127.0.0.1:1".into())
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("Prometheus query `headroom:cluster_apiserver_requests:rate5m`"),
+        "{err}"
+    );
+}
