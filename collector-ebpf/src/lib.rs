@@ -16,6 +16,9 @@ pub mod map {
     pub const DROPS: &str = "DROPS";
     /// `LruHashMap<u64 socket cookie, SocketInfo>`: sockets to measured endpoints.
     pub const SOCKETS: &str = "SOCKETS";
+    /// `LruHashMap<u64 socket cookie, SocketInfo>`: released sockets, so the last packets
+    /// of a closing connection (FIN, ACK) are still attributed to their process.
+    pub const CLOSING: &str = "CLOSING";
     /// `RingBuf` of events (see [`crate::event`]) for user space.
     pub const EVENTS: &str = "EVENTS";
 }
@@ -43,6 +46,7 @@ pub mod capacity {
     pub const ENDPOINTS: u32 = 256;
     pub const TRAFFIC: u32 = 16_384;
     pub const SOCKETS: u32 = 65_536;
+    pub const CLOSING: u32 = 8_192;
     /// Bytes of the events ring buffer (a power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 4 << 20;
 }

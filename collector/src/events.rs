@@ -1,5 +1,7 @@
-//! Decoding the events the kernel programs put in the ring buffer.
+//! Reading the events the kernel programs put in the ring buffer.
+use aya::maps::{MapData, RingBuf};
 use collector_ebpf::event;
+use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
 
@@ -38,6 +40,44 @@ impl Event {
             Self::Dns(e) => &e.header,
             Self::Segment(e) => &e.header,
         }
+    }
+}
+
+/// Takes every event now in the ring buffer, decoded, in order.
+pub fn drain(ring: &mut RingBuf<MapData>, mut each: impl FnMut(Result<Event>)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        each(Event::decode(&item));
+        n += 1;
+    }
+    n
+}
+
+/// The ring buffer, registered with tokio so a task can wait until events arrive.
+pub struct EventReader {
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+impl std::fmt::Debug for EventReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventReader").finish_non_exhaustive()
+    }
+}
+
+impl EventReader {
+    pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
+        Ok(Self {
+            ring: AsyncFd::new(ring)?,
+        })
+    }
+
+    /// Waits until the kernel has put events in the buffer, then hands each to `each`.
+    /// Returns how many were read.
+    pub async fn next_batch(&mut self, each: impl FnMut(Result<Event>)) -> std::io::Result<usize> {
+        let mut guard = self.ring.readable_mut().await?;
+        let n = drain(guard.get_inner_mut(), each);
+        guard.clear_ready();
+        Ok(n)
     }
 }
 

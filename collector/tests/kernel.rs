@@ -14,7 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use collector::{cgroup, ebpf::Probes, endpoint};
+use collector::{
+    cgroup,
+    ebpf::Probes,
+    endpoint,
+    events::{self, Event},
+};
 use collector_ebpf::{Drop, EndpointKind, TrafficCounters};
 
 fn require_root() {
@@ -83,15 +88,18 @@ impl CountingServer {
 }
 
 /// Runs a bash script inside `group`: the shell joins the cgroup first, so the sockets
-/// it and its children create belong to that cgroup.
-fn run_in_cgroup(group: &cgroup::ChildGroup, script: &str) {
+/// it and its children create belong to that cgroup. Returns the shell's pid.
+fn run_in_cgroup(group: &cgroup::ChildGroup, script: &str) -> u32 {
     let full = format!("echo $$ > {} && {script}", group.procs_file().display());
-    let status = Command::new("bash")
+    let mut child = Command::new("bash")
         .arg("-c")
         .arg(&full)
-        .status()
+        .spawn()
         .expect("run bash");
+    let pid = child.id();
+    let status = child.wait().expect("wait for bash");
     assert!(status.success(), "client script failed ({status}): {full}");
+    pid
 }
 
 #[test]
@@ -126,7 +134,8 @@ fn counts_connects_and_payload_bytes_per_cgroup() {
             "for i in $(seq {CONNECTIONS}); do exec 3<>/dev/tcp/127.0.0.1/{port}; head -c {REPLY} <&3 >/dev/null; printf '%s' '{payload}' >&3; exec 3>&-; done"
         )
     };
-    run_in_cgroup(&pod, &client(server.addr.port()));
+    let mut events = probes.take_events().expect("events ring buffer");
+    let client_pid = run_in_cgroup(&pod, &client(server.addr.port()));
     run_in_cgroup(&bystander, &client(other.addr.port()));
 
     let (accepted, bytes_read) = server.wait_for(CONNECTIONS);
@@ -165,6 +174,40 @@ fn counts_connects_and_payload_bytes_per_cgroup() {
         traffic.keys().all(|k| k.cgroup_id != bystander.id()),
         "traffic to an unmeasured port was counted: {traffic:?}"
     );
+    // The events: one Connect per connection, owned by the shell that connected, and a
+    // Close for each of those sockets.
+    let (mut connects, mut closes) = (Vec::new(), Vec::new());
+    events::drain(&mut events, |ev| match ev.expect("decodable event") {
+        Event::Connect(c) if c.header.cgroup_id == pod.id() => connects.push(c),
+        Event::Close(c) if c.header.cgroup_id == pod.id() => closes.push(c.header.cookie),
+        _ => {}
+    });
+    assert_eq!(
+        connects.len() as u64,
+        CONNECTIONS,
+        "Connect events: {connects:?}"
+    );
+    for c in &connects {
+        assert_eq!(c.header.tgid, client_pid, "owner of the socket");
+        assert_eq!(c.protocol, 6);
+        assert!(c.comm.starts_with(b"bash\0"), "comm {:?}", c.comm);
+        assert!(
+            closes.contains(&c.header.cookie),
+            "no Close for socket {}",
+            c.header.cookie
+        );
+    }
+    let per_process = traffic
+        .iter()
+        .filter(|(k, _)| k.cgroup_id == pod.id())
+        .map(|(k, _)| k.tgid)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        per_process,
+        vec![client_pid],
+        "traffic attributed to the connecting process"
+    );
+
     let drops = probes.drops().expect("read drops");
     for lost in [Drop::TrafficInsert, Drop::EventLost, Drop::SocketInsert] {
         assert_eq!(

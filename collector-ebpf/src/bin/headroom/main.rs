@@ -92,11 +92,19 @@ mod programs {
             )
         };
         let mut info = maps::SOCKETS.get_ptr_mut(cookie);
-        if info.is_none() && pkt.proto == IPPROTO_TCP && pkt.kind == EndpointKind::ApiServer as u32
-        {
-            info = adopt(cookie, cgroup_id, pkt.kind);
+        // SAFETY: plain data reads of map values.
+        let mut tgid = info.map(|i| unsafe { (*i).tgid }).unwrap_or(0);
+        if info.is_none() {
+            if let Some(closing) = unsafe { maps::CLOSING.get(cookie) } {
+                // The last packets of a connection its process has closed.
+                tgid = closing.tgid;
+            } else if pkt.payload_len > 0
+                && pkt.proto == IPPROTO_TCP
+                && pkt.kind == EndpointKind::ApiServer as u32
+            {
+                info = adopt(cookie, cgroup_id, pkt.kind);
+            }
         }
-        let tgid = info.map(|i| unsafe { (*i).tgid }).unwrap_or(0);
         let key = TrafficKey {
             cgroup_id,
             kind: pkt.kind,

@@ -24,6 +24,10 @@ pub static SOCKETS: LruHashMap<u64, SocketInfo> =
     LruHashMap::with_max_entries(capacity::SOCKETS, 0);
 
 #[map]
+pub static CLOSING: LruHashMap<u64, SocketInfo> =
+    LruHashMap::with_max_entries(capacity::CLOSING, 0);
+
+#[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
 
 /// The kind of a measured endpoint, if `key` is one.

@@ -20,7 +20,7 @@ use collector_ebpf::{
     event::{self, Header},
 };
 
-use crate::maps::{self, EVENTS, SOCKETS};
+use crate::maps::{self, CLOSING, EVENTS, SOCKETS};
 
 const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
@@ -101,6 +101,8 @@ pub fn on_release(ctx: &SockContext) -> Option<()> {
     // SAFETY: plain data read.
     let info = unsafe { SOCKETS.get(cookie) }.copied()?;
     let _ = SOCKETS.remove(cookie);
+    // Keep the owner a little longer for the connection's last packets.
+    let _ = CLOSING.insert(cookie, info, 0);
     let header = header(event::CLOSE, 0, &info, cookie);
     if EVENTS
         .output::<event::Close>(event::Close { header }, 0)
