@@ -1,0 +1,343 @@
+//! The real `headroom-webhook` binary on manifest files: exit codes and output.
+
+mod support;
+
+use std::{
+    io::Write,
+    path::Path,
+    process::{Command, Output, Stdio},
+};
+
+use support::{fixtures, temp_dir};
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_headroom-webhook"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("the binary exits")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path(name: &str) -> String {
+    fixtures().join(name).display().to_string()
+}
+
+fn check(manifest: &str, profiles: &str, nodes: &str, extra: &[&str]) -> Output {
+    let budget = path("budget.yaml");
+    let profiles = path(profiles);
+    let mut args = vec![
+        "check",
+        "-f",
+        manifest,
+        "--budget",
+        &budget,
+        "--profiles",
+        &profiles,
+        "--nodes",
+        nodes,
+    ];
+    args.extend_from_slice(extra);
+    run(&args, None)
+}
+
+const WEB_AND_DB: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 10
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: nginx, image: 'nginx:1.27'}]}
+";
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, content).expect("write manifest");
+    p.display().to_string()
+}
+
+#[test]
+fn all_allowed_exits_0_with_a_table() {
+    let dir = temp_dir("cli");
+    let manifest = write(&dir, "app.yaml", WEB_AND_DB);
+    let out = check(&manifest, "profiles-outage.json", "100", &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.starts_with("DOCUMENT"), "{stdout}");
+    assert!(
+        stdout.contains("app.yaml document 2  Deployment default/web  10    10      allowed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 workloads checked, 0 denied, 1 other documents skipped"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn outage_daemonset_exits_1_with_numbers() {
+    let out = check(
+        &path("daemonset-agent.yaml"),
+        "profiles-outage.json",
+        "5000",
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("DaemonSet monitoring/agent  5000  5000    denied"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("apiserver received bytes/s steady 264.1 MiB > 200.0 MiB"),
+        "{stdout}"
+    );
+
+    let ok = check(
+        &path("daemonset-agent.yaml"),
+        "profiles-node-scoped.json",
+        "5000",
+        &[],
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stdout));
+}
+
+#[test]
+fn json_output_is_machine_readable() {
+    let out = check(
+        &path("daemonset-agent.yaml"),
+        "profiles-outage.json",
+        "5000",
+        &["--output", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let finding = &report["findings"][0];
+    assert_eq!(finding["workload"], "DaemonSet monitoring/agent");
+    assert_eq!(finding["result"], "denied");
+    assert_eq!(finding["allowed"], false);
+    assert_eq!(finding["pods"], 5000);
+    // 20 MiB + 5000 × 50 KiB
+    assert_eq!(
+        finding["steady"]["apiserverReceivedBytesPerSecond"],
+        20971520.0 + 5000.0 * 51200.0
+    );
+}
+
+#[test]
+fn stdin_and_directories() {
+    let budget = path("budget.yaml");
+    let profiles = path("profiles-outage.json");
+    let out = run(
+        &[
+            "check",
+            "-f",
+            "-",
+            "--budget",
+            &budget,
+            "--profiles",
+            &profiles,
+            "--nodes",
+            "3",
+        ],
+        Some(WEB_AND_DB),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("<stdin> document 2"));
+
+    let dir = temp_dir("cli-dir");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    write(&dir, "a.yaml", WEB_AND_DB);
+    write(
+        &dir.join("sub"),
+        "b.yml",
+        &std::fs::read_to_string(path("daemonset-agent.yaml")).unwrap(),
+    );
+    write(&dir, "notes.txt", "not a manifest");
+    let out = check(
+        &dir.display().to_string(),
+        "profiles-outage.json",
+        "5000",
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("2 workloads checked, 1 denied"), "{stdout}");
+}
+
+#[test]
+fn nodes_file_counts_eligible_nodes() {
+    let dir = temp_dir("cli-nodes");
+    let nodes = write(
+        &dir,
+        "nodes.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- {kind: Node, metadata: {name: a, labels: {kubernetes.io/os: linux}}}\n\
+         - {kind: Node, metadata: {name: b, labels: {kubernetes.io/os: windows}}}\n",
+    );
+    let budget = path("budget.yaml");
+    let profiles = path("profiles-outage.json");
+    let manifest = path("daemonset-agent.yaml");
+    let out = run(
+        &[
+            "check",
+            "-f",
+            &manifest,
+            "--budget",
+            &budget,
+            "--profiles",
+            &profiles,
+            "--nodes-file",
+            &nodes,
+        ],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("DaemonSet monitoring/agent  1     1       allowed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_naming_file_and_document() {
+    let dir = temp_dir("cli-bad");
+    let manifest = write(
+        &dir,
+        "broken.yaml",
+        &format!(
+            "{WEB_AND_DB}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: x}}\nspec: {{replicas: 2}}\n"
+        ),
+    );
+    let out = check(&manifest, "profiles-outage.json", "3", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!("error: {manifest} document 3: missing field `spec.selector`")
+    );
+
+    let yaml = write(&dir, "bad.yaml", "kind: Deployment\nmetadata: [\n");
+    let out = check(&yaml, "profiles-outage.json", "3", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with(&format!("error: {yaml} document 1: ")),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = check(
+        &dir.join("missing.yaml").display().to_string(),
+        "profiles-outage.json",
+        "3",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("missing.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let bad_budget = write(
+        &dir,
+        "budget.yaml",
+        "apiVersion: headroom.dev/v1alpha1\nkind: ControlPlaneBudget\nmetadata: {name: b}\nspec: {burstFactor: 0.5, limits: {dnsQueriesPerSecond: 1}}\n",
+    );
+    let profiles = path("profiles-outage.json");
+    let out = run(
+        &[
+            "check",
+            "-f",
+            &manifest,
+            "--budget",
+            &bad_budget,
+            "--profiles",
+            &profiles,
+            "--nodes",
+            "3",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("field `spec.burstFactor`: must be a number ≥ 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run(&["check", "-f", "x.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--budget"),
+        "{}",
+        text(&out.stderr)
+    );
+    let budget = path("budget.yaml");
+    let profiles = path("profiles-outage.json");
+    let out = run(
+        &[
+            "check",
+            "-f",
+            "x.yaml",
+            "--budget",
+            &budget,
+            "--profiles",
+            &profiles,
+            "--prometheus",
+            "http://p",
+            "--nodes",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "profiles and prometheus are exclusive"
+    );
+    let out = run(
+        &[
+            "check",
+            "-f",
+            "x.yaml",
+            "--budget",
+            &budget,
+            "--profiles",
+            &profiles,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "a node inventory is required");
+}
+
+#[test]
+fn crd_subcommand_prints_the_crd() {
+    let out = run(&["crd"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n")
+    );
+    assert!(stdout.contains("name: controlplanebudgets.headroom.dev"));
+}

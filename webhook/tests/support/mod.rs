@@ -1,0 +1,380 @@
+//! Shared by the integration tests and the benchmark: a throwaway PKI, a started server, an
+//! HTTPS client, and AdmissionReview v1 builders around recorded kubectl objects.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{StatusCode, client::conn::http1};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::{
+    ClientConfig, RootCertStore,
+    pki_types::{CertificateDer, ServerName, pem::PemObject},
+};
+use serde_json::{Value, json};
+use webhook::{admission::State, inventory::Inventory, server};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A recorded object: JSON as kubectl printed it, or a YAML manifest.
+pub fn fixture(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures().join(name)).expect("fixture exists");
+    if name.ends_with(".json") {
+        serde_json::from_str(&text).expect("fixture is JSON")
+    } else {
+        serde_yaml::from_str(&text).expect("fixture is YAML")
+    }
+}
+
+/// A fresh directory under the system temp dir, unique per process and call.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "headroom-webhook-{name}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A CA and a server certificate for localhost/127.0.0.1 signed by it.
+pub struct Pki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Pki {
+    pub fn generate(ca_name: &str) -> Pki {
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, ca_name);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
+        let cert = params.signed_by(&key, &issuer).expect("server cert");
+        Pki {
+            ca_pem: ca_cert.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert, &self.cert_pem).expect("write cert");
+        std::fs::write(&key, &self.key_pem).expect("write key");
+        (cert, key)
+    }
+
+    pub fn client_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert.expect("CA PEM")).expect("add CA");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+/// How a test server gets its profiles.
+pub enum Profiles {
+    None,
+    File(&'static str),
+}
+
+pub struct TestServer {
+    pub running: server::Running,
+    pub state: Arc<State>,
+    pub pki: Pki,
+    pub dir: PathBuf,
+}
+
+pub async fn start_server(profiles: Profiles, nodes: u64) -> TestServer {
+    let dir = temp_dir("server");
+    let pki = Pki::generate("headroom test CA");
+    let (tls_cert, tls_key) = pki.write(&dir);
+    let config = server::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+        tls_cert,
+        tls_key,
+        budget: fixtures().join("budget.yaml"),
+        profiles: match profiles {
+            Profiles::None => None,
+            Profiles::File(name) => Some(fixtures().join(name)),
+        },
+        collectors: Vec::new(),
+        prometheus: None,
+        refresh: Duration::from_millis(200),
+        inventory: Inventory::uniform(nodes),
+    };
+    let (running, state) = server::start(config).await.expect("server starts");
+    TestServer {
+        running,
+        state,
+        pki,
+        dir,
+    }
+}
+
+/// One HTTPS (HTTP/1.1, keep-alive) connection to the webhook.
+pub struct Client {
+    sender: http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result<Client> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let name = ServerName::try_from("localhost").expect("server name");
+        let tls = connector.connect(name, tcp).await?;
+        let (sender, connection) = http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(connection);
+        Ok(Client { sender })
+    }
+
+    pub async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> (StatusCode, Bytes) {
+        self.sender.ready().await.expect("connection ready");
+        let request = hyper::Request::post(path)
+            .header(hyper::header::HOST, "localhost")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.into()))
+            .expect("request");
+        let response = self.sender.send_request(request).await.expect("response");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, body)
+    }
+
+    /// Posts an AdmissionReview and returns its `response`.
+    pub async fn review(&mut self, review: &Value) -> Value {
+        let (status, body) = self
+            .post("/validate", serde_json::to_vec(review).expect("json"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let answer: Value = serde_json::from_slice(&body).expect("response is JSON");
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(answer["kind"], "AdmissionReview");
+        assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+        answer["response"].clone()
+    }
+}
+
+/// Plain HTTP GET on the metrics port.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, "localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Builds an AdmissionReview v1 as the API server sends it.
+pub struct Review {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    resource: &'static str,
+    sub_resource: Option<&'static str>,
+    operation: &'static str,
+    namespace: String,
+    name: String,
+    object: Value,
+    old_object: Value,
+    dry_run: bool,
+}
+
+static UID: AtomicU64 = AtomicU64::new(1);
+
+impl Review {
+    fn for_object(operation: &'static str, object: &Value) -> Review {
+        let kind = object["kind"].as_str().expect("object kind");
+        let (group, resource, kind) = match kind {
+            "Deployment" => ("apps", "deployments", "Deployment"),
+            "DaemonSet" => ("apps", "daemonsets", "DaemonSet"),
+            "StatefulSet" => ("apps", "statefulsets", "StatefulSet"),
+            "ReplicaSet" => ("apps", "replicasets", "ReplicaSet"),
+            "Job" => ("batch", "jobs", "Job"),
+            "CronJob" => ("batch", "cronjobs", "CronJob"),
+            "Pod" => ("", "pods", "Pod"),
+            other => panic!("no builder for {other}"),
+        };
+        Review {
+            group,
+            version: "v1",
+            kind,
+            resource,
+            sub_resource: None,
+            operation,
+            namespace: object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned(),
+            name: object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            object: Value::Null,
+            old_object: Value::Null,
+            dry_run: false,
+        }
+    }
+
+    pub fn create(object: Value) -> Review {
+        let mut r = Review::for_object("CREATE", &object);
+        r.object = object;
+        r
+    }
+
+    pub fn update(old: Value, new: Value) -> Review {
+        let mut r = Review::for_object("UPDATE", &new);
+        r.object = new;
+        r.old_object = old;
+        r
+    }
+
+    pub fn delete(old: Value) -> Review {
+        let mut r = Review::for_object("DELETE", &old);
+        r.old_object = old;
+        r
+    }
+
+    /// An UPDATE of `deployments/scale` from `old` to `new` replicas.
+    pub fn scale(namespace: &str, name: &str, old: i64, new: i64) -> Review {
+        let scale = |replicas: i64| {
+            json!({
+                "kind": "Scale",
+                "apiVersion": "autoscaling/v1",
+                "metadata": {
+                    "name": name, "namespace": namespace,
+                    "uid": "5b1e4c4e-6a43-4d5d-9f0e-0c1c3e0f7a11",
+                    "resourceVersion": "4242",
+                    "creationTimestamp": "2026-11-22T04:00:00Z"
+                },
+                "spec": {"replicas": replicas},
+                "status": {"replicas": old, "selector": format!("app={name}")}
+            })
+        };
+        Review {
+            group: "autoscaling",
+            version: "v1",
+            kind: "Scale",
+            resource: "deployments",
+            sub_resource: Some("scale"),
+            operation: "UPDATE",
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            object: scale(new),
+            old_object: scale(old),
+            dry_run: false,
+        }
+    }
+
+    pub fn dry_run(mut self) -> Review {
+        self.dry_run = true;
+        self
+    }
+
+    pub fn build(&self) -> Value {
+        let uid = format!(
+            "0d5f2b8e-0000-4000-8000-{:012}",
+            UID.fetch_add(1, Ordering::Relaxed)
+        );
+        let resource_group = if self.sub_resource.is_some() {
+            "apps"
+        } else {
+            self.group
+        };
+        let options_kind = match self.operation {
+            "CREATE" => "CreateOptions",
+            "UPDATE" => "UpdateOptions",
+            _ => "DeleteOptions",
+        };
+        let mut request = json!({
+            "uid": uid,
+            "kind": {"group": self.group, "version": self.version, "kind": self.kind},
+            "resource": {"group": resource_group, "version": "v1", "resource": self.resource},
+            "requestKind": {"group": self.group, "version": self.version, "kind": self.kind},
+            "requestResource": {"group": resource_group, "version": "v1", "resource": self.resource},
+            "name": self.name,
+            "namespace": self.namespace,
+            "operation": self.operation,
+            "userInfo": {
+                "username": "kubernetes-admin",
+                "groups": ["kubeadm:cluster-admins", "system:authenticated"]
+            },
+            "object": self.object,
+            "oldObject": self.old_object,
+            "dryRun": self.dry_run,
+            "options": {"kind": options_kind, "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"}
+        });
+        if let Some(sub) = self.sub_resource {
+            request["subResource"] = json!(sub);
+            request["requestSubResource"] = json!(sub);
+        }
+        json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": request})
+    }
+}
+
+/// The recorded `kubectl create deployment web --image=nginx:1.27 --replicas=3` object, as the
+/// API server would pass it (namespace set), with `replicas`.
+pub fn web_deployment(name: &str, replicas: i64) -> Value {
+    let mut v = fixture("deployment-web.json");
+    v["metadata"]["name"] = json!(name);
+    v["metadata"]["namespace"] = json!("default");
+    v["spec"]["replicas"] = json!(replicas);
+    v
+}
+
+pub fn agent_daemonset() -> Value {
+    fixture("daemonset-agent.yaml")
+}
