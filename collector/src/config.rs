@@ -1,1 +1,496 @@
 //! Typed configuration: flags, an optional file, one Default, validated at start-up.
+//!
+//! Precedence, lowest first: [`Config::default`], the YAML file given with `--config`,
+//! environment variables (`HEADROOM_*`, and `NODE_NAME` from the downward API), flags.
+//! A list given on a higher layer replaces the lower one's, it does not add to it.
+//! Every value is checked before anything is loaded; an error names the field (as the
+//! file spells it, and its flag) and says what would be accepted.
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use collector_ebpf::{EndpointKey, EndpointKind};
+
+use crate::{
+    endpoint,
+    error::{Error, Result},
+};
+
+/// The collector's port. In Prometheus's exporter range (9100–9999) and clear of the
+/// ports node agents commonly hold on the host network (node-exporter 9100, kube-proxy
+/// 10249/10256, kubelet 10250, Cilium 9962–9965, Calico 9091), since a DaemonSet
+/// agent often runs with `hostNetwork`.
+pub const DEFAULT_PORT: u16 = 9977;
+
+/// Largest DNS top-K: the names kept per workload bound the collector's memory.
+pub const MAX_DNS_TOP_K: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where /metrics, /healthz and /readyz listen.
+    pub listen: SocketAddr,
+    /// API server endpoints to measure (standalone; in cluster, discovery adds more).
+    pub apiservers: Vec<SocketAddr>,
+    /// DNS server endpoints to measure.
+    pub dns_servers: Vec<SocketAddr>,
+    /// The cgroup v2 mount; detected from /proc/self/mountinfo when unset.
+    pub cgroup_root: Option<PathBuf>,
+    /// This node's name (from `NODE_NAME`, set by the downward API in the DaemonSet).
+    pub node_name: Option<String>,
+    /// How long the series of a gone pod or process stay after it went (so the last
+    /// increments are scraped).
+    pub series_grace_period: Duration,
+    /// Query names kept per workload.
+    pub dns_top_k: usize,
+    /// /readyz fails when the event loop has not run for this long.
+    pub readiness_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
+            apiservers: Vec::new(),
+            dns_servers: Vec::new(),
+            cgroup_root: None,
+            node_name: None,
+            series_grace_period: Duration::from_secs(5 * 60),
+            dns_top_k: 20,
+            readiness_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The configuration flags (flatten them into the binary's parser with
+/// `#[command(flatten)]`). Every one is optional: what is not given comes from the
+/// file or the default.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Args {
+    /// YAML configuration file; flags and environment variables override it.
+    #[arg(long = "config", env = "HEADROOM_CONFIG", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Address for /metrics, /healthz and /readyz [default: 0.0.0.0:9977].
+    #[arg(long, env = "HEADROOM_LISTEN", value_name = "ADDRESS:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// API server endpoint to measure; repeat or separate with commas.
+    #[arg(
+        long = "apiserver",
+        env = "HEADROOM_APISERVER",
+        value_name = "ADDRESS:PORT",
+        value_delimiter = ','
+    )]
+    pub apiservers: Vec<SocketAddr>,
+    /// DNS server endpoint to measure; repeat or separate with commas.
+    #[arg(
+        long = "dns-server",
+        env = "HEADROOM_DNS_SERVER",
+        value_name = "ADDRESS:PORT",
+        value_delimiter = ','
+    )]
+    pub dns_servers: Vec<SocketAddr>,
+    /// cgroup v2 mount point [default: detected from /proc/self/mountinfo].
+    #[arg(long, env = "HEADROOM_CGROUP_ROOT", value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
+    /// This node's name (the DaemonSet sets NODE_NAME from spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// How long a gone pod's series stay, e.g. 5m [default: 5m].
+    #[arg(long, env = "HEADROOM_SERIES_GRACE_PERIOD", value_name = "DURATION", value_parser = parse_duration)]
+    pub series_grace_period: Option<Duration>,
+    /// Query names kept per workload [default: 20].
+    #[arg(long, env = "HEADROOM_DNS_TOP_K", value_name = "N")]
+    pub dns_top_k: Option<usize>,
+    /// /readyz fails when the event loop has not run for this long [default: 30s].
+    #[arg(long, env = "HEADROOM_READINESS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub readiness_timeout: Option<Duration>,
+}
+
+/// The file's shape: camelCase keys as in Kubernetes objects; unknown keys are errors
+/// (a typo must not silently fall back to a default). Values are read as text and
+/// parsed here, so an error names the key.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+struct File {
+    listen: Option<String>,
+    api_servers: Option<Vec<String>>,
+    dns_servers: Option<Vec<String>>,
+    cgroup_root: Option<PathBuf>,
+    node_name: Option<String>,
+    series_grace_period: Option<String>,
+    dns_top_k: Option<usize>,
+    readiness_timeout: Option<String>,
+}
+
+/// A field's name in the file and on the command line, for error messages.
+#[derive(Clone, Copy, Debug)]
+struct Field {
+    key: &'static str,
+    flag: &'static str,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (--{})", self.key, self.flag)
+    }
+}
+
+const LISTEN: Field = Field {
+    key: "listen",
+    flag: "listen",
+};
+const API_SERVERS: Field = Field {
+    key: "apiServers",
+    flag: "apiserver",
+};
+const DNS_SERVERS: Field = Field {
+    key: "dnsServers",
+    flag: "dns-server",
+};
+const CGROUP_ROOT: Field = Field {
+    key: "cgroupRoot",
+    flag: "cgroup-root",
+};
+const NODE_NAME: Field = Field {
+    key: "nodeName",
+    flag: "node-name",
+};
+const SERIES_GRACE_PERIOD: Field = Field {
+    key: "seriesGracePeriod",
+    flag: "series-grace-period",
+};
+const DNS_TOP_K: Field = Field {
+    key: "dnsTopK",
+    flag: "dns-top-k",
+};
+const READINESS_TIMEOUT: Field = Field {
+    key: "readinessTimeout",
+    flag: "readiness-timeout",
+};
+
+fn invalid(field: impl fmt::Display, problem: impl Into<String>) -> Error {
+    Error::Config {
+        field: field.to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Default, then the file (if `--config`/`HEADROOM_CONFIG` names one), then flags
+    /// and environment; validated.
+    pub fn load(args: &Args) -> Result<Self> {
+        let mut config = Self::default();
+        if let Some(path) = &args.config_file {
+            config.apply_file(path)?;
+        }
+        config.apply_args(args);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the YAML file at `path` over `self`.
+    pub fn apply_file(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
+            path: path.into(),
+            source,
+        })?;
+        self.apply_yaml(&text).map_err(|e| match e {
+            Error::Config { field, problem } => Error::Config {
+                field: format!("{}: {field}", path.display()),
+                problem,
+            },
+            Error::ConfigSyntax { source, .. } => Error::ConfigSyntax {
+                path: path.into(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Applies a YAML document over `self` (an empty document changes nothing).
+    pub fn apply_yaml(&mut self, text: &str) -> Result<()> {
+        let file: File = if text.trim().is_empty() {
+            File::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|source| Error::ConfigSyntax {
+                path: PathBuf::new(),
+                source,
+            })?
+        };
+        if let Some(value) = file.listen {
+            self.listen = parse_socket_addr(LISTEN, &value)?;
+        }
+        if let Some(values) = file.api_servers {
+            self.apiservers = parse_socket_addrs(API_SERVERS, &values)?;
+        }
+        if let Some(values) = file.dns_servers {
+            self.dns_servers = parse_socket_addrs(DNS_SERVERS, &values)?;
+        }
+        if let Some(value) = file.cgroup_root {
+            self.cgroup_root = Some(value);
+        }
+        if let Some(value) = file.node_name {
+            self.node_name = Some(value);
+        }
+        if let Some(value) = file.series_grace_period {
+            self.series_grace_period =
+                parse_duration(&value).map_err(|e| invalid(SERIES_GRACE_PERIOD, e))?;
+        }
+        if let Some(value) = file.dns_top_k {
+            self.dns_top_k = value;
+        }
+        if let Some(value) = file.readiness_timeout {
+            self.readiness_timeout =
+                parse_duration(&value).map_err(|e| invalid(READINESS_TIMEOUT, e))?;
+        }
+        Ok(())
+    }
+
+    /// Applies flags and environment variables (already merged by clap) over `self`.
+    pub fn apply_args(&mut self, args: &Args) {
+        if let Some(value) = args.listen {
+            self.listen = value;
+        }
+        if !args.apiservers.is_empty() {
+            self.apiservers.clone_from(&args.apiservers);
+        }
+        if !args.dns_servers.is_empty() {
+            self.dns_servers.clone_from(&args.dns_servers);
+        }
+        if let Some(value) = &args.cgroup_root {
+            self.cgroup_root = Some(value.clone());
+        }
+        if let Some(value) = &args.node_name {
+            self.node_name = Some(value.clone());
+        }
+        if let Some(value) = args.series_grace_period {
+            self.series_grace_period = value;
+        }
+        if let Some(value) = args.dns_top_k {
+            self.dns_top_k = value;
+        }
+        if let Some(value) = args.readiness_timeout {
+            self.readiness_timeout = value;
+        }
+    }
+
+    /// Checks every field; the first bad one is the error.
+    pub fn validate(&self) -> Result<()> {
+        if self.listen.port() == 0 {
+            return Err(invalid(
+                LISTEN,
+                format!(
+                    "port 0 would pick a random port that Prometheus cannot find; use a fixed one such as {DEFAULT_PORT}"
+                ),
+            ));
+        }
+        for (field, endpoints) in [
+            (API_SERVERS, &self.apiservers),
+            (DNS_SERVERS, &self.dns_servers),
+        ] {
+            for (i, addr) in endpoints.iter().enumerate() {
+                if addr.port() == 0 {
+                    return Err(invalid(
+                        format!("{field}[{i}]"),
+                        format!("{addr}: port 0 is not a real endpoint; give the server's port"),
+                    ));
+                }
+                if addr.ip().is_unspecified() {
+                    return Err(invalid(
+                        format!("{field}[{i}]"),
+                        format!(
+                            "{addr}: {} is no server's address; give the address clients connect to",
+                            addr.ip()
+                        ),
+                    ));
+                }
+                if endpoints[..i].contains(addr) {
+                    return Err(invalid(
+                        format!("{field}[{i}]"),
+                        format!("{addr} is listed twice"),
+                    ));
+                }
+            }
+        }
+        if let Some(addr) = self
+            .apiservers
+            .iter()
+            .find(|a| self.dns_servers.contains(a))
+        {
+            return Err(invalid(
+                DNS_SERVERS,
+                format!(
+                    "{addr} is also in {API_SERVERS}; an endpoint is measured as one or the other"
+                ),
+            ));
+        }
+        let endpoints = self.apiservers.len() + self.dns_servers.len();
+        let capacity = collector_ebpf::capacity::ENDPOINTS as usize;
+        if endpoints > capacity {
+            return Err(invalid(
+                API_SERVERS,
+                format!(
+                    "{endpoints} endpoints with {DNS_SERVERS}; the kernel's table holds {capacity}"
+                ),
+            ));
+        }
+        if let Some(root) = &self.cgroup_root
+            && !root.is_absolute()
+        {
+            return Err(invalid(
+                CGROUP_ROOT,
+                format!(
+                    "{} is relative; give the absolute path of the cgroup v2 mount, such as /sys/fs/cgroup",
+                    root.display()
+                ),
+            ));
+        }
+        if let Some(name) = &self.node_name {
+            check_node_name(name)
+                .map_err(|problem| invalid(NODE_NAME, format!("{name:?} {problem}")))?;
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600))
+            .contains(&self.series_grace_period)
+        {
+            return Err(invalid(
+                SERIES_GRACE_PERIOD,
+                format!(
+                    "{} is out of range; give 1s to 24h, longer than Prometheus's scrape interval",
+                    format_duration(self.series_grace_period)
+                ),
+            ));
+        }
+        if !(1..=MAX_DNS_TOP_K).contains(&self.dns_top_k) {
+            return Err(invalid(
+                DNS_TOP_K,
+                format!(
+                    "{} is out of range; give 1 to {MAX_DNS_TOP_K}",
+                    self.dns_top_k
+                ),
+            ));
+        }
+        if self.readiness_timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                READINESS_TIMEOUT,
+                format!(
+                    "{} is too short; give at least 1s",
+                    format_duration(self.readiness_timeout)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The endpoints to put in the kernel's `ENDPOINTS` map.
+    pub fn endpoints(&self) -> impl Iterator<Item = (EndpointKey, EndpointKind)> + '_ {
+        let apiservers = self
+            .apiservers
+            .iter()
+            .map(|a| (endpoint::key_of(*a), EndpointKind::ApiServer));
+        let dns = self
+            .dns_servers
+            .iter()
+            .map(|a| (endpoint::key_of(*a), EndpointKind::Dns));
+        apiservers.chain(dns)
+    }
+}
+
+fn parse_socket_addr(field: Field, value: &str) -> Result<SocketAddr> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            field,
+            format!("{value:?} is not ADDRESS:PORT, such as 10.96.0.1:443 or [fd00::1]:443"),
+        )
+    })
+}
+
+fn parse_socket_addrs(field: Field, values: &[String]) -> Result<Vec<SocketAddr>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            parse_socket_addr(field, v).map_err(|e| match e {
+                Error::Config { problem, .. } => invalid(format!("{field}[{i}]"), problem),
+                other => other,
+            })
+        })
+        .collect()
+}
+
+/// A node name is a DNS subdomain: at most 253 characters of `a-z`, `0-9`, `-` and `.`,
+/// starting and ending with an alphanumeric.
+fn check_node_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("is not 1 to 253 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Err("has characters other than a-z, 0-9, '-' and '.'");
+    }
+    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    if !edge_ok(name.bytes().next()) || !edge_ok(name.bytes().last()) {
+        return Err("must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+/// Parses a duration such as `300ms`, `30s`, `5m`, `1h30m`: whole numbers, each with a
+/// unit (ms, s, m, h).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let fail = || format!("{text:?} is not a duration such as 30s, 5m or 1h30m");
+    if text.is_empty() {
+        return Err(fail());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(fail)?;
+        if digits == 0 {
+            return Err(fail());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| fail())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            _ => return Err(fail()),
+        };
+        total = total.checked_add(part).ok_or_else(fail)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// The inverse of [`parse_duration`] for messages: `90s` → `1m30s`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let (h, m, s, ms) = (
+        millis / 3_600_000,
+        millis / 60_000 % 60,
+        millis / 1000 % 60,
+        millis % 1000,
+    );
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -47,6 +47,56 @@ pub enum Error {
         "invalid endpoint {value:?}: {reason}; expected ADDRESS:PORT such as 10.96.0.1:443 or [fd00::1]:443"
     )]
     Endpoint { value: String, reason: String },
+    #[error(
+        "cannot turn on the kernel's BPF run-time stats ({source}): this needs CAP_SYS_ADMIN; \
+         without it headroom_collector_program_run* stay at zero"
+    )]
+    BpfStats { source: aya::sys::SyscallError },
+    #[error("cannot read the kernel's info on program {name}: {source}")]
+    ProgramInfo {
+        name: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error(
+        "cannot listen on {addr} for /metrics, /healthz and /readyz: the address is already in \
+         use (another collector or exporter on this node?); choose a free port with --listen \
+         ADDRESS:PORT, HEADROOM_LISTEN or `listen:` in the config file"
+    )]
+    PortInUse { addr: std::net::SocketAddr },
+    #[error(
+        "cannot listen on {addr} for /metrics, /healthz and /readyz: {source}; change --listen \
+         (HEADROOM_LISTEN, `listen:` in the config file)"
+    )]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
+    #[error(
+        "the kernel exposes no BTF ({path} is missing): Headroom's programs need a kernel built \
+         with CONFIG_DEBUG_INFO_BTF=y (the default of current distribution kernels)"
+    )]
+    NoBtf { path: PathBuf },
+    #[error(
+        "cgroup root {path} is not a cgroup v2 hierarchy (it has no cgroup.controllers): point \
+         --cgroup-root (`cgroupRoot:` in the config file) at the cgroup2 mount, such as \
+         /sys/fs/cgroup, or leave it unset to detect it"
+    )]
+    NotCgroup2 { path: PathBuf },
+    #[error(
+        "loading and attaching the kernel programs needs root or the capabilities {missing} \
+         (running as uid {uid} without them): run as root, or in Kubernetes add them under \
+         securityContext.capabilities.add"
+    )]
+    MissingCapabilities { uid: u32, missing: String },
+    #[error("cannot read config file {path}: {source}")]
+    ConfigFile { path: PathBuf, source: io::Error },
+    #[error("config file {path} is not valid: {source}")]
+    ConfigSyntax {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("invalid configuration: {field}: {problem}")]
+    Config { field: String, problem: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
