@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod metrics;
+pub mod preflight;
 pub mod profile;
 pub mod report;
 pub mod server;

@@ -1,0 +1,139 @@
+//! Start-up checks, before anything is loaded: each failure says what to change,
+//! instead of surfacing later as a verifier or EPERM error from deep inside loading.
+use std::{
+    fs,
+    net::TcpListener,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    cgroup,
+    config::Config,
+    error::{Error, Result},
+    server,
+};
+
+/// What the checks found, for the wiring to use.
+#[derive(Debug)]
+pub struct Preflight {
+    /// The cgroup v2 hierarchy to attach at (configured or detected).
+    pub cgroup_root: PathBuf,
+    /// The HTTP port, already bound: hand it to [`server::serve`].
+    pub listener: TcpListener,
+}
+
+/// The host files the checks read (other paths in tests).
+#[derive(Clone, Debug)]
+struct Host {
+    proc_status: PathBuf,
+    btf: PathBuf,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Self {
+            proc_status: "/proc/self/status".into(),
+            btf: "/sys/kernel/btf/vmlinux".into(),
+        }
+    }
+}
+
+/// Checks, in order: privileges, cgroup v2, BTF, the HTTP port (by binding it).
+pub fn preflight(config: &Config) -> Result<Preflight> {
+    check(config, &Host::default())
+}
+
+fn check(config: &Config, host: &Host) -> Result<Preflight> {
+    check_privileges(&host.proc_status)?;
+    let cgroup_root = match &config.cgroup_root {
+        Some(root) => root.clone(),
+        None => cgroup::find_root()?,
+    };
+    check_cgroup2(&cgroup_root)?;
+    check_btf(&host.btf)?;
+    let listener = server::bind(config.listen)?;
+    Ok(Preflight {
+        cgroup_root,
+        listener,
+    })
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The capabilities missing from an effective set (`CapEff` in /proc/self/status) for
+/// loading and attaching cgroup programs: CAP_NET_ADMIN, and CAP_BPF with
+/// CAP_PERFMON (CAP_SYS_ADMIN stands in for both, as on kernels before 5.8).
+pub fn missing_capabilities(effective: u64) -> Vec<&'static str> {
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_SYS_ADMIN) {
+        if !has(CAP_BPF) {
+            missing.push("CAP_BPF");
+        }
+        if !has(CAP_PERFMON) {
+            missing.push("CAP_PERFMON");
+        }
+    }
+    missing
+}
+
+/// `(effective uid, effective capabilities)` from the text of /proc/self/status.
+fn uid_and_capabilities(status: &str) -> Option<(u32, u64)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    // Uid: real effective saved filesystem
+    let uid = field("Uid:")?.split_whitespace().nth(1)?.parse().ok()?;
+    let caps = u64::from_str_radix(field("CapEff:")?, 16).ok()?;
+    Some((uid, caps))
+}
+
+fn check_privileges(proc_status: &Path) -> Result<()> {
+    let text = fs::read_to_string(proc_status).map_err(|source| Error::Read {
+        path: proc_status.into(),
+        source,
+    })?;
+    let (uid, caps) = uid_and_capabilities(&text).ok_or_else(|| Error::Read {
+        path: proc_status.into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no Uid or CapEff line"),
+    })?;
+    let missing = missing_capabilities(caps);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut missing = missing.join(", ");
+    if missing.contains("CAP_BPF") || missing.contains("CAP_PERFMON") {
+        missing.push_str(" (or CAP_SYS_ADMIN for those)");
+    }
+    Err(Error::MissingCapabilities { uid, missing })
+}
+
+/// A cgroup v2 hierarchy has `cgroup.controllers` at every level; v1 and plain
+/// directories do not.
+fn check_cgroup2(root: &Path) -> Result<()> {
+    if root.join("cgroup.controllers").is_file() {
+        Ok(())
+    } else {
+        Err(Error::NotCgroup2 { path: root.into() })
+    }
+}
+
+fn check_btf(path: &Path) -> Result<()> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(Error::NoBtf { path: path.into() })
+    }
+}
+
+#[cfg(test)]
+mod tests;

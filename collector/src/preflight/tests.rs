@@ -1,0 +1,162 @@
+use std::net::SocketAddr;
+
+use super::*;
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("headroom-preflight-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    /// A fake host: a status file with `uid` and `caps`, and BTF present or not.
+    fn host(&self, uid: u32, caps: u64, btf: bool) -> Host {
+        let proc_status = self.0.join("status");
+        fs::write(
+            &proc_status,
+            format!("Name:\tcollector\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nCapEff:\t{caps:016x}\n"),
+        )
+        .expect("status");
+        let btf_path = self.0.join("vmlinux");
+        if btf {
+            fs::write(&btf_path, b"BTF").expect("btf");
+        }
+        Host {
+            proc_status,
+            btf: btf_path,
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const ALL_CAPS: u64 = 0x0000_01ff_ffff_ffff;
+const fn caps(list: &[u32]) -> u64 {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < list.len() {
+        mask |= 1 << list[i];
+        i += 1;
+    }
+    mask
+}
+
+/// A config whose cgroup root is the real cgroup2 mount and whose port is free.
+fn config() -> Config {
+    Config {
+        cgroup_root: Some(cgroup::find_root().expect("this host mounts cgroup v2")),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn capabilities_needed() {
+    assert!(missing_capabilities(ALL_CAPS).is_empty());
+    assert!(missing_capabilities(caps(&[CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON])).is_empty());
+    assert!(missing_capabilities(caps(&[CAP_NET_ADMIN, CAP_SYS_ADMIN])).is_empty());
+    assert_eq!(
+        missing_capabilities(0),
+        ["CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON"]
+    );
+    assert_eq!(
+        missing_capabilities(caps(&[CAP_NET_ADMIN, CAP_BPF])),
+        ["CAP_PERFMON"]
+    );
+}
+
+#[test]
+fn reads_uid_and_effective_capabilities() {
+    let status =
+        "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\nCapInh:\t0\nCapEff:\t000001fffeffffff\n";
+    assert_eq!(uid_and_capabilities(status), Some((0, 0x01ff_feff_ffff)));
+    assert_eq!(uid_and_capabilities("Name:\tx\n"), None);
+}
+
+#[test]
+fn an_unprivileged_process_is_told_what_it_lacks() {
+    let scratch = Scratch::new("unprivileged");
+    let err = check(&config(), &scratch.host(1000, 0, true)).expect_err("no caps");
+    assert_eq!(
+        err.to_string(),
+        "loading and attaching the kernel programs needs root or the capabilities \
+         CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON (or CAP_SYS_ADMIN for those) (running as uid 1000 \
+         without them): run as root, or in Kubernetes add them under \
+         securityContext.capabilities.add"
+    );
+}
+
+#[test]
+fn root_without_net_admin_is_refused_too() {
+    // Root in a container with dropped capabilities is not enough.
+    let scratch = Scratch::new("root-dropped");
+    let host = scratch.host(0, ALL_CAPS & !caps(&[CAP_NET_ADMIN]), true);
+    let err = check(&config(), &host).expect_err("no NET_ADMIN");
+    assert!(
+        matches!(&err, Error::MissingCapabilities { uid: 0, missing } if missing == "CAP_NET_ADMIN"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_cgroup_root_that_is_not_cgroup2() {
+    let scratch = Scratch::new("not-cgroup2");
+    let plain = scratch.0.join("plain");
+    fs::create_dir_all(&plain).expect("dir");
+    let config = Config {
+        cgroup_root: Some(plain.clone()),
+        ..config()
+    };
+    let err = check(&config, &scratch.host(0, ALL_CAPS, true)).expect_err("not cgroup2");
+    assert!(
+        matches!(&err, Error::NotCgroup2 { path } if *path == plain),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--cgroup-root"), "{err}");
+}
+
+#[test]
+fn no_btf() {
+    let scratch = Scratch::new("no-btf");
+    let host = scratch.host(0, ALL_CAPS, false);
+    let err = check(&config(), &host).expect_err("no BTF");
+    assert!(
+        matches!(&err, Error::NoBtf { path } if *path == host.btf),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+}
+
+#[test]
+fn a_taken_port_fails_preflight() {
+    let scratch = Scratch::new("port");
+    let taken = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let config = Config {
+        listen: taken.local_addr().expect("addr"),
+        ..config()
+    };
+    let err = check(&config, &scratch.host(0, ALL_CAPS, true)).expect_err("port in use");
+    assert!(
+        matches!(err, Error::PortInUse { addr } if addr == config.listen),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_good_host_passes_and_keeps_the_port() {
+    let scratch = Scratch::new("good");
+    let config = config();
+    let found = check(&config, &scratch.host(0, ALL_CAPS, true)).expect("passes");
+    assert_eq!(Some(&found.cgroup_root), config.cgroup_root.as_ref());
+    let addr = found.listener.local_addr().expect("bound");
+    assert!(matches!(server::bind(addr), Err(Error::PortInUse { .. })));
+}

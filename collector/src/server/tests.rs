@@ -1,0 +1,263 @@
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+use super::*;
+use crate::metrics::{Identity, SharedSnapshot, Snapshot};
+
+/// A server on 127.0.0.1 with a random port; dropping `stop` shuts it down.
+struct Running {
+    addr: SocketAddr,
+    readiness: Readiness,
+    snapshot: SharedSnapshot,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<()>>,
+}
+
+fn start() -> Running {
+    let snapshot = SharedSnapshot::default();
+    let readiness = Readiness::new(Duration::from_secs(30));
+    let state = AppState {
+        metrics: Arc::new(Metrics::new(snapshot.clone())),
+        readiness: readiness.clone(),
+    };
+    let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, router(state), async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        readiness,
+        snapshot,
+        stop,
+        task,
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP/1.1 GET over a real TCP connection.
+async fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("receive");
+    let raw = String::from_utf8(raw).expect("utf-8 reply");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("head and body");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_openmetrics_by_default() {
+    let server = start();
+    let mut snapshot = Snapshot::default();
+    snapshot
+        .workload(Identity::container(
+            "ns1",
+            "Deployment",
+            "web",
+            "web-abc",
+            "app",
+        ))
+        .apiserver()
+        .requests = 12;
+    server.snapshot.publish(snapshot);
+    for accept in [
+        None,
+        Some("*/*"),
+        // What Prometheus 2.x sends.
+        Some(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        ),
+    ] {
+        let reply = get(server.addr, "/metrics", accept).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            "{accept:?}"
+        );
+        assert!(
+            reply.body.lines().any(|l| l
+                == r#"headroom_apiserver_requests_total{namespace="ns1",workload_kind="Deployment",workload="web",pod="web-abc",container="app"} 12"#),
+            "{}",
+            reply.body
+        );
+        assert!(reply.body.ends_with("# EOF\n"), "{}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn metrics_in_prometheus_text_when_asked() {
+    let server = start();
+    let reply = get(server.addr, "/metrics", Some("text/plain")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(
+        reply
+            .body
+            .lines()
+            .any(|l| l == "# TYPE headroom_collector_events_lost_total counter"),
+        "{}",
+        reply.body
+    );
+    assert!(!reply.body.contains("# EOF"), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn healthz_answers_while_not_ready() {
+    let server = start();
+    let reply = get(server.addr, "/healthz", None).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok\n"));
+    assert!(server.readiness.status().is_err());
+}
+
+#[tokio::test]
+async fn readyz_follows_attachment_and_the_event_loop() {
+    let server = start();
+    let reply = get(server.addr, "/readyz", None).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (503, "not ready: the kernel programs are not attached\n")
+    );
+    server.readiness.set_attached(true);
+    let reply = get(server.addr, "/readyz", None).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (503, "not ready: the event loop has not run yet\n")
+    );
+    server.readiness.beat();
+    let reply = get(server.addr, "/readyz", None).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ready\n"));
+    server.readiness.set_attached(false);
+    assert_eq!(get(server.addr, "/readyz", None).await.status, 503);
+}
+
+#[test]
+fn readiness_goes_stale_without_beats() {
+    let readiness = Readiness::new(Duration::from_secs(10));
+    readiness.set_attached(true);
+    let t0 = Instant::now();
+    readiness.beat_at(t0);
+    assert_eq!(readiness.status_at(t0 + Duration::from_secs(10)), Ok(()));
+    let stale = readiness.status_at(t0 + Duration::from_secs(12));
+    assert_eq!(
+        stale,
+        Err(NotReady::LoopStale {
+            idle: Duration::from_secs(12),
+            timeout: Duration::from_secs(10)
+        })
+    );
+    assert_eq!(
+        stale.expect_err("stale").to_string(),
+        "the event loop has not run for 12s (limit 10s)"
+    );
+    readiness.beat_at(t0 + Duration::from_secs(12));
+    assert_eq!(readiness.status_at(t0 + Duration::from_secs(13)), Ok(()));
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404() {
+    let server = start();
+    assert_eq!(get(server.addr, "/profiles", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn more_routes_merge_in() {
+    let snapshot = SharedSnapshot::default();
+    let state = AppState {
+        metrics: Arc::new(Metrics::new(snapshot)),
+        readiness: Readiness::new(Duration::from_secs(30)),
+    };
+    let app = router(state)
+        .merge(Router::new().route("/profiles", axum::routing::get(|| async { "[]" })));
+    let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(serve(listener, app, std::future::pending()));
+    assert_eq!(get(addr, "/profiles", None).await.body, "[]");
+    assert_eq!(get(addr, "/healthz", None).await.status, 200);
+    task.abort();
+}
+
+#[tokio::test]
+async fn serve_returns_after_shutdown_and_frees_the_port() {
+    let server = start();
+    assert_eq!(get(server.addr, "/healthz", None).await.status, 200);
+    server.stop.send(()).expect("server still running");
+    server
+        .task
+        .await
+        .expect("server task")
+        .expect("clean shutdown");
+    assert!(TcpStream::connect(server.addr).await.is_err());
+    bind(server.addr).expect("the port is free again");
+}
+
+#[test]
+fn a_taken_port_names_the_address_and_the_flag() {
+    let taken = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let err = bind(addr).expect_err("port in use");
+    assert!(
+        matches!(err, Error::PortInUse { addr: a } if a == addr),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot listen on {addr} for /metrics, /healthz and /readyz: the address is already \
+             in use (another collector or exporter on this node?); choose a free port with \
+             --listen ADDRESS:PORT, HEADROOM_LISTEN or `listen:` in the config file"
+        )
+    );
+}
+
+#[test]
+fn an_address_not_on_this_host_is_a_listen_error() {
+    // 192.0.2.0/24 is TEST-NET-1: never assigned to a local interface.
+    let addr = SocketAddr::from(([192, 0, 2, 1], 9977));
+    let err = bind(addr).expect_err("not local");
+    assert!(matches!(err, Error::Listen { .. }), "{err:?}");
+    assert!(err.to_string().contains("192.0.2.1:9977"), "{err}");
+    assert!(err.to_string().contains("--listen"), "{err}");
+}
