@@ -1,1 +1,276 @@
-fn main() {}
+//! AdmissionReview latency and throughput over HTTPS on loopback: the real webhook against
+//! a bare axum + rustls handler that returns a constant allow, in the same run.
+//!
+//! `cargo bench -p webhook --bench admission` (what `cargo xtask bench` runs). Targets from
+//! issue 5: p99 ≤ 2 ms at 1,000 requests/s; throughput ≥ 70% of the bare handler.
+//!
+//! Knobs (environment): HEADROOM_BENCH_LATENCY_REQUESTS (default 5000, sent at 1,000/s),
+//! HEADROOM_BENCH_THROUGHPUT_REQUESTS (default 40000), HEADROOM_BENCH_CONNECTIONS (default 8).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{Router, http::header, response::IntoResponse, routing::post};
+use bytes::Bytes;
+use support::{Client, Pki, Profiles, Review, start_server, web_deployment};
+use tokio::sync::{Mutex, mpsc};
+
+const RATE_PER_SECOND: u64 = 1000;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The bare handler: same TLS stack, a constant allow.
+async fn start_bare(pki: &Pki) -> SocketAddr {
+    let dir = support::temp_dir("bench-bare");
+    let (cert, key) = pki.write(&dir);
+    let resolver =
+        Arc::new(webhook::tls::ReloadingCert::new(cert, key).expect("bare handler certificate"));
+    let tls = webhook::tls::server_config(resolver).expect("bare TLS config");
+    let allow = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true,"status":{}}}"#;
+    let router = Router::new().route(
+        "/validate",
+        post(move |_body: Bytes| async move {
+            ([(header::CONTENT_TYPE, "application/json")], allow).into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(webhook::server::serve_tls(listener, tls, router));
+    addr
+}
+
+async fn connections(addr: SocketAddr, pki: &Pki, n: usize) -> Vec<Client> {
+    let config = pki.client_config(rustls::DEFAULT_VERSIONS);
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(
+            Client::connect(addr, config.clone())
+                .await
+                .expect("bench connection"),
+        );
+    }
+    clients
+}
+
+async fn send(client: &mut Client, body: &Bytes) {
+    let (status, _) = client.post("/validate", body.clone()).await;
+    assert!(status.is_success(), "bench request failed: {status}");
+}
+
+/// Open loop at a fixed rate; latency counts from the scheduled send time, so queueing
+/// behind a slow response is included.
+async fn latency_at_fixed_rate(
+    clients: Vec<Client>,
+    body: Bytes,
+    requests: usize,
+) -> Vec<Duration> {
+    let (tx, rx) = mpsc::channel::<Instant>(requests);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut workers = Vec::new();
+    for mut client in clients {
+        let (rx, body) = (rx.clone(), body.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let Some(scheduled) = rx.lock().await.recv().await else {
+                    break;
+                };
+                send(&mut client, &body).await;
+                latencies.push(scheduled.elapsed());
+            }
+            latencies
+        }));
+    }
+    let start = Instant::now();
+    let interval = Duration::from_nanos(1_000_000_000 / RATE_PER_SECOND);
+    for i in 0..requests {
+        let scheduled = start + interval * u32::try_from(i).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(scheduled.into()).await;
+        if tx.send(scheduled).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let mut all = Vec::with_capacity(requests);
+    for w in workers {
+        all.extend(w.await.expect("latency worker"));
+    }
+    all.sort();
+    all
+}
+
+/// Closed loop: every connection sends back to back until `requests` are done.
+async fn throughput(clients: Vec<Client>, body: Bytes, requests: usize) -> f64 {
+    let per_client = requests / clients.len().max(1);
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for mut client in clients {
+        let body = body.clone();
+        workers.push(tokio::spawn(async move {
+            for _ in 0..per_client {
+                send(&mut client, &body).await;
+            }
+            per_client
+        }));
+    }
+    let mut done = 0;
+    for w in workers {
+        done += w.await.expect("throughput worker");
+    }
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+struct Row {
+    name: &'static str,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    throughput: f64,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let latency_requests = env_or("HEADROOM_BENCH_LATENCY_REQUESTS", 5000);
+    let throughput_requests = env_or("HEADROOM_BENCH_THROUGHPUT_REQUESTS", 40000);
+    let conns = env_or("HEADROOM_BENCH_CONNECTIONS", 8).max(1);
+
+    // Servers and load generator on separate runtimes, as they would be separate processes.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    let (webhook_addr, webhook_pki, state, bare_addr, bare_pki) = server_rt.block_on(async {
+        let server = start_server(Profiles::File("profiles-outage.json"), 5000).await;
+        let bare_pki = Pki::generate("bench bare CA");
+        let bare = start_bare(&bare_pki).await;
+        // The server's tasks hold its state; they run on `server_rt`'s threads.
+        (
+            server.running.https,
+            server.pki,
+            server.state,
+            bare,
+            bare_pki,
+        )
+    });
+
+    // A real review: the kubectl Deployment create, fully evaluated (allowed).
+    let body = Bytes::from(
+        serde_json::to_vec(&Review::create(web_deployment("web", 3)).build()).expect("body"),
+    );
+
+    // The engine alone, no network: parse, decide, serialise.
+    let in_process = 20_000;
+    let started = Instant::now();
+    for _ in 0..in_process {
+        let answer = state.review(&body).expect("review");
+        std::hint::black_box(answer);
+    }
+    let per_review = started.elapsed() / in_process;
+    let targets = [
+        ("webhook", webhook_addr, &webhook_pki),
+        ("bare axum+rustls", bare_addr, &bare_pki),
+    ];
+
+    println!(
+        "AdmissionReview over HTTPS on loopback: {latency_requests} requests at {RATE_PER_SECOND}/s \
+         over {conns} connections, then {throughput_requests} back to back"
+    );
+    let rows: Vec<Row> = client_rt.block_on(async {
+        let mut rows = Vec::new();
+        for (name, addr, pki) in targets {
+            // Warm-up: connections, allocator, caches.
+            let warm = connections(addr, pki, conns).await;
+            throughput(warm, body.clone(), 2000).await;
+            let latencies = latency_at_fixed_rate(
+                connections(addr, pki, conns).await,
+                body.clone(),
+                latency_requests,
+            )
+            .await;
+            let rate = throughput(
+                connections(addr, pki, conns).await,
+                body.clone(),
+                throughput_requests,
+            )
+            .await;
+            rows.push(Row {
+                name,
+                p50: percentile(&latencies, 50.0),
+                p99: percentile(&latencies, 99.0),
+                max: latencies.last().copied().unwrap_or_default(),
+                throughput: rate,
+            });
+        }
+        rows
+    });
+
+    let bare = rows
+        .iter()
+        .find(|r| r.name.starts_with("bare"))
+        .map_or(1.0, |r| r.throughput);
+    println!();
+    println!("| target            | p50 ms | p99 ms | max ms | throughput req/s | vs bare |");
+    println!("|-------------------|--------|--------|--------|------------------|---------|");
+    for r in &rows {
+        println!(
+            "| {:<17} | {:>6} | {:>6} | {:>6} | {:>16.0} | {:>6.0}% |",
+            r.name,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.max),
+            r.throughput,
+            100.0 * r.throughput / bare
+        );
+    }
+    let webhook = &rows[0];
+    println!();
+    println!(
+        "in-process review (parse, decide, serialise; {} B body): {:.1} µs each",
+        body.len(),
+        per_review.as_secs_f64() * 1e6
+    );
+    println!(
+        "targets: p99 ≤ 2 ms at 1,000 req/s: {}; throughput ≥ 70% of bare: {}",
+        if webhook.p99 <= Duration::from_millis(2) {
+            "met"
+        } else {
+            "NOT met"
+        },
+        if webhook.throughput >= 0.7 * bare {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}

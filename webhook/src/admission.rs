@@ -173,7 +173,7 @@ impl State {
                 review.types.api_version, review.types.kind
             )));
         }
-        let request: AdmissionRequest<DynamicObject> = review
+        let mut request: AdmissionRequest<DynamicObject> = review
             .try_into()
             .map_err(|_| BadRequest("AdmissionReview has no request".to_owned()))?;
         if request.uid.is_empty() {
@@ -188,20 +188,29 @@ impl State {
         }
         let kind = supported_kind(&request)?;
         let scale = request.sub_resource.is_some();
-        let read_object = |object: &Option<DynamicObject>, which: &str| {
-            let Some(object) = object else {
+        // Err(Ok(_)): the object is missing (400); Err(Err(_)): it is invalid (denied).
+        let read_object = |object: Option<DynamicObject>, which: &str| {
+            let Some(mut object) = object else {
                 return Err(Ok(format!("request.{which} is missing")));
             };
-            let value = serde_json::to_value(object).map_err(|e| Ok(e.to_string()))?;
             let document = format!("request.{which}");
-            let workload = if scale {
-                Workload::from_scale(kind, &document, value)
+            if scale {
+                serde_json::to_value(&object)
+                    .map_err(|e| Ok(e.to_string()))
+                    .and_then(|v| {
+                        Workload::from_scale(kind, &document, v).map_err(|e| Err(e.to_string()))
+                    })
             } else {
-                Workload::from_value(kind, &document, value)
-            };
-            workload.map_err(|e| Err(e.to_string()))
+                let spec = object
+                    .data
+                    .get_mut("spec")
+                    .map(serde_json::Value::take)
+                    .unwrap_or_default();
+                Workload::from_parts(kind, &document, object.metadata, spec)
+                    .map_err(|e| Err(e.to_string()))
+            }
         };
-        let new = match read_object(&request.object, "object") {
+        let new = match read_object(request.object.take(), "object") {
             Ok(w) => w,
             Err(Ok(missing)) => return Err(BadRequest(missing)),
             Err(Err(invalid)) => {
@@ -216,7 +225,7 @@ impl State {
             }
         };
         let old = match request.operation {
-            Operation::Update => match read_object(&request.old_object, "oldObject") {
+            Operation::Update => match read_object(request.old_object.take(), "oldObject") {
                 Ok(w) => Some(w),
                 Err(Ok(missing)) => return Err(BadRequest(missing)),
                 // An old object we cannot read: evaluate as a create (the worst case).

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::{
     api::{
-        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        apps::v1::{DaemonSetSpec, DeploymentSpec, ReplicaSetSpec, StatefulSetSpec},
         autoscaling::{v1::Scale, v2::HorizontalPodAutoscaler},
-        batch::v1::{CronJob, Job},
+        batch::v1::{CronJobSpec, JobSpec},
         core::v1::PodTemplateSpec,
     },
-    apimachinery::pkg::util::intstr::IntOrString,
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 use serde::de::DeserializeOwned;
 
@@ -126,16 +126,43 @@ impl Workload {
     pub fn from_value(
         kind: Kind,
         document: &str,
-        value: serde_json::Value,
+        mut value: serde_json::Value,
+    ) -> Result<Workload, Error> {
+        let metadata = match value.get_mut("metadata").map(serde_json::Value::take) {
+            None | Some(serde_json::Value::Null) => {
+                return Err(Error::InvalidWorkload {
+                    document: document.to_owned(),
+                    message: "missing field `metadata`".to_owned(),
+                });
+            }
+            Some(metadata) => parse_typed(document, metadata)?,
+        };
+        let spec = value
+            .get_mut("spec")
+            .map(serde_json::Value::take)
+            .unwrap_or_default();
+        Self::from_parts(kind, document, metadata, spec)
+    }
+
+    /// Reads an object from its metadata and its `spec` (taken out of the object, so that
+    /// the admission path parses neither twice).
+    pub fn from_parts(
+        kind: Kind,
+        document: &str,
+        metadata: ObjectMeta,
+        spec: serde_json::Value,
     ) -> Result<Workload, Error> {
         let missing = |field: &str| Error::InvalidWorkload {
             document: document.to_owned(),
             message: format!("missing field `{field}`"),
         };
         // k8s-openapi fills absent required fields with defaults; the API server would not.
+        if spec.is_null() {
+            return Err(missing("spec"));
+        }
         for path in required_fields(kind) {
-            let pointer = format!("/{}", path.replace('.', "/"));
-            if value
+            let pointer = format!("/{}", path.trim_start_matches("spec.").replace('.', "/"));
+            if spec
                 .pointer(&pointer)
                 .is_none_or(serde_json::Value::is_null)
             {
@@ -144,8 +171,7 @@ impl Workload {
         }
         let (metadata, template, size, rollout, all_at_once) = match kind {
             Kind::Deployment => {
-                let d: Deployment = parse_typed(document, value)?;
-                let spec = d.spec;
+                let spec: DeploymentSpec = parse_typed(document, spec)?;
                 let strategy = spec.strategy.unwrap_or_default();
                 let rollout = if strategy.type_.as_deref() == Some("Recreate") {
                     Rollout::Recreate
@@ -159,18 +185,16 @@ impl Workload {
                     }
                 };
                 let size = Size::Replicas(count(spec.replicas, 1));
-                (d.metadata, spec.template, size, rollout, true)
+                (metadata, spec.template, size, rollout, true)
             }
             Kind::ReplicaSet => {
-                let r: ReplicaSet = parse_typed(document, value)?;
-                let spec = r.spec;
+                let spec: ReplicaSetSpec = parse_typed(document, spec)?;
                 let template = spec.template.ok_or_else(|| missing("spec.template"))?;
                 let size = Size::Replicas(count(spec.replicas, 1));
-                (r.metadata, template, size, Rollout::None, true)
+                (metadata, template, size, Rollout::None, true)
             }
             Kind::DaemonSet => {
-                let ds: DaemonSet = parse_typed(document, value)?;
-                let spec = ds.spec;
+                let spec: DaemonSetSpec = parse_typed(document, spec)?;
                 let strategy = spec.update_strategy.unwrap_or_default();
                 let rollout = if strategy.type_.as_deref() == Some("OnDelete") {
                     Rollout::OnDelete
@@ -182,11 +206,10 @@ impl Workload {
                         round_unavailable_up: true,
                     }
                 };
-                (ds.metadata, spec.template, Size::PerNode, rollout, true)
+                (metadata, spec.template, Size::PerNode, rollout, true)
             }
             Kind::StatefulSet => {
-                let s: StatefulSet = parse_typed(document, value)?;
-                let spec = s.spec;
+                let spec: StatefulSetSpec = parse_typed(document, spec)?;
                 let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
                 let strategy = spec.update_strategy.unwrap_or_default();
                 let rollout = if strategy.type_.as_deref() == Some("OnDelete") {
@@ -202,23 +225,21 @@ impl Workload {
                     Rollout::OneAtATime
                 };
                 let size = Size::Replicas(count(spec.replicas, 1));
-                (s.metadata, spec.template, size, rollout, parallel)
+                (metadata, spec.template, size, rollout, parallel)
             }
             Kind::Job => {
-                let j: Job = parse_typed(document, value)?;
-                let spec = j.spec.ok_or_else(|| missing("spec"))?;
+                let spec: JobSpec = parse_typed(document, spec)?;
                 let size = Size::Replicas(job_pods(spec.parallelism, spec.completions));
-                (j.metadata, spec.template, size, Rollout::None, true)
+                (metadata, spec.template, size, Rollout::None, true)
             }
             Kind::CronJob => {
-                let c: CronJob = parse_typed(document, value)?;
-                let spec = c.spec;
+                let spec: CronJobSpec = parse_typed(document, spec)?;
                 let job = spec
                     .job_template
                     .spec
                     .ok_or_else(|| missing("spec.jobTemplate.spec"))?;
                 let size = Size::Replicas(job_pods(job.parallelism, job.completions));
-                (c.metadata, job.template, size, Rollout::EveryRun, true)
+                (metadata, job.template, size, Rollout::EveryRun, true)
             }
         };
         let image = template
@@ -333,21 +354,12 @@ impl Workload {
 fn required_fields(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Deployment | Kind::ReplicaSet | Kind::DaemonSet | Kind::StatefulSet => &[
-            "metadata",
-            "spec",
             "spec.selector",
             "spec.template",
             "spec.template.spec.containers",
         ],
-        Kind::Job => &[
-            "metadata",
-            "spec",
-            "spec.template",
-            "spec.template.spec.containers",
-        ],
+        Kind::Job => &["spec.template", "spec.template.spec.containers"],
         Kind::CronJob => &[
-            "metadata",
-            "spec",
             "spec.schedule",
             "spec.jobTemplate.spec.template.spec.containers",
         ],
