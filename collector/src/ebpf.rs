@@ -113,6 +113,11 @@ impl Probes {
         RingBuf::try_from(map).map_err(|source| Error::Map { name, source })
     }
 
+    /// The loaded object, for program statistics and benchmarks.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
     /// The loaded programs, for their run-time statistics.
     pub fn programs(&self) -> impl Iterator<Item = (&str, &aya::programs::Program)> {
         self.ebpf.programs()

@@ -66,9 +66,10 @@ impl std::fmt::Debug for EventReader {
 
 impl EventReader {
     pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
-        Ok(Self {
-            ring: AsyncFd::new(ring)?,
-        })
+        // SAFETY: the ring buffer owns its map fd, which stays open and the same for as
+        // long as the RingBuf lives, i.e. as long as this AsyncFd owns it.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
+        Ok(Self { ring })
     }
 
     /// Waits until the kernel has put events in the buffer, then hands each to `each`.

@@ -1,5 +1,6 @@
 //! Headroom's collector: kernel programs that measure what each pod and node process
 //! sends to the API server and DNS, and the user space that names and exports it.
+pub mod agent;
 pub mod apiserver;
 pub mod cgroup;
 pub mod cluster;

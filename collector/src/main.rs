@@ -1,77 +1,104 @@
-use std::{path::PathBuf, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use collector::{cgroup, ebpf::Probes, endpoint, report};
-use collector_ebpf::{EndpointKey, EndpointKind};
+use collector::{
+    agent::{self, Agent},
+    cgroup,
+    config::{Args, Config},
+    dns::DnsConfig,
+    ebpf::Probes,
+    metrics::{Metrics, SharedSnapshot, bpf_stats},
+    preflight, report,
+    server::{self, AppState, Readiness},
+};
 
-/// Headroom collector: measures, per cgroup, the traffic each pod and node process
-/// sends to the Kubernetes API server and to DNS.
+/// Headroom collector: measures, per pod and node process, the traffic sent to the
+/// Kubernetes API server and to DNS, and serves it as Prometheus metrics.
 #[derive(Debug, Parser)]
 #[command(name = "headroom-collector", version)]
-struct Args {
-    /// API server endpoint to measure (ADDRESS:PORT); repeat for several.
-    #[arg(long = "apiserver", env = "HEADROOM_APISERVER", value_delimiter = ',', value_parser = parse_endpoint)]
-    apiservers: Vec<EndpointKey>,
-    /// DNS server endpoint to measure (ADDRESS:PORT); repeat for several.
-    #[arg(long = "dns-server", env = "HEADROOM_DNS_SERVER", value_delimiter = ',', value_parser = parse_endpoint)]
-    dns_servers: Vec<EndpointKey>,
-    /// cgroup v2 mount point [default: detected from /proc/self/mountinfo].
-    #[arg(long)]
-    cgroup_root: Option<PathBuf>,
-    /// Print the per-cgroup table this often (seconds); 0 prints only at exit.
-    #[arg(long, default_value_t = 0)]
-    report_every: u64,
-    /// Exit after this many seconds instead of waiting for SIGTERM/SIGINT.
-    #[arg(long)]
+struct Cli {
+    #[command(flatten)]
+    config: Args,
+    /// Exit after this many seconds instead of waiting for SIGTERM/SIGINT (demos, tests).
+    #[arg(long, value_name = "SECONDS")]
     run_for: Option<u64>,
-}
-
-fn parse_endpoint(value: &str) -> Result<EndpointKey, String> {
-    endpoint::parse(value).map_err(|e| e.to_string())
+    /// At exit, print what was measured per cgroup as a table on stdout.
+    #[arg(long)]
+    print_table: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let root = match args.cgroup_root {
-        Some(root) => root,
-        None => cgroup::find_root()?,
+    let cli = Cli::parse();
+    let config = Config::load(&cli.config)?;
+    let checked = preflight::preflight(&config)?;
+    let mut probes =
+        Probes::attach(&checked.cgroup_root).context("starting the kernel programs")?;
+    for (key, kind) in config.endpoints() {
+        probes.add_endpoint(key, kind)?;
+    }
+    // Run-time statistics feed the per-program self-metrics; without them the collector
+    // still measures, so a failure is a warning.
+    let _stats = bpf_stats::enable_run_time_stats()
+        .inspect_err(|e| eprintln!("headroom-collector: warning: {e}"))
+        .ok();
+
+    let dns = DnsConfig {
+        top_names: config.dns_top_k,
+        ..DnsConfig::default()
     };
-    let mut probes = Probes::attach(&root).context("starting the kernel programs")?;
-    for key in args.apiservers {
-        probes.add_endpoint(key, EndpointKind::ApiServer)?;
-    }
-    for key in args.dns_servers {
-        probes.add_endpoint(key, EndpointKind::Dns)?;
-    }
+    let mut agent = Agent::new(probes, dns)?;
+    let mut reader = agent.event_reader()?;
+    let snapshot = SharedSnapshot::default();
+    let readiness = Readiness::new(config.readiness_timeout);
+    readiness.set_attached(true);
+    let app = server::router(AppState {
+        metrics: Arc::new(Metrics::new(snapshot.clone())),
+        readiness: readiness.clone(),
+    });
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(server::serve(checked.listener, app, async {
+        let _ = http_stopped.await;
+    }));
     eprintln!(
-        "headroom-collector: measuring from cgroup root {}",
-        root.display()
+        "headroom-collector: measuring from cgroup root {}, serving http://{}/metrics",
+        checked.cgroup_root.display(),
+        config.listen
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let deadline = async {
-        match args.run_for {
-            Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
-            None => std::future::pending().await,
+    let run_for = cli.run_for;
+    let shutdown = async move {
+        let deadline = async {
+            match run_for {
+                Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = deadline => {}
+            _ = sigterm.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
     };
-    tokio::pin!(deadline);
-    let mut ticker = tokio::time::interval(Duration::from_secs(args.report_every.max(1)));
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = &mut deadline => break,
-            _ = sigterm.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = ticker.tick(), if args.report_every > 0 => print_table(&probes)?,
-        }
+    agent::run(
+        &mut agent,
+        &mut reader,
+        &snapshot,
+        || readiness.beat(),
+        shutdown,
+    )
+    .await?;
+
+    let _ = stop_http.send(());
+    http.await.context("HTTP server task")??;
+    if cli.print_table {
+        print_table(agent.probes_mut())?;
     }
-    print_table(&probes)?;
-    // Dropping the probes detaches every program.
-    drop(probes);
+    // Dropping the agent drops the probes, which detaches every program.
+    drop(agent);
     Ok(())
 }
 

@@ -1,0 +1,475 @@
+//! What the collector costs the node it runs on, measured against baselines taken in
+//! the same run (`cargo xtask bench`, as root). Prints tables; asserts nothing.
+//!
+//! 1. Kernel run time per program run (the kernel's BPF stats) for the fast path (a
+//!    packet to neither the API server nor DNS), the API-server path and the DNS path,
+//!    against empty programs of the same type attached beside them (the floor).
+//! 2. Loopback TCP throughput (iperf3) without and with the collector's programs.
+//! 3. DNS throughput (dnsperf against dnsmasq) without the collector, with it, and with
+//!    `tcpdump -w /dev/null port 53` instead; the collector's CPU and peak RSS meanwhile.
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::OwnedFd,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf,
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+};
+use collector::{cgroup, ebpf::Probes, endpoint};
+use collector_ebpf::{EndpointKind, program};
+
+static FLOOR: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
+const COLLECTOR: &str = env!("CARGO_BIN_EXE_headroom-collector");
+/// Rounds per configuration; configurations alternate so drift hits all alike.
+const ROUNDS: usize = 3;
+const DNS_ADDR: &str = "127.0.9.53";
+
+fn main() -> anyhow::Result<()> {
+    // cargo bench passes --bench; a name filter may follow. Nothing to parse.
+    if fs::read_to_string("/proc/self/status")?
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) != Some("0"))
+    {
+        bail!("the benchmark loads eBPF programs: run it as root (`cargo xtask bench`)");
+    }
+    let root = cgroup::find_root()?;
+    program_run_time(&root)?;
+    tcp_throughput(&root)?;
+    dns_throughput()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. ns per program run
+
+/// Run count and total run time of one program so far.
+fn stats(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
+    let info = ebpf
+        .program(name)
+        .with_context(|| format!("program {name}"))?
+        .info()?;
+    Ok((info.run_count(), info.run_time().as_nanos() as u64))
+}
+
+fn program_run_time(root: &std::path::Path) -> anyhow::Result<()> {
+    let _stats: OwnedFd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling the kernel's BPF run-time statistics")?;
+    let mut floor = Ebpf::load(FLOOR).context("loading the floor programs")?;
+    let cgroup_root = fs::File::open(root)?;
+    for (name, attach) in [
+        ("floor_skb_egress", CgroupSkbAttachType::Egress),
+        ("floor_skb_ingress", CgroupSkbAttachType::Ingress),
+    ] {
+        let prog: &mut CgroupSkb = floor.program_mut(name).context(name)?.try_into()?;
+        prog.load()?;
+        prog.attach(&cgroup_root, attach, CgroupAttachMode::Single)?;
+    }
+    let mut probes = Probes::attach(root)?;
+    let mut events = probes.take_events()?;
+
+    let measured = RecordServer::start()?;
+    let unmeasured = RecordServer::start()?;
+    probes.add_endpoint(endpoint::key_of(measured.addr), EndpointKind::ApiServer)?;
+    let dns = Dnsmasq::start()?;
+    probes.add_endpoint(
+        endpoint::parse(&format!("{DNS_ADDR}:53"))?,
+        EndpointKind::Dns,
+    )?;
+
+    println!("\n## Kernel run time per program run (BPF stats), {ROUNDS} rounds pooled\n");
+    println!("| path | packets | ns/run | floor ns/run | ratio | target |");
+    println!("|---|---:|---:|---:|---:|---|");
+    let phases: [(&str, &str, Box<dyn Fn() -> anyhow::Result<()>>); 3] = [
+        (
+            "fast path (neither API server nor DNS)",
+            "≤ 2× floor",
+            Box::new(|| exchange_records(unmeasured.addr, 300, 10)),
+        ),
+        (
+            "API server (TLS records followed)",
+            "",
+            Box::new(|| exchange_records(measured.addr, 300, 10)),
+        ),
+        (
+            "DNS (message copied)",
+            "",
+            Box::new(|| dns.query_burst(3000)),
+        ),
+    ];
+    for (label, target, phase) in &phases {
+        let mut ours = (0, 0);
+        let mut base = (0, 0);
+        for _ in 0..ROUNDS {
+            let before = (
+                stats(probes.ebpf(), program::SKB_EGRESS)?,
+                stats(probes.ebpf(), program::SKB_INGRESS)?,
+                stats(&floor, "floor_skb_egress")?,
+                stats(&floor, "floor_skb_ingress")?,
+            );
+            phase()?;
+            let after = (
+                stats(probes.ebpf(), program::SKB_EGRESS)?,
+                stats(probes.ebpf(), program::SKB_INGRESS)?,
+                stats(&floor, "floor_skb_egress")?,
+                stats(&floor, "floor_skb_ingress")?,
+            );
+            ours.0 += after.0.0 - before.0.0 + after.1.0 - before.1.0;
+            ours.1 += after.0.1 - before.0.1 + after.1.1 - before.1.1;
+            base.0 += after.2.0 - before.2.0 + after.3.0 - before.3.0;
+            base.1 += after.2.1 - before.2.1 + after.3.1 - before.3.1;
+            collector::events::drain(&mut events, |_| {});
+        }
+        let ns = ours.1 as f64 / ours.0.max(1) as f64;
+        let floor_ns = base.1 as f64 / base.0.max(1) as f64;
+        println!(
+            "| {label} | {} | {ns:.1} | {floor_ns:.1} | {:.2}× | {target} |",
+            ours.0,
+            ns / floor_ns.max(0.001)
+        );
+    }
+    Ok(())
+}
+
+/// A loopback server that answers each TLS-shaped record with one record.
+struct RecordServer {
+    addr: SocketAddr,
+}
+
+impl RecordServer {
+    fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut header = [0u8; 5];
+                    while stream.read_exact(&mut header).is_ok() {
+                        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+                        let mut body = vec![0u8; len];
+                        if stream.read_exact(&mut body).is_err()
+                            || stream.write_all(&record(600)).is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { addr })
+    }
+}
+
+/// A TLS application_data record header and body of `len` bytes.
+fn record(len: u16) -> Vec<u8> {
+    let mut r = vec![23, 3, 3];
+    r.extend_from_slice(&len.to_be_bytes());
+    r.resize(5 + usize::from(len), 0xab);
+    r
+}
+
+/// `connections` connections, each sending `per_connection` records and reading replies.
+fn exchange_records(
+    addr: SocketAddr,
+    connections: usize,
+    per_connection: usize,
+) -> anyhow::Result<()> {
+    let request = record(200);
+    let mut reply = vec![0u8; 605];
+    for _ in 0..connections {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        for _ in 0..per_connection {
+            s.write_all(&request)?;
+            s.read_exact(&mut reply)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. iperf3
+
+fn iperf3_gbps(port: u16) -> anyhow::Result<f64> {
+    let mut server = Command::new("iperf3")
+        .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 -s (apt-get install iperf3, or cargo xtask setup)")?;
+    thread::sleep(Duration::from_millis(300));
+    let out = Command::new("iperf3")
+        .args(["-c", "127.0.0.1", "-p", &port.to_string(), "-t", "4", "-J"])
+        .output()
+        .context("running iperf3 -c")?;
+    let _ = server.wait();
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|bps| bps / 1e9)
+        .context("iperf3 reported no received throughput")
+}
+
+fn tcp_throughput(root: &std::path::Path) -> anyhow::Result<()> {
+    const PORT: u16 = 5299;
+    let (mut base, mut fast, mut measured) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        base.push(iperf3_gbps(PORT)?);
+        {
+            let _probes = Probes::attach(root)?;
+            fast.push(iperf3_gbps(PORT)?);
+        }
+        {
+            // Worst case: bulk data to a port the collector treats as the API server.
+            let mut probes = Probes::attach(root)?;
+            let mut events = probes.take_events()?;
+            probes.add_endpoint(
+                endpoint::parse(&format!("127.0.0.1:{PORT}"))?,
+                EndpointKind::ApiServer,
+            )?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let drain = {
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        collector::events::drain(&mut events, |_| {});
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            };
+            measured.push(iperf3_gbps(PORT)?);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = drain.join();
+        }
+    }
+    let (b, f, m) = (median(&base), median(&fast), median(&measured));
+    println!("\n## Loopback TCP throughput (iperf3, 4 s, median of {ROUNDS})\n");
+    println!("| configuration | Gbit/s | kept | target |");
+    println!("|---|---:|---:|---|");
+    println!("| no collector | {b:.2} | 100.0% | |");
+    println!(
+        "| collector, traffic not measured | {f:.2} | {:.1}% | ≥ 97% |",
+        100.0 * f / b
+    );
+    println!(
+        "| collector, traffic treated as API server | {m:.2} | {:.1}% | (worst case) |",
+        100.0 * m / b
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. DNS
+
+/// dnsmasq on DNS_ADDR:53 answering every name under bench.test.
+struct Dnsmasq {
+    child: Child,
+}
+
+impl Dnsmasq {
+    fn start() -> anyhow::Result<Self> {
+        let child = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                &format!("--listen-address={DNS_ADDR}"),
+                "--port=53",
+                "--address=/bench.test/10.0.0.1",
+                "--cache-size=10000",
+                "--dns-forward-max=1000",
+                "--user=root",
+                "--pid-file",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting dnsmasq (apt-get install dnsmasq-base, or cargo xtask setup)")?;
+        // Ready once it answers.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let ok = Command::new("dig")
+                .args([
+                    &format!("@{DNS_ADDR}"),
+                    "+short",
+                    "+tries=1",
+                    "+time=1",
+                    "ready.bench.test",
+                ])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.0.0.1"));
+            if ok {
+                return Ok(Self { child });
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        bail!("dnsmasq did not answer on {DNS_ADDR}:53")
+    }
+
+    /// Sends `n` queries with dnsperf at full speed.
+    fn query_burst(&self, n: usize) -> anyhow::Result<()> {
+        dnsperf(Some(n), 2).map(|_| ())
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs dnsperf against dnsmasq; returns queries per second.
+fn dnsperf(max_queries: Option<usize>, seconds: u32) -> anyhow::Result<f64> {
+    let names = std::env::temp_dir().join("headroom-bench-names.txt");
+    if !names.exists() {
+        let text: String = (0..1000).map(|i| format!("n{i}.bench.test A\n")).collect();
+        fs::write(&names, text)?;
+    }
+    let mut cmd = Command::new("dnsperf");
+    cmd.args(["-s", DNS_ADDR, "-p", "53", "-d"])
+        .arg(&names)
+        .args(["-l", &seconds.to_string(), "-c", "2", "-q", "64"]);
+    if let Some(n) = max_queries {
+        cmd.args(["-n", &(n / 1000).max(1).to_string()]);
+    }
+    let out = cmd
+        .output()
+        .context("running dnsperf (apt-get install dnsperf, or cargo xtask setup)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Queries per second:").map(str::trim))
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("no 'Queries per second' in dnsperf output:\n{text}"))
+}
+
+/// CPU seconds (user + system) and peak RSS (KiB) of a process so far.
+fn cpu_and_peak_rss(pid: u32) -> anyhow::Result<(f64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("/proc/pid/stat")?;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields after the comm start at field 3 (state); utime is 14, stime 15.
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let hz = 100.0; // USER_HZ on Linux
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok((ticks as f64 / hz, hwm))
+}
+
+fn start_collector() -> anyhow::Result<Child> {
+    let mut child = Command::new(COLLECTOR)
+        .args(["--dns-server", &format!("{DNS_ADDR}:53")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting headroom-collector")?;
+    let stderr = child.stderr.take().context("collector stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line?.contains("measuring") {
+            thread::spawn(move || lines.for_each(drop));
+            return Ok(child);
+        }
+    }
+    bail!("the collector exited before it started measuring")
+}
+
+fn start_tcpdump() -> anyhow::Result<Child> {
+    let mut child = Command::new("tcpdump")
+        .args(["-i", "lo", "-w", "/dev/null", "port", "53"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting tcpdump (apt-get install tcpdump, or cargo xtask setup)")?;
+    let stderr = child.stderr.take().context("tcpdump stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line?.contains("listening on") {
+            thread::spawn(move || lines.for_each(drop));
+            return Ok(child);
+        }
+    }
+    bail!("tcpdump exited before it started listening")
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn dns_throughput() -> anyhow::Result<()> {
+    const SECONDS: u32 = 5;
+    let _dns = Dnsmasq::start()?;
+    let (mut base, mut ours, mut tcpdump) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu, mut rss) = (Vec::new(), 0u64);
+    for _ in 0..ROUNDS {
+        base.push(dnsperf(None, SECONDS)?);
+
+        let collector = start_collector()?;
+        let (cpu0, _) = cpu_and_peak_rss(collector.id())?;
+        let started = Instant::now();
+        ours.push(dnsperf(None, SECONDS)?);
+        let (cpu1, peak) = cpu_and_peak_rss(collector.id())?;
+        cpu.push((cpu1 - cpu0) / started.elapsed().as_secs_f64());
+        rss = rss.max(peak);
+        stop(collector);
+
+        let dump = start_tcpdump()?;
+        tcpdump.push(dnsperf(None, SECONDS)?);
+        stop(dump);
+    }
+    let (b, o, t) = (median(&base), median(&ours), median(&tcpdump));
+    let (our_loss, dump_loss) = (1.0 - o / b, 1.0 - t / b);
+    println!(
+        "\n## DNS throughput (dnsperf → dnsmasq on loopback, {SECONDS} s, median of {ROUNDS})\n"
+    );
+    println!("| configuration | queries/s | kept | target |");
+    println!("|---|---:|---:|---|");
+    println!("| nothing capturing | {b:.0} | 100.0% | |");
+    println!(
+        "| headroom-collector | {o:.0} | {:.1}% | ≥ 95%, loss ≤ ½ of tcpdump's |",
+        100.0 * o / b
+    );
+    println!(
+        "| tcpdump -w /dev/null port 53 | {t:.0} | {:.1}% | (peer) |",
+        100.0 * t / b
+    );
+    println!(
+        "\nloss: collector {:.1}%, tcpdump {:.1}% (ratio {:.2}); collector CPU {:.1}% of a core (median), peak RSS {:.1} MiB — targets ≤ 5% and ≤ 40 MiB",
+        100.0 * our_loss,
+        100.0 * dump_loss,
+        if dump_loss > 0.0 {
+            our_loss / dump_loss
+        } else {
+            f64::NAN
+        },
+        100.0 * median(&cpu),
+        rss as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
