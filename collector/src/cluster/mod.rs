@@ -1,1 +1,361 @@
 //! The collector in a cluster: one pod watch for this node, API server and DNS discovery.
+//!
+//! The collector's own API footprint is O(1) per node: one watch of this node's pods
+//! (`spec.nodeName` field selector), one of the `default/kubernetes` EndpointSlices
+//! (label selector) and one of the kube-dns Service (name field selector); lists are
+//! served from the API server's watch cache; no cluster-wide list anywhere. Every
+//! watch backs off with jitter on errors, and while the API server is away the
+//! collector keeps measuring with what it last knew.
+//!
+//! Without a cluster (no `KUBERNETES_SERVICE_HOST`, or `--standalone`) the endpoints
+//! come from flags and cgroups are named from their paths alone.
+pub mod backoff;
+pub mod endpoints;
+pub mod gone;
+pub mod pods;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use k8s_openapi::api::{
+    core::v1::{Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{Api, Client};
+use tokio::{sync::watch, task::JoinHandle};
+
+pub use self::{
+    backoff::BackoffConfig,
+    endpoints::Endpoints,
+    gone::{DEFAULT_GRACE, GoneSince},
+    pods::{PodCache, SharedPods},
+};
+
+/// The downward-API variable that names this node.
+pub const NODE_NAME_ENV: &str = "NODE_NAME";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "{NODE_NAME_ENV} is not set: in a cluster the collector watches only its node's pods \
+         and needs its node name from the downward API (env: - name: {NODE_NAME_ENV}, \
+         valueFrom: fieldRef: fieldPath: spec.nodeName), or run it with --standalone"
+    )]
+    NoNodeName,
+    #[error(
+        "KUBERNETES_SERVICE_HOST={host:?} / KUBERNETES_SERVICE_PORT={port:?} is not an \
+         address and port; the kubelet sets them in every pod"
+    )]
+    ServiceAddress { host: String, port: String },
+    #[error("cannot read the in-cluster service account configuration: {0}")]
+    InCluster(#[source] kube::config::InClusterError),
+    #[error("cannot build the API client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// Where the collector runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// In a pod: the `kubernetes` Service address and this node's name.
+    InCluster { service: SocketAddr, node: String },
+    /// No cluster: endpoints from flags.
+    Standalone,
+}
+
+/// Decides the mode from the environment (`env` looks a variable up) and the
+/// `--standalone` flag.
+pub fn mode(env: impl Fn(&str) -> Option<String>, standalone: bool) -> Result<Mode, Error> {
+    let host = env("KUBERNETES_SERVICE_HOST").filter(|h| !h.is_empty());
+    let (Some(host), false) = (host, standalone) else {
+        return Ok(Mode::Standalone);
+    };
+    let port = env("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".into());
+    let service = host
+        .parse::<IpAddr>()
+        .ok()
+        .zip(port.parse::<u16>().ok())
+        .map(|(ip, port)| SocketAddr::new(ip, port))
+        .ok_or_else(|| Error::ServiceAddress {
+            host: host.clone(),
+            port: port.clone(),
+        })?;
+    let node = env(NODE_NAME_ENV)
+        .filter(|n| !n.is_empty())
+        .ok_or(Error::NoNodeName)?;
+    Ok(Mode::InCluster { service, node })
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    pub node: String,
+    /// The `kubernetes` Service address (from the environment).
+    pub service: SocketAddr,
+    /// How long a deleted pod keeps its name (and its series).
+    pub gone_grace: Duration,
+    pub backoff: BackoffConfig,
+    /// The cluster DNS Service (`kube-system/kube-dns`).
+    pub dns_service: (String, String),
+    /// Name servers of the node, measured as DNS too.
+    pub resolv_conf: PathBuf,
+}
+
+impl ClusterConfig {
+    pub fn new(node: impl Into<String>, service: SocketAddr) -> Self {
+        Self {
+            node: node.into(),
+            service,
+            gone_grace: DEFAULT_GRACE,
+            backoff: BackoffConfig::default(),
+            dns_service: ("kube-system".into(), "kube-dns".into()),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        }
+    }
+}
+
+/// How every watch lists: from the API server's watch cache (`resourceVersion=0`,
+/// not a quorum read of etcd, which for a field-selected list would read every pod of
+/// the cluster), unpaged (a page limit makes the client drop `resourceVersion=0`; one
+/// node's pods are a few hundred at most).
+fn watch_config() -> kube::runtime::watcher::Config {
+    let mut config = kube::runtime::watcher::Config::default().any_semantic();
+    config.page_size = None;
+    config
+}
+
+/// What the collector watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Pods = 0,
+    EndpointSlices = 1,
+    DnsService = 2,
+}
+
+/// The watches' health, for self-metrics and tests.
+#[derive(Debug, Default)]
+pub struct Health {
+    lists: [AtomicU64; 3],
+    events: [AtomicU64; 3],
+    errors: [AtomicU64; 3],
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// (Re)lists started.
+    pub fn lists(&self, r: Resource) -> u64 {
+        self.lists[r as usize].load(Ordering::Relaxed)
+    }
+
+    /// Events applied (a completed list counts as one).
+    pub fn events(&self, r: Resource) -> u64 {
+        self.events[r as usize].load(Ordering::Relaxed)
+    }
+
+    /// Failed requests or error events.
+    pub fn errors(&self, r: Resource) -> u64 {
+        self.errors[r as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record_list(&self, r: Resource) {
+        self.lists[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_event(&self, r: Resource) {
+        self.events[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_error(&self, r: Resource, error: &kube::runtime::watcher::Error) {
+        self.errors[r as usize].fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(format!("{r:?}: {error}"));
+    }
+}
+
+/// The running discovery: pods of this node, API server endpoints and DNS servers.
+/// Dropping it stops the watches.
+#[derive(Debug)]
+pub struct Cluster {
+    pods: SharedPods,
+    apiserver: watch::Receiver<Endpoints>,
+    dns: watch::Receiver<Endpoints>,
+    health: Arc<Health>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// In a pod: the service account's client, then [`Cluster::start`].
+    pub fn in_cluster(config: ClusterConfig) -> Result<Self, Error> {
+        let kube_config = kube::Config::incluster().map_err(Error::InCluster)?;
+        let client = Client::try_from(kube_config).map_err(Error::Client)?;
+        Ok(Self::start(client, config))
+    }
+
+    /// Starts the three watches on the current tokio runtime.
+    pub fn start(client: Client, config: ClusterConfig) -> Self {
+        let health = Arc::new(Health::default());
+        let pods = SharedPods::new(config.gone_grace);
+        let service = Endpoints::from([config.service]);
+        let resolv = std::fs::read_to_string(&config.resolv_conf)
+            .map(|text| endpoints::resolv_conf_servers(&text))
+            .unwrap_or_default();
+        let (apiserver_tx, apiserver) = watch::channel(service.clone());
+        let (dns_tx, dns) = watch::channel(resolv.clone());
+        let (dns_namespace, dns_name) = config.dns_service;
+        let tasks = vec![
+            tokio::spawn(pods::watch(
+                Api::<Pod>::all(client.clone()),
+                config.node,
+                pods.clone(),
+                config.backoff,
+                health.clone(),
+            )),
+            tokio::spawn(endpoints::watch_apiserver(
+                Api::<EndpointSlice>::namespaced(client.clone(), "default"),
+                service,
+                apiserver_tx,
+                config.backoff,
+                health.clone(),
+            )),
+            tokio::spawn(endpoints::watch_dns(
+                Api::<Service>::namespaced(client, &dns_namespace),
+                dns_name,
+                resolv,
+                dns_tx,
+                config.backoff,
+                health.clone(),
+            )),
+        ];
+        Self {
+            pods,
+            apiserver,
+            dns,
+            health,
+            tasks,
+        }
+    }
+
+    /// No cluster: fixed endpoints (from flags), no pods.
+    pub fn standalone(apiserver: Endpoints, dns: Endpoints) -> Self {
+        Self {
+            pods: SharedPods::new(DEFAULT_GRACE),
+            apiserver: watch::channel(apiserver).1,
+            dns: watch::channel(dns).1,
+            health: Arc::new(Health::default()),
+            tasks: Vec::new(),
+        }
+    }
+
+    pub fn pods(&self) -> &SharedPods {
+        &self.pods
+    }
+
+    /// API server addresses; `changed().await` on a clone to follow updates.
+    pub fn apiserver_endpoints(&self) -> watch::Receiver<Endpoints> {
+        self.apiserver.clone()
+    }
+
+    /// DNS server addresses; as [`Cluster::apiserver_endpoints`].
+    pub fn dns_servers(&self) -> watch::Receiver<Endpoints> {
+        self.dns.clone()
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| vars.get(k).cloned()
+    }
+
+    #[test]
+    fn in_cluster_from_the_kubelets_variables() {
+        let vars = env(&[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("NODE_NAME", "node-a"),
+        ]);
+        assert_eq!(
+            mode(&vars, false).expect("a mode"),
+            Mode::InCluster {
+                service: "10.96.0.1:443".parse().expect("addr"),
+                node: "node-a".into()
+            }
+        );
+        assert_eq!(mode(&vars, true).expect("a mode"), Mode::Standalone);
+    }
+
+    #[test]
+    fn standalone_without_a_cluster() {
+        assert_eq!(mode(env(&[]), false).expect("a mode"), Mode::Standalone);
+        assert_eq!(
+            mode(env(&[("KUBERNETES_SERVICE_HOST", "")]), false).expect("a mode"),
+            Mode::Standalone
+        );
+    }
+
+    #[test]
+    fn ipv6_service_and_errors_that_say_what_to_set() {
+        let v6 = env(&[
+            ("KUBERNETES_SERVICE_HOST", "fd00::1"),
+            ("KUBERNETES_SERVICE_PORT", "6443"),
+            ("NODE_NAME", "n"),
+        ]);
+        assert!(
+            matches!(mode(v6, false), Ok(Mode::InCluster { service, .. }) if service.port() == 6443)
+        );
+        let no_node = env(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")]);
+        let message = mode(no_node, false).expect_err("no node").to_string();
+        assert!(message.contains("fieldPath: spec.nodeName"), "{message}");
+        let bad = env(&[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "https"),
+            ("NODE_NAME", "n"),
+        ]);
+        assert!(matches!(
+            mode(bad, false),
+            Err(Error::ServiceAddress { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn standalone_serves_the_flags() {
+        let api: Endpoints = ["127.0.0.1:6443".parse().expect("addr")].into();
+        let cluster = Cluster::standalone(api.clone(), Endpoints::new());
+        assert_eq!(*cluster.apiserver_endpoints().borrow(), api);
+        assert!(cluster.pods().read().index().is_empty());
+    }
+}

@@ -1,0 +1,272 @@
+//! Where the API server and cluster DNS are: the `kubernetes` Service address from the
+//! environment plus the EndpointSlices of `default/kubernetes` (pods connect to the
+//! Service address, which the kernel hook sees before kube-proxy rewrites it; the
+//! kubelet and host-network agents connect to the endpoints), and the kube-dns
+//! Service addresses plus the node's resolv.conf name servers.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use tokio::sync::watch;
+
+use super::{
+    Health, Resource,
+    backoff::{BackoffConfig, JitterBackoff},
+};
+
+/// A set of addresses the kernel should treat as one kind of endpoint.
+pub type Endpoints = BTreeSet<SocketAddr>;
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Ready (or not saying) endpoints of a slice, each at each TCP port.
+pub fn slice_endpoints(slice: &EndpointSlice) -> Endpoints {
+    let ports: Vec<u16> = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|p| u16::try_from(p.port?).ok())
+        .collect();
+    slice
+        .endpoints
+        .iter()
+        .flatten()
+        // `ready` unset means ready; an API server being removed is not.
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .flat_map(|e| e.addresses.iter())
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .flat_map(|ip| ports.iter().map(move |&port| SocketAddr::new(ip, port)))
+        .collect()
+}
+
+/// The cluster IPs of a DNS Service at each of its port-53-style ports (UDP or TCP).
+pub fn service_endpoints(service: &Service) -> Endpoints {
+    let Some(spec) = service.spec.as_ref() else {
+        return Endpoints::new();
+    };
+    let ips: BTreeSet<IpAddr> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let ports: BTreeSet<u16> = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .collect();
+    ips.iter()
+        .flat_map(|&ip| ports.iter().map(move |&port| SocketAddr::new(ip, port)))
+        .collect()
+}
+
+/// The `nameserver` lines of a resolv.conf, at port 53.
+pub fn resolv_conf_servers(text: &str) -> Endpoints {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            // A scoped IPv6 address (`fe80::1%eth0`) has no SocketAddr form here.
+            words.next()?.parse::<IpAddr>().ok()
+        })
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// The union of `base` and every slice's endpoints.
+fn union(base: &Endpoints, slices: &BTreeMap<String, Endpoints>) -> Endpoints {
+    base.iter()
+        .chain(slices.values().flatten())
+        .copied()
+        .collect()
+}
+
+fn publish(tx: &watch::Sender<Endpoints>, next: Endpoints) {
+    tx.send_if_modified(|current| {
+        let changed = *current != next;
+        *current = next;
+        changed
+    });
+}
+
+/// Watches the EndpointSlices of `default/kubernetes` and publishes `service` plus
+/// their endpoints whenever the set changes.
+pub async fn watch_apiserver(
+    api: Api<EndpointSlice>,
+    service: Endpoints,
+    tx: watch::Sender<Endpoints>,
+    backoff: BackoffConfig,
+    health: Arc<Health>,
+) {
+    let config = super::watch_config().labels(&format!("{SERVICE_NAME_LABEL}=kubernetes"));
+    let mut events = watcher(api, config)
+        .backoff(JitterBackoff::new(backoff))
+        .boxed();
+    let mut slices: BTreeMap<String, Endpoints> = BTreeMap::new();
+    let mut listing: BTreeMap<String, Endpoints> = BTreeMap::new();
+    let name = |s: &EndpointSlice| s.metadata.name.clone().unwrap_or_default();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Init) => {
+                health.record_list(Resource::EndpointSlices);
+                listing.clear();
+                continue;
+            }
+            Ok(watcher::Event::InitApply(slice)) => {
+                listing.insert(name(&slice), slice_endpoints(&slice));
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => slices = std::mem::take(&mut listing),
+            Ok(watcher::Event::Apply(slice)) => {
+                slices.insert(name(&slice), slice_endpoints(&slice));
+            }
+            Ok(watcher::Event::Delete(slice)) => {
+                slices.remove(&name(&slice));
+            }
+            Err(error) => {
+                // Keep what is known: the Service address and the last endpoints.
+                health.record_error(Resource::EndpointSlices, &error);
+                continue;
+            }
+        }
+        health.record_event(Resource::EndpointSlices);
+        publish(&tx, union(&service, &slices));
+    }
+}
+
+/// Watches the one DNS Service (`metadata.name` field selector in its namespace) and
+/// publishes its addresses plus `base` (resolv.conf's servers).
+pub async fn watch_dns(
+    api: Api<Service>,
+    name: String,
+    base: Endpoints,
+    tx: watch::Sender<Endpoints>,
+    backoff: BackoffConfig,
+    health: Arc<Health>,
+) {
+    let config = super::watch_config().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api, config)
+        .backoff(JitterBackoff::new(backoff))
+        .boxed();
+    let mut listed = Endpoints::new();
+    let mut current = Endpoints::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Init) => {
+                health.record_list(Resource::DnsService);
+                listed.clear();
+                continue;
+            }
+            Ok(watcher::Event::InitApply(service)) => {
+                listed.extend(service_endpoints(&service));
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => current = std::mem::take(&mut listed),
+            Ok(watcher::Event::Apply(service)) => current = service_endpoints(&service),
+            Ok(watcher::Event::Delete(_)) => current.clear(),
+            Err(error) => {
+                health.record_error(Resource::DnsService, &error);
+                continue;
+            }
+        }
+        health.record_event(Resource::DnsService);
+        publish(&tx, base.union(&current).copied().collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
+        let path = format!(
+            "{}/tests/fixtures/cluster/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn addrs(list: &[&str]) -> Endpoints {
+        list.iter()
+            .map(|a| a.parse().expect("an address"))
+            .collect()
+    }
+
+    #[test]
+    fn kubernetes_slice_endpoints() {
+        let slice: EndpointSlice = fixture("endpointslice-kubernetes.json");
+        assert_eq!(
+            slice_endpoints(&slice),
+            addrs(&["10.0.0.10:6443", "10.0.0.11:6443"])
+        );
+    }
+
+    #[test]
+    fn not_ready_endpoints_and_udp_ports_are_left_out() {
+        let mut slice: EndpointSlice = fixture("endpointslice-kubernetes.json");
+        let endpoints = slice.endpoints.as_mut().expect("endpoints");
+        endpoints[0].conditions.as_mut().expect("conditions").ready = Some(false);
+        endpoints[1].conditions = None;
+        let ports = slice.ports.as_mut().expect("ports");
+        ports.push(k8s_openapi::api::discovery::v1::EndpointPort {
+            port: Some(53),
+            protocol: Some("UDP".into()),
+            ..Default::default()
+        });
+        assert_eq!(slice_endpoints(&slice), addrs(&["10.0.0.11:6443"]));
+    }
+
+    #[test]
+    fn kube_dns_service_addresses() {
+        let service: Service = fixture("service-kube-dns.json");
+        assert_eq!(service_endpoints(&service), addrs(&["10.96.0.10:53"]));
+    }
+
+    #[test]
+    fn resolv_conf_name_servers() {
+        let text = "# generated by resolvconf\nnameserver 10.96.0.10\nnameserver fd00::a\n\
+                    nameserver fe80::1%eth0\nsearch default.svc.cluster.local\noptions ndots:5\n";
+        assert_eq!(
+            resolv_conf_servers(text),
+            addrs(&["10.96.0.10:53", "[fd00::a]:53"])
+        );
+        assert!(resolv_conf_servers("").is_empty());
+    }
+
+    #[test]
+    fn union_keeps_the_service_address() {
+        let service = addrs(&["10.96.0.1:443"]);
+        let mut slices = BTreeMap::new();
+        slices.insert("kubernetes".into(), addrs(&["10.0.0.10:6443"]));
+        assert_eq!(
+            union(&service, &slices),
+            addrs(&["10.96.0.1:443", "10.0.0.10:6443"])
+        );
+        slices.clear();
+        assert_eq!(union(&service, &slices), service);
+    }
+
+    #[test]
+    fn publish_notifies_only_on_change() {
+        let (tx, mut rx) = watch::channel(Endpoints::new());
+        rx.mark_unchanged();
+        publish(&tx, addrs(&["10.0.0.10:6443"]));
+        assert!(rx.has_changed().expect("open"));
+        rx.mark_unchanged();
+        publish(&tx, addrs(&["10.0.0.10:6443"]));
+        assert!(!rx.has_changed().expect("open"));
+    }
+}
