@@ -4,13 +4,15 @@
 //! A stub resolver (glibc, musl) given `search s1 s2 s3` and `options ndots:5` resolves
 //! `example.com` (fewer than 5 dots) by trying `example.com.s1`, `example.com.s2`,
 //! `example.com.s3` and finally `example.com`, moving on after NXDOMAIN, an empty answer
-//! (NOERROR with no records) or SERVFAIL, and stopping at the first real answer. A name
+//! (NOERROR with no records) or SERVFAIL, and stopping at the first real answer. After
+//! SERVFAIL, NOTIMP or REFUSED it first asks the same question again (glibc: once more
+//! per `attempts`, the next server first). A name
 //! with at least `ndots` dots is tried as is first, then under the suffixes. Each query
 //! type is searched on its own (glibc sends A and AAAA side by side).
 //!
 //! **What counts.** Per owner and query type, a query *continues* an open lookup when
-//! - the lookup's last try failed (NXDOMAIN, empty NOERROR, SERVFAIL) or is still
-//!   unanswered, and the query comes within the expansion window of it; and
+//! - the lookup's last try failed (NXDOMAIN, empty NOERROR, SERVFAIL, REFUSED, NOTIMP)
+//!   or is still unanswered, and the query comes within the expansion window of it; and
 //! - the new name follows from the last one: it is the last name with one run of labels
 //!   removed, never the first label (`I.ns1.svc.cluster.local` → `I.svc.cluster.local`
 //!   → `I.cluster.local` → `I`: nested suffixes, which is how Kubernetes search lists
@@ -22,8 +24,8 @@
 //! `example.com` found after three NXDOMAIN tries is 1 lookup and 3 expansions per
 //! query type; a name found at the first try is 1 lookup and 0 expansions. The same
 //! question asked again while the previous one is unanswered (a retransmission after a
-//! timeout) or after a truncated response (the retry over TCP) is a **retry** of the
-//! lookup, neither a new lookup nor an expansion.
+//! timeout), after a truncated response (the retry over TCP) or after a server error is
+//! a **retry** of the lookup, neither a new lookup nor an expansion.
 //!
 //! **Limits.** Without a search list, two independent lookups from one process whose
 //! names happen to nest (`a.b.c` failing, then `a.c` within the window) are merged; with
@@ -39,11 +41,14 @@ use super::{code::QType, name::Name};
 pub enum TryOutcome {
     /// No response seen yet.
     Pending,
-    /// NXDOMAIN, NOERROR without answers, or SERVFAIL: the resolver moves on.
+    /// NXDOMAIN or NOERROR without answers: the resolver moves on to the next try.
     Failed,
+    /// SERVFAIL, NOTIMP or REFUSED: the resolver asks again (the next server, or the
+    /// same one on its next attempt), and after SERVFAIL also moves on.
+    ServerError,
     /// The response was truncated (TC): the resolver asks again, usually over TCP.
     Truncated,
-    /// An answer, or an error that ends the search (REFUSED, FORMERR, ...).
+    /// An answer, or an error that ends the search (FORMERR, ...).
     Answered,
 }
 
@@ -114,12 +119,15 @@ impl OpenLookups {
             let role = if open.last_name == *name {
                 let retried = match open.outcome {
                     TryOutcome::Pending => gap <= windows.retry_ns,
-                    TryOutcome::Truncated => gap <= windows.expansion_ns,
+                    TryOutcome::Truncated | TryOutcome::ServerError => gap <= windows.expansion_ns,
                     TryOutcome::Failed | TryOutcome::Answered => false,
                 };
                 retried.then_some(QueryRole::Retry)
             } else {
-                let searching = matches!(open.outcome, TryOutcome::Pending | TryOutcome::Failed);
+                let searching = matches!(
+                    open.outcome,
+                    TryOutcome::Pending | TryOutcome::Failed | TryOutcome::ServerError
+                );
                 (searching
                     && gap <= windows.expansion_ns
                     && is_next_try(&open.last_name, name, search))

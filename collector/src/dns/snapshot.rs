@@ -37,7 +37,8 @@ pub struct OwnerDns {
     /// → `headroom_dns_search_expansions_total`.
     pub expansions: u64,
     /// The same question asked again (retransmission after a timeout, TCP after a
-    /// truncated UDP response): queries that are neither lookups nor expansions.
+    /// truncated UDP response, again after SERVFAIL/REFUSED): queries that are neither
+    /// lookups nor expansions.
     /// `queries total = lookups + expansions + retries`.
     pub retries: u64,
     /// Queries no response was matched to within the query timeout (or pushed out of

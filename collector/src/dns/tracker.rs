@@ -301,11 +301,10 @@ impl DnsTracker {
                 let (rcode, answers) = (message.header.rcode, message.header.ancount);
                 let outcome = if message.header.truncated {
                     TryOutcome::Truncated
-                } else if rcode == Rcode::NXDOMAIN
-                    || rcode == Rcode::SERVFAIL
-                    || (rcode == Rcode::NOERROR && answers == 0)
-                {
+                } else if rcode == Rcode::NXDOMAIN || (rcode == Rcode::NOERROR && answers == 0) {
                     TryOutcome::Failed
+                } else if [Rcode::SERVFAIL, Rcode::NOTIMP, Rcode::REFUSED].contains(&rcode) {
+                    TryOutcome::ServerError
                 } else {
                     TryOutcome::Answered
                 };

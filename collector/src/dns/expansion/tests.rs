@@ -257,12 +257,43 @@ fn retransmissions_and_tcp_retries_are_retries() {
         QueryRole::Retry,
         "over TCP"
     );
+    resolver.respond(QType::A, "example.com", TryOutcome::ServerError);
+    assert_eq!(
+        resolver.query(QType::A, "example.com"),
+        QueryRole::Retry,
+        "after REFUSED"
+    );
     resolver.respond(QType::A, "example.com", TryOutcome::Answered);
     assert_eq!(
         resolver.query(QType::A, "example.com"),
         QueryRole::Lookup,
         "asked again"
     );
+}
+
+#[test]
+fn a_name_not_found_anywhere_and_refused_as_is() {
+    // What glibc sends for `nothere` when the server refuses names outside its zones:
+    // three NXDOMAIN tries, then the bare name twice (REFUSED, attempts:2).
+    let mut resolver = Resolver::new(&[]);
+    let tries = [
+        "nothere.ns1.svc.cluster.local",
+        "nothere.svc.cluster.local",
+        "nothere.cluster.local",
+    ];
+    for qtype in [QType::A, QType::AAAA] {
+        for name in tries {
+            resolver.query(qtype, name);
+            resolver.respond(qtype, name, TryOutcome::Failed);
+        }
+        for _ in 0..2 {
+            resolver.query(qtype, "nothere");
+            resolver.respond(qtype, "nothere", TryOutcome::ServerError);
+        }
+    }
+    assert_eq!(resolver.count(QueryRole::Lookup), 2);
+    assert_eq!(resolver.count(QueryRole::Expansion), 6);
+    assert_eq!(resolver.count(QueryRole::Retry), 2);
 }
 
 #[test]
