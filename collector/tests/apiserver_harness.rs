@@ -9,7 +9,8 @@ use std::{
     time::Duration,
 };
 
-use support::apiserver::{ApiServer, ServerConfig};
+use collector::apiserver::{Estimator, Owner};
+use support::apiserver::{ApiServer, KernelEvent, ServerConfig, kernel_events, monotonic_ns};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
@@ -214,4 +215,145 @@ fn record_fixtures() {
             server.connections_accepted()
         );
     }
+}
+
+const OWNER: Owner = Owner {
+    cgroup_id: 7,
+    tgid: 4242,
+};
+
+/// Feeds every logged connection, as kernel events in time order, to a fresh estimator.
+fn estimate(server: &ApiServer, now_ns: u64) -> Estimator {
+    let mut events: Vec<KernelEvent> = server
+        .connections()
+        .iter()
+        .flat_map(|c| kernel_events(c, c.id, OWNER.cgroup_id, OWNER.tgid))
+        .collect();
+    events.sort_by_key(KernelEvent::ts_ns);
+    let mut est = Estimator::default();
+    for ev in &events {
+        match ev {
+            KernelEvent::Connect(e) => est.on_connect(e),
+            KernelEvent::Segment(e) => est.on_segment(e),
+            KernelEvent::Close(e) => est.on_close(e),
+        }
+    }
+    est.tick(now_ns);
+    est
+}
+
+/// Runs one pattern with real clients and holds the estimate to 10 % of what the server
+/// served; also checks the tap's own accounting against the server's counters.
+fn check(name: &str) {
+    let pattern = PATTERNS
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no pattern {name}"));
+    let server = start(pattern);
+    (pattern.run)(&server);
+    settle(&server);
+    let conns = server.connections();
+    assert_eq!(conns.len() as u64, server.connections_accepted(), "{name}");
+    let tapped: u64 = conns
+        .iter()
+        .flat_map(|c| &c.chunks)
+        .filter(|ch| ch.direction == collector_ebpf::event::EGRESS)
+        .map(|ch| u64::from(ch.len))
+        .sum();
+    assert_eq!(
+        tapped,
+        server.bytes_read(),
+        "{name}: tap and byte counter disagree"
+    );
+    let served = server.requests_total();
+    let served_logged: u64 = conns.iter().map(|c| c.requests.len() as u64).sum();
+    assert_eq!(served, served_logged, "{name}");
+    // Long after the last event: everything pending is judged.
+    let est = estimate(&server, monotonic_ns() + 10_000_000_000);
+    let totals = est.owner(&OWNER).copied().unwrap_or_default();
+    println!(
+        "{name}: served {served} (h1 {}, h2 {}), estimated {}, connections {}",
+        server.requests(support::apiserver::Protocol::Http1),
+        server.requests(support::apiserver::Protocol::Http2),
+        totals.requests,
+        totals.connections_opened
+    );
+    assert!(served > 0, "{name}: the client made no request");
+    assert!(
+        totals.requests.abs_diff(served) * 10 <= served,
+        "{name}: served {served}, estimated {} (more than 10 % off); the tap:\n{}",
+        totals.requests,
+        server.fixture(name, pattern.command)
+    );
+    assert_eq!(
+        totals.connections_opened,
+        server.connections_accepted(),
+        "{name}"
+    );
+    assert_eq!(totals.connections_open, 0, "{name}");
+    assert_eq!(totals.open_streams, 0, "{name}: a stream left open");
+}
+
+macro_rules! pattern_tests {
+    ($($test:ident => $name:literal,)*) => {$(
+        #[test]
+        fn $test() {
+            check($name);
+        }
+    )*};
+}
+
+pattern_tests! {
+    kubectl_get_pods_within_10_percent => "kubectl-get-pods",
+    kubectl_get_raw_repeated_within_10_percent => "kubectl-get-raw",
+    kubectl_watch_within_10_percent => "kubectl-watch",
+    curl_http1_keepalive_within_10_percent => "curl-h1-keepalive",
+    curl_http1_keepalive_tls12_within_10_percent => "curl-h1-keepalive-tls12",
+    curl_http1_connection_per_request_within_10_percent => "curl-h1-conn-per-request",
+    curl_http2_parallel_within_10_percent => "curl-h2-parallel",
+    curl_http2_parallel_tls12_within_10_percent => "curl-h2-parallel-tls12",
+    rust_http2_concurrent_within_10_percent => "rust-h2-concurrent",
+    curl_http1_watch_within_10_percent => "curl-h1-watch",
+}
+
+/// A watch shows as an open stream while the server is streaming it, and as closed once
+/// the client has gone: kubectl (HTTP/2) and curl (HTTP/1.1, chunked).
+#[test]
+fn watch_is_an_open_stream_while_open() {
+    let server = ApiServer::start(ServerConfig::default());
+    let mut kubectl = server.kubectl();
+    kubectl.args(["get", "pods", "--watch"]);
+    let mut curl = server.curl();
+    curl.arg("--http1.1")
+        .arg(server.url(&format!("{PODS}?watch=1")));
+    let mut children: Vec<_> = [kubectl, curl]
+        .into_iter()
+        .map(|mut cmd| {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"))
+        })
+        .collect();
+    assert!(
+        server.wait_for(Duration::from_secs(10), |s| s.open_watches() == 2),
+        "both watches should be streaming"
+    );
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(server.open_watches(), 2, "watches ended early");
+    let est = estimate(&server, monotonic_ns());
+    let open = est.owner(&OWNER).map_or(0, |t| t.open_streams);
+    assert_eq!(
+        open, 2,
+        "two watches streaming, {open} open streams estimated"
+    );
+    for child in &mut children {
+        child.kill().expect("kill client");
+        let _ = child.wait();
+    }
+    settle(&server);
+    assert_eq!(server.open_watches(), 0);
+    let est = estimate(&server, monotonic_ns());
+    assert_eq!(est.owner(&OWNER).map_or(0, |t| t.open_streams), 0);
 }

@@ -483,23 +483,46 @@ fn settings_shaped(p: u32) -> bool {
 
 /// Some HTTP/2 clients (hyper's h2) put the HEADERS of concurrent requests into one TLS
 /// record. Identical requests compress (HPACK) to identical HEADERS, so such records are
-/// exact multiples of the single request's size. Returns that size when a batch shows it:
-/// the smallest size seen at least twice of which at least two larger records — and at
-/// least half of all records twice its size or more — are exact multiples. Two witnesses,
-/// because one multiple is easily a coincidence of unrelated sizes.
+/// exact multiples of the single request's size (the first may carry a few more bytes of
+/// new HPACK literals). Returns that size when a batch shows it. Candidates: sizes seen
+/// twice (lone requests) and the common divisors of pairs of records (when no request went
+/// alone), at least [`MIN_HEADERS`]. A candidate holds when at least half of the records
+/// twice its size or more are exact multiples, and there are two such witnesses beside a
+/// repeated size, three beside a divisor (a pair's divisor has two by construction).
+/// The smallest that holds wins.
 pub(crate) fn coalescing_unit(sizes: &[u32]) -> Option<u32> {
     let mut sorted = sizes.to_vec();
     sorted.sort_unstable();
-    sorted
+    let mut candidates: Vec<(u32, usize)> = sorted
         .chunk_by(|a, b| a == b)
         .filter(|run| run.len() >= 2)
-        .map(|run| run[0])
-        .find(|&unit| {
-            let larger = sizes.iter().filter(|&&p| p >= 2 * unit).count();
-            let witnesses = sizes
-                .iter()
-                .filter(|&&p| p >= 2 * unit && p.is_multiple_of(unit))
-                .count();
-            witnesses >= 2 && 2 * witnesses >= larger
-        })
+        .map(|run| (run[0], 2))
+        .collect();
+    sorted.dedup();
+    for (i, &a) in sorted.iter().enumerate() {
+        for &b in &sorted[i + 1..] {
+            candidates.push((gcd(a, b), 3));
+        }
+    }
+    candidates.retain(|&(unit, _)| unit >= MIN_HEADERS);
+    candidates.sort_unstable();
+    candidates.into_iter().find_map(|(unit, needed)| {
+        let larger = sizes.iter().filter(|&&p| p >= 2 * unit).count();
+        let witnesses = sizes
+            .iter()
+            .filter(|&&p| p >= 2 * unit && p.is_multiple_of(unit))
+            .count();
+        (witnesses >= needed && 2 * witnesses >= larger).then_some(unit)
+    })
+}
+
+/// The smallest HEADERS frame of a request: 9-byte frame header and the four
+/// pseudo-headers, each a one-byte HPACK index.
+const MIN_HEADERS: u32 = 9 + 4;
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }

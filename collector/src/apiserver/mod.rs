@@ -37,9 +37,10 @@
 //!    answers a server PING itself.
 //! 6. **HTTP/2 coalescing.** hyper's h2 (kube-rs) writes the HEADERS of concurrent
 //!    requests into one record. Identical requests compress to identical HEADERS, so a
-//!    batch (records within the pending window) where records are exact multiples of a
-//!    repeated small size shows it; then each record counts `round(size / unit)`.
-//!    Two such witnesses are needed, as one multiple is easily a coincidence.
+//!    batch (records within the pending window) where records are exact multiples of one
+//!    size — a size seen alone twice, or a common divisor of records — shows it; then
+//!    each record counts `round(size / unit)`. Several witnesses, and at least half of
+//!    the larger records, are needed, as one multiple is easily a coincidence.
 //! 7. **Streams.** A watch is the server pushing data nobody asked for: ingress data
 //!    after at least [`EstimatorConfig::push_gap_ns`] of silence with no request since
 //!    the last ingress data. [`EstimatorConfig::pushes_to_open`] such pushes open a

@@ -288,7 +288,14 @@ fn http1_counts_one_request_per_turn_even_with_a_split_body() {
 fn coalesced_identical_headers_are_split_by_their_unit() {
     // hyper: 10 HEADERS in one record (the first with 12 bytes of new HPACK literals),
     // then 10 more, then single ones of 36 bytes.
-    assert_eq!(coalescing_unit(&[372, 360, 36, 36, 144]), Some(36));
+    assert_eq!(
+        coalescing_unit(&[372, 360, 360, 36, 36, 36, 144, 108]),
+        Some(36)
+    );
+    // The same client when no request went alone (recorded in a live run).
+    assert_eq!(coalescing_unit(&[372, 216, 72, 360, 324, 108]), Some(36));
+    // Two records that merely share a divisor are not enough.
+    assert_eq!(coalescing_unit(&[124, 248, 40]), None);
     // curl: alternating paths, one record each; 63 = 3 × 21 alone is a coincidence.
     assert_eq!(coalescing_unit(&[63, 21, 38, 21, 38, 21]), None);
     // Go discovery: varied sizes, none repeated.
