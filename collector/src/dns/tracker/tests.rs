@@ -763,3 +763,75 @@ fn bad_configs_are_rejected_with_the_field_name() {
     );
     assert!(DnsConfig::default().validate().is_ok());
 }
+
+/// Replays `fixtures/getent.trace` (real glibc traffic) as kernel events of one owner.
+fn replay_getent_trace(tracker: &mut DnsTracker) {
+    let trace = include_str!("fixtures/getent.trace");
+    for line in trace
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [micros, direction, port, hex] = fields[..] else {
+            panic!("bad trace line {line:?}");
+        };
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let (direction, owner) = match direction {
+            "query" => (event::EGRESS, WEB),
+            "response" => (event::INGRESS, Owner { tgid: 0, ..WEB }),
+            other => panic!("bad direction {other:?}"),
+        };
+        let ts = 1_000 * MS + micros.parse::<u64>().unwrap() * 1_000;
+        let recorded = tracker.record(&event(
+            direction,
+            owner,
+            port.parse().unwrap(),
+            ts,
+            PROTOCOL_UDP,
+            &bytes,
+        ));
+        assert!(
+            !matches!(recorded, Recorded::Malformed(_) | Recorded::Ignored),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn real_getent_traffic_counts_lookups_expansions_and_retries() {
+    let mut tracker = tracker();
+    replay_getent_trace(&mut tracker);
+    let web = owner(&tracker, WEB);
+    // example.com: 4 tries × (A, AAAA), found as is; kubernetes.default: 2 tries, found
+    // under svc.cluster.local; nothere: 4 tries, the bare one REFUSED and asked again.
+    assert_eq!(
+        web.queries,
+        BTreeMap::from([("A".to_owned(), 11), ("AAAA".to_owned(), 11)])
+    );
+    assert_eq!((web.lookups, web.expansions, web.retries), (6, 14, 2));
+    assert_eq!(
+        web.responses,
+        BTreeMap::from([
+            ("NOERROR".to_owned(), 4),
+            ("NXDOMAIN".to_owned(), 14),
+            ("REFUSED".to_owned(), 4)
+        ])
+    );
+    assert_eq!((web.unmatched_responses, web.unanswered), (0, 0));
+    assert_eq!(web.latency.count(), 22);
+    assert_eq!(tracker.snapshot().tracker.pending, 0);
+    let top: Vec<(&str, u64)> = web
+        .top_names
+        .iter()
+        .take(1)
+        .map(|t| (t.name.as_str(), t.count))
+        .collect();
+    assert_eq!(
+        top,
+        [("nothere", 4)],
+        "the retried bare name is the most queried"
+    );
+}
