@@ -3,7 +3,9 @@
 //! The figures follow what the recording rules in deploy/prometheus compute from the
 //! scraped counters, so the two agree:
 //! - a pod's 5-minute rate at a sample: the counter's increase (resets count from
-//!   zero) since the oldest sample at most 5 minutes older, over the time between;
+//!   zero) since the oldest sample at most 5 minutes older, over the time between —
+//!   or over the whole 5 minutes while the pod's series is younger than that, as
+//!   Prometheus' `rate` does for a counter that starts inside its range;
 //! - steady: per pod the p95 over the window of its 5-minute rates, then the p95 over
 //!   the workload's pods (Prometheus' `quantile`, linear between ranks);
 //! - startup: the pod's counter 60 s after its first container started (interpolated
@@ -52,13 +54,19 @@ pub fn rate5m(samples: &VecDeque<Sample>, i: usize) -> Option<[f64; DIMENSIONS]>
     if elapsed <= 0.0 {
         return None;
     }
+    // The series starts inside the range: nothing to extrapolate back to.
+    let over = if first == 0 {
+        RATE_RANGE_SECONDS
+    } else {
+        elapsed
+    };
     let mut total = [0u64; DIMENSIONS];
     for j in first..i {
         for (d, sum) in total.iter_mut().enumerate() {
             *sum += increase(samples[j].counters[d], samples[j + 1].counters[d]);
         }
     }
-    Some(total.map(|n| n as f64 / elapsed))
+    Some(total.map(|n| n as f64 / over))
 }
 
 /// The mean rate over the first [`STARTUP_SECONDS`] after `started_at`, from counters

@@ -56,17 +56,26 @@ fn quantile_matches_prometheus() {
 
 #[test]
 fn rate_counts_a_reset_from_zero() {
-    let samples: std::collections::VecDeque<Sample> =
-        [(0.0, 100), (15.0, 130), (30.0, 10), (45.0, 40)]
-            .into_iter()
-            .map(|(at, n)| Sample {
-                at,
-                counters: [n, 0, 0, 0],
-            })
-            .collect();
-    // 30 + 10 + 30 over 45 s.
-    let rate = rate5m(&samples, 3).expect("a rate");
+    let mut samples: std::collections::VecDeque<Sample> = [
+        (-300.0, 50),
+        (0.0, 100),
+        (15.0, 130),
+        (30.0, 10),
+        (45.0, 40),
+    ]
+    .into_iter()
+    .map(|(at, n)| Sample {
+        at,
+        counters: [n, 0, 0, 0],
+    })
+    .collect();
+    // 30 + 10 + 30 over the 45 s since the oldest sample in range.
+    let rate = rate5m(&samples, 4).expect("a rate");
     assert!((rate[0] - 70.0 / 45.0).abs() < 1e-9, "{rate:?}");
+    // A series that starts inside the range: over the whole 5 minutes.
+    samples.pop_front();
+    let rate = rate5m(&samples, 3).expect("a rate");
+    assert!((rate[0] - 70.0 / 300.0).abs() < 1e-9, "{rate:?}");
     assert!(rate5m(&samples, 0).is_none());
 }
 
@@ -243,8 +252,9 @@ fn gone_pods_leave_current_then_the_window() {
     );
     let list = profile_list(&store, "n", T0 + 600.0, String::new());
     assert_eq!(list.items[0].pods, 2);
-    // Only web-2 still reports.
-    assert!((list.items[0].current.apiserver_requests_per_second - 1.0).abs() < 1e-6);
+    // Only web-2 still reports; its series is younger than 5 minutes (285 s of 1/s):
+    // like Prometheus' rate, the increase over the whole range.
+    assert!((list.items[0].current.apiserver_requests_per_second - 0.95).abs() < 1e-6);
     feed(
         &mut store,
         &[(web("web-2"), [1.0; 4], None)],
