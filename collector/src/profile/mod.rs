@@ -1,9 +1,9 @@
 //! Profiles: what one pod of a workload costs, per dimension (schema in docs/profiles.md).
 //!
 //! The wiring samples the cumulative counters of every identity each `interval` into a
-//! [`ProfileStore`] ([`ProfileStore::record`]) and serves [`profile_list`] at
-//! `/profiles` ([`handler`] with a [`SharedProfiles`] state). The maths is in
-//! [`compute`], plain functions of the stored samples.
+//! [`SharedProfiles`] ([`SharedProfiles::record`]) and merges [`router`] (`GET
+//! /profiles`) onto the server's router. The maths is in [`compute`], plain functions
+//! of the stored samples.
 pub mod compute;
 pub mod schema;
 pub mod store;
@@ -16,6 +16,7 @@ use std::{
 };
 
 use axum::{
+    Router,
     extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
@@ -93,8 +94,14 @@ impl SharedProfiles {
     }
 }
 
-/// `GET /profiles`: the node's `ProfileList` as JSON
-/// (`Router::new().route("/profiles", get(profile::handler)).with_state(shared)`).
+/// `GET /profiles`, to merge onto `crate::server::router`'s result.
+pub fn router(profiles: SharedProfiles) -> Router {
+    Router::new()
+        .route("/profiles", axum::routing::get(handler))
+        .with_state(profiles)
+}
+
+/// `GET /profiles`: the node's `ProfileList` as JSON.
 pub async fn handler(State(profiles): State<SharedProfiles>) -> Response {
     match serde_json::to_string(&profiles.profile_list(now())) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

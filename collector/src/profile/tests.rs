@@ -349,3 +349,31 @@ fn serialises_as_the_documented_schema() {
     let parsed: ProfileList = serde_json::from_str(example).expect("the documented example");
     assert_eq!(parsed.items[0].pods, 12);
 }
+
+#[tokio::test]
+async fn handler_serves_json() {
+    let mut store = ProfileStore::new(StoreConfig::default(), now() - 600.0);
+    let start = now() - 600.0;
+    feed(
+        &mut store,
+        &[(web("web-1"), [1.0; 4], None)],
+        [0.0; 4],
+        start,
+        start + 600.0,
+    );
+    let response = handler(State(SharedProfiles::new(store, "node-a"))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+        Some(b"application/json".as_slice())
+    );
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("a body");
+    let list: ProfileList = serde_json::from_slice(&body).expect("a ProfileList");
+    assert_eq!(list.node, "node-a");
+    assert_eq!(list.items.len(), 1);
+}
