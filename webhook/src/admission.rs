@@ -2,15 +2,13 @@
 //! Reads only in-memory state; the refreshers in [`crate::server`] replace it.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant, SystemTime},
 };
 
-use kube::core::{
-    DynamicObject,
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::value::RawValue;
 
 use crate::{
     budget::{ControlPlaneBudget, ControlPlaneBudgetSpec},
@@ -19,10 +17,11 @@ use crate::{
     load::Load,
     metrics::Metrics,
     profile::{Snapshot, WorkloadRef},
-    workload::{Autoscalers, Kind, Workload},
+    review::{
+        self, MetadataIn, ObjectIn, RequestIn, ResponseOut, ReviewIn, ReviewOut, ScaleIn, StatusOut,
+    },
+    workload::{Autoscalers, Kind, Spec, Workload},
 };
-
-pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
 
 /// A request the webhook cannot answer with a decision: HTTP 400 with this message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,93 +156,112 @@ impl State {
         if result.is_err() {
             self.metrics.invalid_requests.inc();
         }
-        let response = result?;
-        serde_json::to_vec(&response.into_review())
-            .map_err(|e| BadRequest(format!("cannot serialise the response: {e}")))
+        result
     }
 
-    fn review_inner(&self, body: &[u8]) -> Result<AdmissionResponse, BadRequest> {
-        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+    fn review_inner(&self, body: &[u8]) -> Result<Vec<u8>, BadRequest> {
+        let review: ReviewIn<'_> = serde_json::from_slice(body)
             .map_err(|e| BadRequest(format!("body is not an AdmissionReview: {e}")))?;
-        if review.types.api_version != ADMISSION_API_VERSION
-            || review.types.kind != "AdmissionReview"
-        {
+        if review.api_version != review::API_VERSION || review.kind != review::KIND {
             return Err(BadRequest(format!(
-                "expected apiVersion {ADMISSION_API_VERSION} kind AdmissionReview, got {} {}",
-                review.types.api_version, review.types.kind
+                "expected apiVersion {} kind {}, got {} {}",
+                review::API_VERSION,
+                review::KIND,
+                review.api_version,
+                review.kind
             )));
         }
-        let mut request: AdmissionRequest<DynamicObject> = review
-            .try_into()
-            .map_err(|_| BadRequest("AdmissionReview has no request".to_owned()))?;
+        let request = review
+            .request
+            .ok_or_else(|| BadRequest("AdmissionReview has no request".to_owned()))?;
         if request.uid.is_empty() {
             return Err(BadRequest("request.uid is empty".to_owned()));
         }
         let budget = self.budget();
         let mode = budget.spec.mode.as_str();
-        if matches!(request.operation, Operation::Delete | Operation::Connect) {
-            self.metrics
-                .record_decision(mode, Outcome::NoAddedLoad.as_str(), &request.kind.kind);
-            return Ok(AdmissionResponse::from(&request));
-        }
+        let allow = || respond(&request.uid, true, None, &[], &BTreeMap::new());
+        let update = match request.operation.as_str() {
+            "CREATE" => false,
+            "UPDATE" => true,
+            "DELETE" | "CONNECT" => {
+                let kind = Kind::from_kind(&request.kind.kind).map_or("other", Kind::as_str);
+                self.metrics
+                    .record_decision(mode, Outcome::NoAddedLoad.as_str(), kind);
+                return Ok(allow());
+            }
+            other => return Err(BadRequest(format!("unknown operation `{other}`"))),
+        };
         let kind = supported_kind(&request)?;
         let scale = request.sub_resource.is_some();
+        let namespace = request.namespace.as_deref().unwrap_or_default();
         // Err(Ok(_)): the object is missing (400); Err(Err(_)): it is invalid (denied).
-        let read_object = |object: Option<DynamicObject>, which: &str| {
-            let Some(mut object) = object else {
-                return Err(Ok(format!("request.{which} is missing")));
-            };
+        let read_object = |object: Option<&RawValue>, which: &str| {
+            let object = object.ok_or_else(|| Ok(format!("request.{which} is missing")))?;
             let document = format!("request.{which}");
-            if scale {
-                serde_json::to_value(&object)
-                    .map_err(|e| Ok(e.to_string()))
-                    .and_then(|v| {
-                        Workload::from_scale(kind, &document, v).map_err(|e| Err(e.to_string()))
-                    })
-            } else {
-                let spec = object
-                    .data
-                    .get_mut("spec")
-                    .map(serde_json::Value::take)
-                    .unwrap_or_default();
-                Workload::from_parts(kind, &document, object.metadata, spec)
-                    .map_err(|e| Err(e.to_string()))
-            }
+            read_workload(kind, scale, &document, object.get(), namespace).map_err(Err)
         };
-        let new = match read_object(request.object.take(), "object") {
+        let workload = match read_object(request.object, "object") {
             Ok(w) => w,
             Err(Ok(missing)) => return Err(BadRequest(missing)),
             Err(Err(invalid)) => {
                 self.metrics
                     .record_decision(mode, Outcome::Denied.as_str(), kind.as_str());
-                let mut response = AdmissionResponse::from(&request).deny(format!(
-                    "headroom: invalid {} object: {invalid}",
-                    kind.as_str()
+                let message = format!("headroom: invalid {} object: {invalid}", kind.as_str());
+                let status = StatusOut {
+                    code: 400,
+                    message: &message,
+                    reason: "BadRequest",
+                };
+                return Ok(respond(
+                    &request.uid,
+                    false,
+                    Some(status),
+                    &[],
+                    &BTreeMap::new(),
                 ));
-                response.result.code = 400;
-                return Ok(response);
             }
         };
-        let old = match request.operation {
-            Operation::Update => match read_object(request.old_object.take(), "oldObject") {
+        let old = if update {
+            match read_object(request.old_object, "oldObject") {
                 Ok(w) => Some(w),
                 Err(Ok(missing)) => return Err(BadRequest(missing)),
                 // An old object we cannot read: evaluate as a create (the worst case).
                 Err(Err(_)) => None,
-            },
-            _ => None,
-        };
-        // Objects in a request may leave the namespace to the request itself.
-        let namespaced = |mut w: Workload| {
-            if w.reference.namespace.is_empty() {
-                w.reference.namespace = request.namespace.clone().unwrap_or_default();
             }
-            w
+        } else {
+            None
         };
-        let workload = namespaced(new);
-        let old = old.map(namespaced);
-        let decision = self.decide(&budget, &workload, old.as_ref(), request.dry_run);
-        Ok(self.respond(&request, &budget, kind, &decision))
+        let dry_run = request.dry_run.unwrap_or(false);
+        let decision = self.decide(&budget, &workload, old.as_ref(), dry_run);
+        self.metrics
+            .record_decision(mode, decision.outcome.as_str(), kind.as_str());
+        if decision.outcome == Outcome::FailOpen {
+            let reason = if self.data().is_some() {
+                "stale"
+            } else {
+                "missing"
+            };
+            self.metrics.record_fail_open(reason);
+        }
+        tracing::debug!(
+            uid = %request.uid,
+            workload = %workload.reference,
+            outcome = decision.outcome.as_str(),
+            dry_run,
+            "admission decision"
+        );
+        let status = (!decision.allowed()).then(|| StatusOut {
+            code: 403,
+            message: &decision.message,
+            reason: "Forbidden",
+        });
+        Ok(respond(
+            &request.uid,
+            decision.allowed(),
+            status,
+            &decision.warnings,
+            &decision.audit_annotations,
+        ))
     }
 
     fn decide(
@@ -280,65 +298,73 @@ impl State {
         }
         decision
     }
-
-    fn respond(
-        &self,
-        request: &AdmissionRequest<DynamicObject>,
-        budget: &Budget,
-        kind: Kind,
-        decision: &Decision,
-    ) -> AdmissionResponse {
-        self.metrics.record_decision(
-            budget.spec.mode.as_str(),
-            decision.outcome.as_str(),
-            kind.as_str(),
-        );
-        if decision.outcome == Outcome::FailOpen {
-            let reason = if self.data().is_some() {
-                "stale"
-            } else {
-                "missing"
-            };
-            self.metrics.record_fail_open(reason);
-        }
-        let mut response = AdmissionResponse::from(request);
-        if !decision.allowed() {
-            response = response.deny(&decision.message);
-            response.result.code = 403;
-            response.result.reason = "Forbidden".to_owned();
-        }
-        if !decision.warnings.is_empty() {
-            response.warnings = Some(decision.warnings.clone());
-        }
-        response.audit_annotations = decision
-            .audit_annotations
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        tracing::debug!(
-            uid = %request.uid,
-            workload = %decision_subject(request),
-            outcome = decision.outcome.as_str(),
-            dry_run = request.dry_run,
-            "admission decision"
-        );
-        response
-    }
 }
 
-fn decision_subject(request: &AdmissionRequest<DynamicObject>) -> String {
-    format!(
-        "{}/{}",
-        request.namespace.as_deref().unwrap_or(""),
-        request.name
-    )
+fn respond(
+    uid: &str,
+    allowed: bool,
+    status: Option<StatusOut<'_>>,
+    warnings: &[String],
+    audit_annotations: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    ReviewOut {
+        api_version: review::API_VERSION,
+        kind: review::KIND,
+        response: ResponseOut {
+            uid,
+            allowed,
+            status,
+            warnings,
+            audit_annotations,
+        },
+    }
+    .to_vec()
+}
+
+/// Reads the object of a request; objects may leave their namespace to the request.
+fn read_workload(
+    kind: Kind,
+    scale: bool,
+    document: &str,
+    json: &str,
+    namespace: &str,
+) -> Result<Workload, String> {
+    let invalid = |e: serde_json::Error| e.to_string();
+    let metadata_of = |m: Option<MetadataIn>| {
+        let m = m.unwrap_or_default();
+        ObjectMeta {
+            name: m.name,
+            namespace: m.namespace.or_else(|| Some(namespace.to_owned())),
+            annotations: m.annotations,
+            ..ObjectMeta::default()
+        }
+    };
+    if scale {
+        let object: ScaleIn = serde_json::from_str(json).map_err(invalid)?;
+        let replicas = object.spec.and_then(|s| s.replicas);
+        Ok(Workload::from_scale_parts(
+            kind,
+            metadata_of(object.metadata),
+            replicas,
+        ))
+    } else {
+        let object: ObjectIn<'_> = serde_json::from_str(json).map_err(invalid)?;
+        let metadata = metadata_of(object.metadata);
+        Workload::from_parts(
+            kind,
+            document,
+            metadata,
+            object.spec.map(|s| Spec::Raw(s.get())),
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 const SUPPORTED: &str = "apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet, batch/v1 Job, \
                          CronJob, and the scale subresource of deployments, statefulsets, \
                          replicasets";
 
-fn supported_kind(request: &AdmissionRequest<DynamicObject>) -> Result<Kind, BadRequest> {
+fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
     let unsupported = |what: String| {
         BadRequest(format!(
             "unsupported {what}: headroom evaluates {SUPPORTED}"

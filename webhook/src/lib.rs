@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod profile;
 pub mod projection;
 pub mod prometheus_rules;
+pub mod review;
 pub mod server;
 pub mod sources;
 pub mod tls;

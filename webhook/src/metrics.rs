@@ -16,24 +16,24 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// The budget's mode: Enforce, Warn or Audit.
-    pub mode: String,
+    pub mode: &'static str,
     /// The outcome: allowed, denied, warned, audited, break_glass, exempt, no_added_load,
     /// canary, fail_open.
-    pub result: String,
-    /// Workload kind (Deployment, …).
-    pub kind: String,
+    pub result: &'static str,
+    /// Workload kind (Deployment, …; `other` for deletes of other kinds).
+    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailOpenLabels {
     /// `stale` or `missing`.
-    pub reason: String,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     /// `file`, `collector` or `prometheus`.
-    pub source: String,
+    pub source: &'static str,
 }
 
 #[derive(Debug)]
@@ -100,29 +100,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn record_decision(&self, mode: &str, result: &str, kind: &str) {
+    pub fn record_decision(&self, mode: &'static str, result: &'static str, kind: &'static str) {
         self.decisions
-            .get_or_create(&DecisionLabels {
-                mode: mode.to_owned(),
-                result: result.to_owned(),
-                kind: kind.to_owned(),
-            })
+            .get_or_create(&DecisionLabels { mode, result, kind })
             .inc();
     }
 
-    pub fn record_fail_open(&self, reason: &str) {
+    pub fn record_fail_open(&self, reason: &'static str) {
         self.fail_opens
-            .get_or_create(&FailOpenLabels {
-                reason: reason.to_owned(),
-            })
+            .get_or_create(&FailOpenLabels { reason })
             .inc();
     }
 
-    pub fn record_refresh_error(&self, source: &str) {
+    pub fn record_refresh_error(&self, source: &'static str) {
         self.refresh_errors
-            .get_or_create(&SourceLabels {
-                source: source.to_owned(),
-            })
+            .get_or_create(&SourceLabels { source })
             .inc();
     }
 

@@ -10,7 +10,10 @@ use k8s_openapi::{
         batch::v1::{CronJobSpec, JobSpec},
         core::v1::PodTemplateSpec,
     },
-    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
 };
 use serde::de::DeserializeOwned;
 
@@ -117,6 +120,25 @@ fn parse_typed<T: DeserializeOwned>(document: &str, value: serde_json::Value) ->
     })
 }
 
+/// An object's `spec`: parsed JSON (manifests) or raw JSON text (admission requests).
+#[derive(Debug)]
+pub enum Spec<'a> {
+    Value(serde_json::Value),
+    Raw(&'a str),
+}
+
+impl Spec<'_> {
+    fn parse<T: DeserializeOwned>(self, document: &str) -> Result<T, Error> {
+        match self {
+            Spec::Value(value) => parse_typed(document, value),
+            Spec::Raw(text) => serde_json::from_str(text).map_err(|e| Error::InvalidWorkload {
+                document: document.to_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
 fn count(value: Option<i32>, default: u64) -> u64 {
     value.map_or(default, |v| u64::try_from(v).unwrap_or(0))
 }
@@ -137,41 +159,43 @@ impl Workload {
             }
             Some(metadata) => parse_typed(document, metadata)?,
         };
-        let spec = value
-            .get_mut("spec")
-            .map(serde_json::Value::take)
-            .unwrap_or_default();
+        let spec = match value.get_mut("spec").map(serde_json::Value::take) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(spec) => Some(Spec::Value(spec)),
+        };
         Self::from_parts(kind, document, metadata, spec)
     }
 
-    /// Reads an object from its metadata and its `spec` (taken out of the object, so that
-    /// the admission path parses neither twice).
+    /// Reads an object from its metadata and its `spec`, which the admission path passes as
+    /// raw JSON so that it is parsed once, straight into the typed spec.
     pub fn from_parts(
         kind: Kind,
         document: &str,
         metadata: ObjectMeta,
-        spec: serde_json::Value,
+        spec: Option<Spec<'_>>,
     ) -> Result<Workload, Error> {
         let missing = |field: &str| Error::InvalidWorkload {
             document: document.to_owned(),
             message: format!("missing field `{field}`"),
         };
-        // k8s-openapi fills absent required fields with defaults; the API server would not.
-        if spec.is_null() {
-            return Err(missing("spec"));
-        }
-        for path in required_fields(kind) {
-            let pointer = format!("/{}", path.trim_start_matches("spec.").replace('.', "/"));
-            if spec
-                .pointer(&pointer)
-                .is_none_or(serde_json::Value::is_null)
-            {
-                return Err(missing(path));
-            }
-        }
+        let spec = spec.ok_or_else(|| missing("spec"))?;
+        // k8s-openapi fills absent required fields with defaults; the API server would not
+        // accept them absent or empty, and the projection relies on them.
+        let selector_ok = |s: &LabelSelector| {
+            s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+        };
+        let template_ok =
+            |t: &PodTemplateSpec| t.spec.as_ref().is_some_and(|s| !s.containers.is_empty());
         let (metadata, template, size, rollout, all_at_once) = match kind {
             Kind::Deployment => {
-                let spec: DeploymentSpec = parse_typed(document, spec)?;
+                let spec: DeploymentSpec = spec.parse(document)?;
+                if !selector_ok(&spec.selector) {
+                    return Err(missing("spec.selector"));
+                }
+                if !template_ok(&spec.template) {
+                    return Err(missing("spec.template.spec.containers"));
+                }
                 let strategy = spec.strategy.unwrap_or_default();
                 let rollout = if strategy.type_.as_deref() == Some("Recreate") {
                     Rollout::Recreate
@@ -188,13 +212,25 @@ impl Workload {
                 (metadata, spec.template, size, rollout, true)
             }
             Kind::ReplicaSet => {
-                let spec: ReplicaSetSpec = parse_typed(document, spec)?;
-                let template = spec.template.ok_or_else(|| missing("spec.template"))?;
+                let spec: ReplicaSetSpec = spec.parse(document)?;
+                if !selector_ok(&spec.selector) {
+                    return Err(missing("spec.selector"));
+                }
+                let template = spec
+                    .template
+                    .filter(template_ok)
+                    .ok_or_else(|| missing("spec.template.spec.containers"))?;
                 let size = Size::Replicas(count(spec.replicas, 1));
                 (metadata, template, size, Rollout::None, true)
             }
             Kind::DaemonSet => {
-                let spec: DaemonSetSpec = parse_typed(document, spec)?;
+                let spec: DaemonSetSpec = spec.parse(document)?;
+                if !selector_ok(&spec.selector) {
+                    return Err(missing("spec.selector"));
+                }
+                if !template_ok(&spec.template) {
+                    return Err(missing("spec.template.spec.containers"));
+                }
                 let strategy = spec.update_strategy.unwrap_or_default();
                 let rollout = if strategy.type_.as_deref() == Some("OnDelete") {
                     Rollout::OnDelete
@@ -209,7 +245,13 @@ impl Workload {
                 (metadata, spec.template, Size::PerNode, rollout, true)
             }
             Kind::StatefulSet => {
-                let spec: StatefulSetSpec = parse_typed(document, spec)?;
+                let spec: StatefulSetSpec = spec.parse(document)?;
+                if !selector_ok(&spec.selector) {
+                    return Err(missing("spec.selector"));
+                }
+                if !template_ok(&spec.template) {
+                    return Err(missing("spec.template.spec.containers"));
+                }
                 let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
                 let strategy = spec.update_strategy.unwrap_or_default();
                 let rollout = if strategy.type_.as_deref() == Some("OnDelete") {
@@ -228,16 +270,23 @@ impl Workload {
                 (metadata, spec.template, size, rollout, parallel)
             }
             Kind::Job => {
-                let spec: JobSpec = parse_typed(document, spec)?;
+                let spec: JobSpec = spec.parse(document)?;
+                if !template_ok(&spec.template) {
+                    return Err(missing("spec.template.spec.containers"));
+                }
                 let size = Size::Replicas(job_pods(spec.parallelism, spec.completions));
                 (metadata, spec.template, size, Rollout::None, true)
             }
             Kind::CronJob => {
-                let spec: CronJobSpec = parse_typed(document, spec)?;
+                let spec: CronJobSpec = spec.parse(document)?;
+                if spec.schedule.is_empty() {
+                    return Err(missing("spec.schedule"));
+                }
                 let job = spec
                     .job_template
                     .spec
-                    .ok_or_else(|| missing("spec.jobTemplate.spec"))?;
+                    .filter(|j| template_ok(&j.template))
+                    .ok_or_else(|| missing("spec.jobTemplate.spec.template.spec.containers"))?;
                 let size = Size::Replicas(job_pods(job.parallelism, job.completions));
                 (metadata, job.template, size, Rollout::EveryRun, true)
             }
@@ -271,21 +320,26 @@ impl Workload {
     ) -> Result<Workload, Error> {
         let scale: Scale = parse_typed(document, value)?;
         let replicas = scale.spec.and_then(|s| s.replicas);
-        Ok(Workload {
+        Ok(Self::from_scale_parts(kind, scale.metadata, replicas))
+    }
+
+    /// A `scale` request: the target's metadata and the replicas asked for.
+    pub fn from_scale_parts(kind: Kind, metadata: ObjectMeta, replicas: Option<i32>) -> Workload {
+        Workload {
             kind,
             reference: WorkloadRef {
-                namespace: scale.metadata.namespace.unwrap_or_default(),
+                namespace: metadata.namespace.unwrap_or_default(),
                 kind: kind.as_str().to_owned(),
-                name: scale.metadata.name.unwrap_or_default(),
+                name: metadata.name.unwrap_or_default(),
             },
-            annotations: scale.metadata.annotations.unwrap_or_default(),
+            annotations: metadata.annotations.unwrap_or_default(),
             image: None,
             template: None,
             size: Size::Replicas(count(replicas, 0)),
             // Scaling starts all added pods; without the object we assume the worst.
             rollout: Rollout::None,
             create_all_at_once: true,
-        })
+        }
     }
 
     /// Pods this object runs: replicas (raised to an HPA's maxReplicas where one targets it),
@@ -347,22 +401,6 @@ impl Workload {
             .get(crate::budget::BREAK_GLASS_ANNOTATION)
             .map(|r| r.trim())
             .filter(|r| !r.is_empty())
-    }
-}
-
-/// Fields the API server requires, which the projection relies on.
-fn required_fields(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Deployment | Kind::ReplicaSet | Kind::DaemonSet | Kind::StatefulSet => &[
-            "spec.selector",
-            "spec.template",
-            "spec.template.spec.containers",
-        ],
-        Kind::Job => &["spec.template", "spec.template.spec.containers"],
-        Kind::CronJob => &[
-            "spec.schedule",
-            "spec.jobTemplate.spec.template.spec.containers",
-        ],
     }
 }
 
