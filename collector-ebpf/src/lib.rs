@@ -19,6 +19,10 @@ pub mod map {
     /// `LruHashMap<u64 socket cookie, SocketInfo>`: released sockets, so the last packets
     /// of a closing connection (FIN, ACK) are still attributed to their process.
     pub const CLOSING: &str = "CLOSING";
+    /// `Array<u64>` of [`crate::PORT_WORDS`] words: bit `port % 64` of word `port / 64` is
+    /// set when some measured endpoint uses that port. Checked before the endpoint
+    /// lookup so that most packets cost no hash lookup at all.
+    pub const PORTS: &str = "PORTS";
     /// `RingBuf` of events (see [`crate::event`]) for user space.
     pub const EVENTS: &str = "EVENTS";
 }
@@ -49,7 +53,14 @@ pub mod capacity {
     pub const CLOSING: u32 = 8_192;
     /// Bytes of the events ring buffer (a power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 4 << 20;
+    /// Unread bytes in the ring buffer above which the kernel wakes user space at once.
+    /// Below it user space is not woken per event: it drains on a short timer, which
+    /// keeps a DNS-heavy node from waking the collector for every packet.
+    pub const EVENTS_WAKEUP_BYTES: u64 = 256 << 10;
 }
+
+/// Words of the `PORTS` bitmap: one bit per TCP/UDP port.
+pub const PORT_WORDS: u32 = 65_536 / 64;
 
 /// What a measured endpoint is.
 #[repr(u32)]

@@ -86,7 +86,7 @@ fn program_run_time(root: &std::path::Path) -> anyhow::Result<()> {
     println!("\n## Kernel run time per program run (BPF stats), {ROUNDS} rounds pooled\n");
     println!("| path | packets | ns/run | floor ns/run | ratio | target |");
     println!("|---|---:|---:|---:|---:|---|");
-    let phases: [(&str, &str, Box<dyn Fn() -> anyhow::Result<()>>); 3] = [
+    let phases: [Phase<'_>; 3] = [
         (
             "fast path (neither API server nor DNS)",
             "≤ 2× floor",
@@ -136,6 +136,13 @@ fn program_run_time(root: &std::path::Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A benchmark phase: its label, its target, and the traffic it makes.
+type Phase<'a> = (
+    &'static str,
+    &'static str,
+    Box<dyn Fn() -> anyhow::Result<()> + 'a>,
+);
 
 /// A loopback server that answers each TLS-shaped record with one record.
 struct RecordServer {

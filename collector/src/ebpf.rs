@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr},
 };
 use collector_ebpf::{
@@ -100,6 +100,18 @@ impl Probes {
                 .map_err(|source| Error::Map { name, source })?;
         endpoints
             .insert(key, EndpointValue { kind: kind as u32 }, 0)
+            .map_err(|source| Error::Map { name, source })?;
+        // Then the port's bit, which lets packets reach the endpoint lookup at all.
+        let name = map::PORTS;
+        let mut ports: Array<&mut MapData, u64> =
+            Array::try_from(self.ebpf.map_mut(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
+        let word = u32::from(key.port >> 6);
+        let bits = ports
+            .get(&word, 0)
+            .map_err(|source| Error::Map { name, source })?;
+        ports
+            .set(word, bits | (1u64 << (key.port & 63)), 0)
             .map_err(|source| Error::Map { name, source })
     }
 

@@ -72,6 +72,12 @@ impl EventReader {
         Ok(Self { ring })
     }
 
+    /// Hands every event now in the buffer to `each`, without waiting. The kernel wakes
+    /// the reader only when the buffer fills up, so the loop calls this on a timer.
+    pub fn drain_now(&mut self, each: impl FnMut(Result<Event>)) -> usize {
+        drain(self.ring.get_mut(), each)
+    }
+
     /// Waits until the kernel has put events in the buffer, then hands each to `each`.
     /// Returns how many were read.
     pub async fn next_batch(&mut self, each: impl FnMut(Result<Event>)) -> std::io::Result<usize> {

@@ -1,11 +1,7 @@
-//! Kernel tests: load Headroom's real programs into this kernel, make traffic from child
-//! cgroups that stand for pods, and compare what the kernel counted with what the other
-//! side really saw. They need root (CAP_BPF, CAP_NET_ADMIN, cgroup writes) and fail —
-//! never skip — when they cannot load the programs.
+//! Bytes and connections: exact counts per cgroup against a loopback server's.
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener},
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -22,14 +18,7 @@ use collector::{
 };
 use collector_ebpf::{Drop, EndpointKind, TrafficCounters};
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    assert_eq!(
-        uid, 0,
-        "kernel tests load eBPF programs and create cgroups: run them as root (`cargo xtask test`)"
-    );
-}
+use crate::{require_root, run_in_cgroup};
 
 /// A loopback TCP server that, on each connection, writes `reply` bytes, then reads
 /// until EOF. It counts connections accepted and bytes read: the ground truth.
@@ -85,21 +74,6 @@ impl CountingServer {
             self.bytes_read.load(Ordering::SeqCst),
         )
     }
-}
-
-/// Runs a bash script inside `group`: the shell joins the cgroup first, so the sockets
-/// it and its children create belong to that cgroup. Returns the shell's pid.
-fn run_in_cgroup(group: &cgroup::ChildGroup, script: &str) -> u32 {
-    let full = format!("echo $$ > {} && {script}", group.procs_file().display());
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(&full)
-        .spawn()
-        .expect("run bash");
-    let pid = child.id();
-    let status = child.wait().expect("wait for bash");
-    assert!(status.success(), "client script failed ({status}): {full}");
-    pid
 }
 
 #[test]

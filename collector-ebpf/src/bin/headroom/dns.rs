@@ -38,5 +38,5 @@ pub fn emit(ctx: &SkBuffContext, pkt: &Packet, header: Header) {
         let ok = bpf_skb_load_bytes(ctx.skb.skb as *const c_void, pkt.payload_at, dst, len) == 0;
         addr_of_mut!((*ev).captured).write(if ok { len } else { 0 });
     }
-    entry.submit(0);
+    entry.submit(maps::wakeup_flags());
 }

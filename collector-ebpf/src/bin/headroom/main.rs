@@ -154,7 +154,9 @@ mod programs {
                 record: [Record::default(); MAX_RECORDS],
             };
             if let tls::Followed::New = tls::follow(ctx, &pkt, cursor, &mut ev)
-                && maps::EVENTS.output::<Segment>(ev, 0).is_err()
+                && maps::EVENTS
+                    .output::<Segment>(ev, maps::wakeup_flags())
+                    .is_err()
             {
                 maps::count_drop(Drop::EventLost);
             }

@@ -1,11 +1,12 @@
 //! The maps, shared by every program. A static's name is the map's name in the object:
 //! each must equal its `collector_ebpf::map` constant (user space looks them up by it).
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use collector_ebpf::{
-    Drop, EndpointKey, EndpointValue, SocketInfo, TrafficCounters, TrafficKey, capacity,
+    Drop, EndpointKey, EndpointValue, PORT_WORDS, SocketInfo, TrafficCounters, TrafficKey, capacity,
 };
 
 #[map]
@@ -28,7 +29,29 @@ pub static CLOSING: LruHashMap<u64, SocketInfo> =
     LruHashMap::with_max_entries(capacity::CLOSING, 0);
 
 #[map]
+pub static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
+
+#[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+
+/// Whether some measured endpoint uses `port` (an array lookup the verifier inlines).
+#[inline(always)]
+pub fn port_measured(port: u16) -> bool {
+    PORTS
+        .get(u32::from(port >> 6))
+        .is_some_and(|word| word & (1u64 << (port & 63)) != 0)
+}
+
+/// Flags for submitting an event: wake user space only when the buffer is filling up;
+/// otherwise it drains on its own timer.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= capacity::EVENTS_WAKEUP_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
 
 /// The kind of a measured endpoint, if `key` is one.
 #[inline(always)]

@@ -1,6 +1,8 @@
 //! Reading IP and transport headers of the packet a cgroup_skb program sees (skb data
 //! starts at the network header). The fast path — a packet to or from no measured
 //! endpoint — reads the few fields needed for the endpoint lookup and stops there.
+use core::ptr::{addr_of, read_volatile};
+
 use aya_ebpf::programs::SkBuffContext;
 use collector_ebpf::EndpointKey;
 
@@ -44,40 +46,28 @@ pub struct Packet {
 }
 
 /// Parses the packet if it goes to (egress) or comes from (ingress) a measured endpoint.
+///
+/// The fast path reads the headers straight from the linear packet data and checks the
+/// remote port against the `PORTS` bitmap (an inlined array access) before any hash
+/// lookup; packets whose headers are not linear take the slower helper-based reads.
 #[inline(always)]
 pub fn measured(ctx: &SkBuffContext, dir: Direction) -> Option<Packet> {
-    let first: u8 = ctx.load(0).ok()?;
-    let (proto, l4, remote_addr) = match first >> 4 {
-        4 => {
-            let proto: u8 = ctx.load(9).ok()?;
-            let at = if dir == Direction::Egress { 16 } else { 12 };
-            let addr: [u8; 4] = ctx.load(at).ok()?;
-            let [a, b, c, d] = addr;
-            let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d];
-            (proto, u32::from(first & 0x0f) * 4, mapped)
-        }
-        6 => {
-            // Extension headers are not followed: API server and DNS traffic has none.
-            let proto: u8 = ctx.load(6).ok()?;
-            let at = if dir == Direction::Egress { 24 } else { 8 };
-            let addr: [u8; 16] = ctx.load(at).ok()?;
-            (proto, 40, addr)
-        }
-        _ => return None,
+    let (proto, l4, remote_port, local_port) = match direct_ports(ctx, dir) {
+        Some(found) => found,
+        None => loaded_ports(ctx, dir)?,
     };
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+    if !maps::port_measured(remote_port) {
         return None;
     }
-    // Source and destination ports are the first two u16 of both TCP and UDP headers.
-    let ports: [u8; 4] = ctx.load(l4 as usize).ok()?;
-    let (src, dst) = (
-        u16::from_be_bytes([ports[0], ports[1]]),
-        u16::from_be_bytes([ports[2], ports[3]]),
-    );
-    let (remote_port, local_port) = if dir == Direction::Egress {
-        (dst, src)
+    let first: u8 = ctx.load(0).ok()?;
+    let remote_addr = if first >> 4 == 4 {
+        let at = if dir == Direction::Egress { 16 } else { 12 };
+        let addr: [u8; 4] = ctx.load(at).ok()?;
+        let [a, b, c, d] = addr;
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d]
     } else {
-        (src, dst)
+        let at = if dir == Direction::Egress { 24 } else { 8 };
+        ctx.load::<[u8; 16]>(at).ok()?
     };
     let kind = maps::endpoint_kind(&EndpointKey::v6(remote_addr, remote_port))?;
 
@@ -96,5 +86,66 @@ pub fn measured(ctx: &SkBuffContext, dir: Direction) -> Option<Packet> {
         payload_len: ctx.len().saturating_sub(payload_at),
         local_port,
         seq,
+    })
+}
+
+/// (protocol, transport offset, remote port, local port) from the linear packet data, or
+/// `None` when the headers are not in it (or the packet is neither TCP nor UDP).
+#[inline(always)]
+fn direct_ports(ctx: &SkBuffContext, dir: Direction) -> Option<(u8, u32, u16, u16)> {
+    // SAFETY: data and data_end are context fields read at constant offsets; every
+    // packet byte below is read only after checking it lies before data_end.
+    unsafe {
+        let skb = ctx.skb.skb;
+        let data = read_volatile(addr_of!((*skb).data)) as usize;
+        let end = read_volatile(addr_of!((*skb).data_end)) as usize;
+        if data + 40 > end {
+            return None;
+        }
+        let first = *(data as *const u8);
+        let (proto, l4) = match first >> 4 {
+            4 => (*((data + 9) as *const u8), usize::from(first & 0x0f) * 4),
+            6 => (*((data + 6) as *const u8), 40),
+            _ => return None,
+        };
+        if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+            return None;
+        }
+        if l4 > 60 || data + l4 + 4 > end {
+            return None;
+        }
+        let ports = (data + l4) as *const [u8; 4];
+        let p = *ports;
+        let (src, dst) = (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        );
+        Some(match dir {
+            Direction::Egress => (proto, l4 as u32, dst, src),
+            Direction::Ingress => (proto, l4 as u32, src, dst),
+        })
+    }
+}
+
+/// The same as [`direct_ports`] through `bpf_skb_load_bytes`, for non-linear headers.
+#[inline(always)]
+fn loaded_ports(ctx: &SkBuffContext, dir: Direction) -> Option<(u8, u32, u16, u16)> {
+    let first: u8 = ctx.load(0).ok()?;
+    let (proto, l4) = match first >> 4 {
+        4 => (ctx.load::<u8>(9).ok()?, u32::from(first & 0x0f) * 4),
+        6 => (ctx.load::<u8>(6).ok()?, 40),
+        _ => return None,
+    };
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return None;
+    }
+    let p: [u8; 4] = ctx.load(l4 as usize).ok()?;
+    let (src, dst) = (
+        u16::from_be_bytes([p[0], p[1]]),
+        u16::from_be_bytes([p[2], p[3]]),
+    );
+    Some(match dir {
+        Direction::Egress => (proto, l4, dst, src),
+        Direction::Ingress => (proto, l4, src, dst),
     })
 }

@@ -105,7 +105,7 @@ pub fn on_release(ctx: &SockContext) -> Option<()> {
     let _ = CLOSING.insert(cookie, info, 0);
     let header = header(event::CLOSE, 0, &info, cookie);
     if EVENTS
-        .output::<event::Close>(event::Close { header }, 0)
+        .output::<event::Close>(event::Close { header }, maps::wakeup_flags())
         .is_err()
     {
         maps::count_drop(Drop::EventLost);
@@ -144,7 +144,10 @@ fn emit_connect(info: &SocketInfo, cookie: u64, protocol: u32) {
         protocol,
         reserved: 0,
     };
-    if EVENTS.output::<event::Connect>(ev, 0).is_err() {
+    if EVENTS
+        .output::<event::Connect>(ev, maps::wakeup_flags())
+        .is_err()
+    {
         maps::count_drop(Drop::EventLost);
     }
 }

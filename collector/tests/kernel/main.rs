@@ -1,0 +1,47 @@
+//! Kernel tests: load Headroom's real programs into this kernel, make traffic from child
+//! cgroups that stand for pods, and compare what the kernel counted with what the other
+//! side really saw. They need root (CAP_BPF, CAP_NET_ADMIN, cgroup writes) and fail —
+//! never skip — when they cannot load the programs. One test binary, one module per
+//! subject; shared pieces are here and in `../support`.
+#[path = "../support/mod.rs"]
+mod support;
+
+mod traffic;
+
+use std::process::Command;
+
+use collector::cgroup;
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "kernel tests load eBPF programs and create cgroups: run them as root (`cargo xtask test`)"
+    );
+}
+
+/// A child cgroup for one test, named after it and this process.
+pub fn child_group(name: &str) -> cgroup::ChildGroup {
+    let root = cgroup::find_root().expect("cgroup v2 mount");
+    cgroup::ChildGroup::create(
+        &root,
+        &format!("headroom-test-{name}-{}", std::process::id()),
+    )
+    .expect("create cgroup")
+}
+
+/// Runs a bash script inside `group`: the shell joins the cgroup first, so the sockets
+/// it and its children create belong to that cgroup. Returns the shell's pid.
+pub fn run_in_cgroup(group: &cgroup::ChildGroup, script: &str) -> u32 {
+    let full = format!("echo $$ > {} && {script}", group.procs_file().display());
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(&full)
+        .spawn()
+        .expect("run bash");
+    let pid = child.id();
+    let status = child.wait().expect("wait for bash");
+    assert!(status.success(), "client script failed ({status}): {full}");
+    pid
+}
