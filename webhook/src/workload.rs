@@ -106,7 +106,7 @@ pub struct Workload {
     /// The first container's image, for the image fallback. `None` for a `scale` request.
     pub image: Option<String>,
     /// The pod template, `None` for a `scale` request.
-    pub template: Option<PodTemplateSpec>,
+    pub template: Option<Box<PodTemplateSpec>>,
     pub size: Size,
     pub rollout: Rollout,
     /// Whether pods start all at once on create (false: OrderedReady StatefulSet).
@@ -305,7 +305,7 @@ impl Workload {
             },
             annotations: metadata.annotations.unwrap_or_default(),
             image,
-            template: Some(template),
+            template: Some(Box::new(template)),
             size,
             rollout,
             create_all_at_once: all_at_once,
