@@ -194,8 +194,8 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
         return d;
     }
     let max_age = Duration::from_secs(ctx.budget.max_data_age_seconds);
-    let (snapshot, age) = match (ctx.snapshot, ctx.data_age) {
-        (Some(s), Some(age)) if age <= max_age => (s, age),
+    let snapshot = match (ctx.snapshot, ctx.data_age) {
+        (Some(s), Some(age)) if age <= max_age => s,
         (Some(_), Some(age)) => {
             return fail_open(
                 decision,
@@ -208,7 +208,6 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
         }
         _ => return fail_open(decision, "no profile data yet".to_owned()),
     };
-    let _ = age;
 
     let mut warnings = Vec::new();
     let per_pod = snapshot

@@ -193,6 +193,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         prometheus: args.prometheus,
         refresh: Duration::from_secs(args.refresh_seconds.max(1)),
         inventory: args.nodes.load()?,
+        nodes_file: args.nodes.nodes_file.clone(),
     };
     runtime()?.block_on(server::run(config))?;
     Ok(())

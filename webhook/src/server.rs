@@ -51,7 +51,10 @@ pub struct Config {
     pub collectors: Vec<String>,
     pub prometheus: Option<String>,
     pub refresh: Duration,
+    /// The node inventory (`--nodes N` or the contents of `nodes_file`).
     pub inventory: Inventory,
+    /// `--nodes-file`, re-read when it changes.
+    pub nodes_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -229,7 +232,7 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
 
     // Budget file and certificate: reloaded when they change.
     {
-        let (state, path, every) = (state.clone(), config.budget.clone(), config.refresh);
+        let (budget_state, path, every) = (state.clone(), config.budget.clone(), config.refresh);
         tokio::spawn(async move {
             let mut last = file_stamp(&path);
             let mut tick = tokio::time::interval(every);
@@ -243,7 +246,7 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
                 match ControlPlaneBudget::load(&path) {
                     Ok(budget) => {
                         tracing::info!(path = %path.display(), "budget reloaded");
-                        state.set_budget(Budget::from(budget));
+                        budget_state.set_budget(Budget::from(budget));
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "budget reload failed; keeping the old one")
@@ -251,6 +254,34 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
                 }
             }
         });
+        if let Some(path) = config.nodes_file.clone() {
+            let (state, every) = (state.clone(), config.refresh);
+            tokio::spawn(async move {
+                let mut last = file_stamp(&path);
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let now = file_stamp(&path);
+                    if now == last {
+                        continue;
+                    }
+                    last = now;
+                    let parsed = std::fs::read_to_string(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| {
+                            Inventory::parse(&path.display().to_string(), &text)
+                                .map_err(|e| e.to_string())
+                        });
+                    match parsed {
+                        Ok(inventory) => {
+                            tracing::info!(nodes = inventory.total(), "node inventory reloaded");
+                            state.set_inventory(inventory);
+                        }
+                        Err(e) => tracing::error!(error = %e, "nodes file reload failed"),
+                    }
+                }
+            });
+        }
         let every = config.refresh;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -348,3 +348,51 @@ async fn certificate_files_are_reloaded_when_they_change() {
         "old CA no longer matches"
     );
 }
+
+#[tokio::test]
+async fn stale_data_fails_open_and_is_counted() {
+    let server = start_server(Profiles::File("profiles-outage.json"), 5000).await;
+    let snapshot = server.state.data().expect("loaded").snapshot.clone();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(700);
+    server.state.set_snapshot(snapshot, old);
+    let mut c = client(&server).await;
+    let r = c.review(&Review::create(agent_daemonset()).build()).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let w = warnings(&r);
+    assert_eq!(w.len(), 1, "{r}");
+    assert!(
+        w[0].starts_with("headroom: not evaluated, profile data is 70"),
+        "{w:?}"
+    );
+    assert!(w[0].ends_with("s old (max 600s); allowed"), "{w:?}");
+    assert!(r["auditAnnotations"]["fail-open"].is_string(), "{r}");
+    let (_, metrics) = http_get(server.running.metrics, "/metrics").await;
+    assert!(
+        metrics.contains(r#"headroom_webhook_fail_opens_total{reason="stale"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn profiles_polled_from_a_collector_endpoint() {
+    let profiles =
+        std::fs::read_to_string(support::fixtures().join("profiles-outage.json")).expect("fixture");
+    let app = axum::Router::new().route(
+        "/profiles",
+        axum::routing::get(move || {
+            let body = profiles.clone();
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let server = start_server(Profiles::Collectors(vec![collector]), 5000).await;
+    let (status, _) = http_get(server.running.metrics, "/readyz").await;
+    assert_eq!(status, 200, "the first poll happens before serving");
+    let mut c = client(&server).await;
+    let r = c.review(&Review::create(agent_daemonset()).build()).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(message(&r).contains("264.1 MiB > 200.0 MiB"), "{r}");
+}

@@ -108,6 +108,8 @@ impl Pki {
 pub enum Profiles {
     None,
     File(&'static str),
+    /// Collector base URLs polled for `/profiles`.
+    Collectors(Vec<String>),
 }
 
 pub struct TestServer {
@@ -127,14 +129,18 @@ pub async fn start_server(profiles: Profiles, nodes: u64) -> TestServer {
         tls_cert,
         tls_key,
         budget: fixtures().join("budget.yaml"),
-        profiles: match profiles {
-            Profiles::None => None,
+        profiles: match &profiles {
             Profiles::File(name) => Some(fixtures().join(name)),
+            _ => None,
         },
-        collectors: Vec::new(),
+        collectors: match profiles {
+            Profiles::Collectors(urls) => urls,
+            _ => Vec::new(),
+        },
         prometheus: None,
         refresh: Duration::from_millis(200),
         inventory: Inventory::uniform(nodes),
+        nodes_file: None,
     };
     let (running, state) = server::start(config).await.expect("server starts");
     TestServer {
