@@ -1,120 +1,355 @@
 //! `cargo xtask demo`: the main job on this machine with embedded defaults. Starts the
-//! collector, makes API-server-like traffic from two cgroups that stand for pods, and
-//! prints what the kernel measured for each.
+//! collector, makes API-server and DNS traffic from two cgroups that stand for pods —
+//! kubectl against a loopback TLS stand-in for the API server, glibc lookups with a
+//! Kubernetes search list against dnsmasq — and prints what the collector's /metrics
+//! says about each, next to what the servers really saw.
 use std::{
+    collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpListener,
+    net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
 use crate::{setup, shell};
 
-/// A pod that calls the API server: how many connections, request and reply sizes.
+const METRICS_ADDR: &str = "127.0.0.1:19977";
+const DNS_ADDR: &str = "127.0.7.53";
+const RESOLV_CONF: &str = "search ns1.svc.cluster.local svc.cluster.local cluster.local\n\
+                           options ndots:5\nnameserver 127.0.7.53\n";
+
+/// A pod: its traffic, as shell commands run inside its cgroup.
 struct DemoPod {
     name: &'static str,
-    connections: u32,
-    request_bytes: usize,
+    kubectl_gets: u32,
+    lookups: &'static [&'static str],
+    watch: bool,
 }
 
 const PODS: &[DemoPod] = &[
     DemoPod {
         name: "headroom-demo-chatty-agent",
-        connections: 40,
-        request_bytes: 600,
+        kubectl_gets: 6,
+        lookups: &["example.com", "kubernetes.default", "example.com"],
+        watch: true,
     },
     DemoPod {
         name: "headroom-demo-quiet-agent",
-        connections: 3,
-        request_bytes: 200,
+        kubectl_gets: 1,
+        lookups: &["kubernetes.default.svc.cluster.local"],
+        watch: false,
     },
 ];
-/// What the stand-in API server answers on each connection (a LIST-sized reply).
-const REPLY_BYTES: usize = 16 * 1024;
 
 pub fn run() -> anyhow::Result<()> {
     if !shell::is_root() {
         bail!("the demo loads eBPF programs and creates cgroups: run `sudo -E cargo xtask demo`");
     }
     setup::run()?;
-    shell::run(shell::cargo().args(["build", "--locked", "--quiet", "-p", "collector"]))?;
-    let collector_bin = target_dir().join("debug/headroom-collector");
+    eprintln!("xtask demo: building the collector and the stand-in API server");
+    shell::run(shell::cargo().args([
+        "build",
+        "--locked",
+        "--quiet",
+        "-p",
+        "collector",
+        "--bin",
+        "headroom-collector",
+        "--example",
+        "standin_apiserver",
+    ]))?;
+    let target = target_dir().join("debug");
+    let scratch = std::env::temp_dir().join(format!("headroom-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let resolv = scratch.join("resolv.conf");
+    std::fs::write(&resolv, RESOLV_CONF)?;
 
-    let apiserver = TcpListener::bind("127.0.0.1:0").context("binding the stand-in API server")?;
-    let apiserver_addr = apiserver.local_addr()?;
-    thread::spawn(move || serve_apiserver(apiserver));
-    println!("stand-in API server listening on {apiserver_addr}\n");
-
+    let mut apiserver = StandIn::start(&target.join("examples/standin_apiserver"))?;
+    let dns = Background::spawn(
+        Command::new("dnsmasq").args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            &format!("--listen-address={DNS_ADDR}"),
+            "--port=53",
+            "--address=/example.com/93.184.215.14",
+            "--address=/kubernetes.default.svc.cluster.local/10.96.0.1",
+            "--local=/cluster.local/",
+            "--user=root",
+            "--pid-file",
+            "--log-queries",
+            &format!("--log-facility={}", scratch.join("dnsmasq.log").display()),
+        ]),
+        "dnsmasq",
+    )?;
     let root = cgroup2_root()?;
     let groups: Vec<Group> = PODS
         .iter()
         .map(|p| Group::create(&root, p.name))
         .collect::<anyhow::Result<_>>()?;
 
-    let mut collector = Command::new(&collector_bin)
-        .args(["--apiserver", &apiserver_addr.to_string()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", collector_bin.display()))?;
-    wait_until_measuring(&mut collector)?;
+    let collector = Background::spawn(
+        Command::new(target.join("headroom-collector")).args([
+            "--listen",
+            METRICS_ADDR,
+            "--apiserver",
+            &apiserver.addr,
+            "--dns-server",
+            &format!("{DNS_ADDR}:53"),
+        ]),
+        "headroom-collector",
+    )?;
+    wait_for_http(
+        &format!("http://{METRICS_ADDR}/readyz"),
+        Duration::from_secs(20),
+    )?;
+    println!(
+        "collector ready; stand-in API server at {}, dnsmasq at {DNS_ADDR}:53\n",
+        apiserver.addr
+    );
 
+    let kubectl = format!(
+        "kubectl --kubeconfig {} --cache-dir {}",
+        apiserver.kubeconfig,
+        scratch.join("kube-cache").display()
+    );
+    let mut watches = Vec::new();
     for (pod, group) in PODS.iter().zip(&groups) {
+        let mut script = String::new();
+        for _ in 0..pod.kubectl_gets {
+            script.push_str(&format!("{kubectl} get pods -o name > /dev/null; "));
+        }
+        for name in pod.lookups {
+            script.push_str(&format!(
+                "unshare -m bash -c 'mount --bind {} /etc/resolv.conf && getent ahosts {name} > /dev/null'; ",
+                resolv.display()
+            ));
+        }
         println!(
-            "{}: {} connections, {} B requests, {} B replies",
-            pod.name, pod.connections, pod.request_bytes, REPLY_BYTES
+            "{}: {} × kubectl get pods{}, lookups of {}",
+            pod.name,
+            pod.kubectl_gets,
+            if pod.watch {
+                ", kubectl get pods --watch"
+            } else {
+                ""
+            },
+            pod.lookups.join(", ")
         );
-        let script = format!(
-            "echo $$ > {procs} && for i in $(seq {n}); do exec 3<>/dev/tcp/{host}/{port}; \
-             printf '%s' '{payload}' >&3; head -c {REPLY_BYTES} <&3 >/dev/null; exec 3>&-; done",
-            procs = group.path.join("cgroup.procs").display(),
-            n = pod.connections,
-            host = apiserver_addr.ip(),
-            port = apiserver_addr.port(),
-            payload = "r".repeat(pod.request_bytes),
-        );
-        shell::run(Command::new("bash").arg("-c").arg(script))?;
+        if pod.watch {
+            watches.push(group.spawn(&format!(
+                "exec {kubectl} get pods --watch -o name > /dev/null"
+            ))?);
+        }
+        // getent exits 2 for a name it could not resolve; the traffic is what counts.
+        let _ = group.spawn(&script)?.wait();
     }
-    println!("\nwhat the collector measured, per cgroup:\n");
-    // SIGTERM: the collector prints its table, detaches its programs and exits.
-    shell::run(Command::new("kill").args(["-TERM", &collector.id().to_string()]))?;
-    let status = collector.wait()?;
-    if !status.success() {
-        bail!("the collector exited with {status}");
+    // Let the watch stream a little, and the collector settle and publish.
+    thread::sleep(Duration::from_secs(4));
+    let metrics = http_get(&format!("http://{METRICS_ADDR}/metrics"))?;
+    for mut watch in watches {
+        let _ = watch.kill();
+        let _ = watch.wait();
     }
+    drop(collector);
+    let served = apiserver.finish()?;
+    drop(dns);
+
+    println!("\nwhat headroom-collector's /metrics says, per workload:\n");
+    print!(
+        "{}",
+        render(&summarise(&metrics), PODS.iter().map(|p| p.name))
+    );
+    println!("\nground truth: the stand-in API server served {served}");
+    let queries = std::fs::read_to_string(scratch.join("dnsmasq.log"))
+        .map(|log| log.lines().filter(|l| l.contains("query[")).count())
+        .unwrap_or(0);
+    println!("ground truth: dnsmasq logged {queries} queries");
     drop(groups);
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
 
-/// Reads each request, then answers with a LIST-sized reply.
-fn serve_apiserver(listener: TcpListener) {
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(&[b'x'; REPLY_BYTES]);
-        });
+/// Per workload: sums of the series that matter, from Prometheus text.
+fn summarise(text: &str) -> BTreeMap<String, BTreeMap<&'static str, f64>> {
+    const WANTED: &[(&str, &str)] = &[
+        ("headroom_apiserver_requests_total", "API req"),
+        ("headroom_apiserver_connections_total", "API conns"),
+        ("headroom_apiserver_received_bytes_total", "API recv B"),
+        ("headroom_apiserver_open_streams", "streams"),
+        ("headroom_dns_queries_total", "DNS q"),
+        ("headroom_dns_lookups_total", "lookups"),
+        ("headroom_dns_search_expansions_total", "expansions"),
+    ];
+    let mut out: BTreeMap<String, BTreeMap<&'static str, f64>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let column =
+            if name == "headroom_dns_responses_total" && labels.contains("rcode=\"NXDOMAIN\"") {
+                "NXDOMAIN"
+            } else if let Some((_, column)) = WANTED.iter().find(|(n, _)| *n == name) {
+                *column
+            } else {
+                continue;
+            };
+        let workload = labels
+            .split("\",")
+            .find_map(|kv| kv.strip_prefix("workload=\""))
+            .map(|w| w.trim_end_matches("\"}").trim_end_matches('"').to_string())
+            .unwrap_or_default();
+        *out.entry(workload).or_default().entry(column).or_default() +=
+            value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+fn render<'a>(
+    rows: &BTreeMap<String, BTreeMap<&'static str, f64>>,
+    first: impl Iterator<Item = &'a str>,
+) -> String {
+    const COLUMNS: &[&str] = &[
+        "API req",
+        "API conns",
+        "API recv B",
+        "streams",
+        "DNS q",
+        "NXDOMAIN",
+        "lookups",
+        "expansions",
+    ];
+    let mut order: Vec<&str> = first.collect();
+    let rest: Vec<&str> = rows
+        .keys()
+        .map(String::as_str)
+        .filter(|w| !order.contains(w))
+        .collect();
+    order.extend(rest);
+    let width = order.iter().map(|w| w.len()).max().unwrap_or(8).max(8);
+    let mut text = format!("{:<width$}", "WORKLOAD");
+    for c in COLUMNS {
+        text.push_str(&format!("  {c:>10}"));
+    }
+    text.push('\n');
+    for workload in order {
+        let Some(row) = rows.get(workload) else {
+            continue;
+        };
+        text.push_str(&format!("{workload:<width$}"));
+        for c in COLUMNS {
+            text.push_str(&format!("  {:>10}", row.get(c).copied().unwrap_or(0.0)));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// The stand-in API server (collector's example), fed through its stdin.
+struct StandIn {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+    addr: String,
+    kubeconfig: String,
+}
+
+impl StandIn {
+    fn start(bin: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().context("stand-in stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .map(str::to_string)
+                .with_context(|| format!("stand-in API server printed {line:?}"))
+        };
+        let (addr, kubeconfig) = (field("addr=")?, field("kubeconfig=")?);
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            addr,
+            kubeconfig,
+        })
+    }
+
+    /// Stops it and returns its ground-truth line.
+    fn finish(&mut self) -> anyhow::Result<String> {
+        drop(self.stdin.take());
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest)?;
+        let _ = self.child.wait();
+        Ok(rest.trim().trim_start_matches("served ").to_string())
     }
 }
 
-fn wait_until_measuring(collector: &mut Child) -> anyhow::Result<()> {
-    let stderr = collector.stderr.take().context("collector stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    for line in lines.by_ref() {
-        let line = line?;
-        eprintln!("{line}");
-        if line.contains("measuring") {
-            // Keep forwarding the collector's messages.
-            thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
-            return Ok(());
+/// A child process stopped (SIGTERM, then waited for) when dropped.
+struct Background {
+    child: Child,
+}
+
+impl Background {
+    fn spawn(cmd: &mut Command, what: &str) -> anyhow::Result<Self> {
+        let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+        Ok(Self { child })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(url: &str) -> anyhow::Result<String> {
+    let rest = url.strip_prefix("http://").context("http URL")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("GET {url}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
+}
+
+fn wait_for_http(url: &str, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        match http_get(url) {
+            Ok(_) => return Ok(()),
+            Err(e) if start.elapsed() > limit => {
+                return Err(e.context(format!("waiting for {url}")));
+            }
+            Err(_) => thread::sleep(Duration::from_millis(100)),
         }
     }
-    bail!("the collector exited before it started measuring")
 }
 
 fn target_dir() -> PathBuf {
@@ -146,11 +381,24 @@ impl Group {
         }
         Ok(Self { path })
     }
+
+    /// Runs a bash script whose shell joins this cgroup first.
+    fn spawn(&self, script: &str) -> anyhow::Result<Child> {
+        let full = format!(
+            "echo $$ > {} && {script}",
+            self.path.join("cgroup.procs").display()
+        );
+        Command::new("bash")
+            .arg("-c")
+            .arg(full)
+            .spawn()
+            .context("starting bash")
+    }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        for _ in 0..50 {
+        for _ in 0..100 {
             if std::fs::remove_dir(&self.path).is_ok() {
                 return;
             }

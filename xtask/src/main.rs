@@ -1,6 +1,8 @@
 //! Project tasks: set-up of a fresh machine, the full test run (kernel tests as root),
 //! the demo, benchmarks and generated files. The normal build is plain `cargo build`.
+mod bench;
 mod demo;
+mod generate;
 mod lint;
 mod setup;
 mod shell;
@@ -29,6 +31,10 @@ enum Task {
     Demo,
     /// rustfmt and clippy (warnings denied), user space and kernel programs.
     Lint,
+    /// Benchmarks: tables with ratios against baselines measured in the same run.
+    Bench,
+    /// Write generated files (the budget CRD) into deploy/.
+    Gen,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +44,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { cargo_args } => test::run(&cargo_args),
         Task::Demo => demo::run(),
         Task::Lint => lint::run(),
+        Task::Bench => bench::run(),
+        Task::Gen => generate::run(),
     }
 }
