@@ -42,11 +42,15 @@ pub fn port_measured(port: u16) -> bool {
         .is_some_and(|word| word & (1u64 << (port & 63)) != 0)
 }
 
-/// Flags for submitting an event: wake user space only when the buffer is filling up;
-/// otherwise it drains on its own timer.
+/// Flags for submitting an event: user space is not woken per event (it drains on a
+/// timer) except once, when the unread data crosses the wakeup threshold. Forcing a
+/// wakeup on every event above it would cost an irq_work per event until the reader
+/// catches up; if a crossing is missed, the timer still drains.
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
-    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= capacity::EVENTS_WAKEUP_BYTES {
+    let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let threshold = capacity::EVENTS_WAKEUP_BYTES;
+    if unread >= threshold && unread < threshold + 1024 {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
