@@ -431,8 +431,13 @@ fn suggest(
             .map(|(d, max)| format!("{} ≤ {}", d, d.format(max)))
             .collect();
         if !per_pod.is_empty() {
+            let hint = if per_node {
+                " (e.g. a node-scoped watch)"
+            } else {
+                ""
+            };
             parts.push(format!(
-                "cut the per-pod steady cost at {} pods to {} (e.g. a node-scoped watch)",
+                "cut the per-pod steady cost at {} pods to {}{hint}",
                 p.pods,
                 per_pod.join(", ")
             ));
