@@ -128,6 +128,14 @@ impl State {
         write(&self.autoscalers, Arc::new(autoscalers));
     }
 
+    pub fn inventory(&self) -> Arc<Inventory> {
+        read(&self.inventory)
+    }
+
+    pub fn autoscalers(&self) -> Arc<Autoscalers> {
+        read(&self.autoscalers)
+    }
+
     pub fn data(&self) -> Option<Arc<Data>> {
         read(&self.data)
     }

@@ -62,6 +62,9 @@ pub enum Error {
         message: String,
     },
 
+    #[error("Kubernetes API: {message}")]
+    Kube { message: String },
+
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,

@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod budget;
 pub mod check;
+pub mod cluster;
 pub mod decision;
 pub mod error;
 pub mod http_client;

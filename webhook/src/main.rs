@@ -105,8 +105,15 @@ struct ServeArgs {
     #[arg(long)]
     tls_key: PathBuf,
     /// ControlPlaneBudget YAML file; reloaded when it changes.
+    #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
+    budget: Option<PathBuf>,
+    /// Watch nodes, HorizontalPodAutoscalers and the ControlPlaneBudget `--budget-name` in
+    /// the cluster (in-cluster config or kubeconfig), and write the budget's status.
     #[arg(long)]
-    budget: PathBuf,
+    kube: bool,
+    /// With --kube: the ControlPlaneBudget to enforce.
+    #[arg(long, default_value = "default")]
+    budget_name: String,
     /// ProfileList JSON file; reloaded when it changes.
     #[arg(long)]
     profiles: Option<PathBuf>,
@@ -119,8 +126,12 @@ struct ServeArgs {
     /// Seconds between profile refreshes (and file change checks).
     #[arg(long, default_value_t = 15)]
     refresh_seconds: u64,
-    #[command(flatten)]
-    nodes: NodesArgs,
+    /// Stand-in inventory of N identical Linux nodes without taints.
+    #[arg(long, conflicts_with_all = ["kube", "nodes_file"], required_unless_present_any = ["kube", "nodes_file"])]
+    nodes: Option<u64>,
+    /// Nodes from `kubectl get nodes -o yaml`; reloaded when it changes.
+    #[arg(long, conflicts_with = "kube")]
+    nodes_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -183,18 +194,23 @@ fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let nodes = NodesArgs {
+        nodes: args.nodes,
+        nodes_file: args.nodes_file.clone(),
+    };
     let config = server::Config {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         budget: args.budget,
+        cluster: args.kube.then_some(args.budget_name),
         profiles: args.profiles,
         collectors: args.collector,
         prometheus: args.prometheus,
         refresh: Duration::from_secs(args.refresh_seconds.max(1)),
-        inventory: args.nodes.load()?,
-        nodes_file: args.nodes.nodes_file.clone(),
+        inventory: nodes.load()?,
+        nodes_file: args.nodes_file,
     };
     runtime()?.block_on(server::run(config))?;
     Ok(())

@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     admission::{BadRequest, Budget, State},
     budget::ControlPlaneBudget,
+    cluster,
     error::Error,
     inventory::Inventory,
     sources::Source,
@@ -46,7 +47,10 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
-    pub budget: PathBuf,
+    /// The budget file; `None` with `cluster`.
+    pub budget: Option<PathBuf>,
+    /// `Some(budget name)`: watch nodes, HPAs and that ControlPlaneBudget in the cluster.
+    pub cluster: Option<String>,
     pub profiles: Option<PathBuf>,
     pub collectors: Vec<String>,
     pub prometheus: Option<String>,
@@ -181,8 +185,29 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// Loads everything, binds both ports and spawns the servers and refreshers. Fails fast on
 /// a bad budget, certificate or flag.
 pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
-    let budget = ControlPlaneBudget::load(&config.budget)?;
     let source = config.source()?;
+    let (budget, client) = match (&config.budget, &config.cluster) {
+        (Some(path), _) => (ControlPlaneBudget::load(path)?, None),
+        (None, Some(name)) => {
+            let kube = |e: kube::Error| Error::Kube {
+                message: e.to_string(),
+            };
+            let client = kube::Client::try_default().await.map_err(kube)?;
+            let budget = cluster::fetch_budget(client.clone(), name)
+                .await
+                .map_err(kube)?;
+            budget
+                .spec
+                .validate(&format!("ControlPlaneBudget {name}"))?;
+            (budget, Some(client))
+        }
+        (None, None) => {
+            return Err(Error::Parse {
+                path: "flags".to_owned(),
+                message: "use --budget FILE or --kube".to_owned(),
+            });
+        }
+    };
     let cert = Arc::new(ReloadingCert::new(
         config.tls_cert.clone(),
         config.tls_key.clone(),
@@ -230,9 +255,12 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
         None => tracing::warn!("no profile source: every change is allowed (fail-open)"),
     }
 
+    if let (Some(client), Some(name)) = (client, config.cluster.clone()) {
+        tokio::spawn(cluster::run(client, state.clone(), name, config.refresh));
+    }
     // Budget file and certificate: reloaded when they change.
-    {
-        let (budget_state, path, every) = (state.clone(), config.budget.clone(), config.refresh);
+    if let Some(path) = config.budget.clone() {
+        let (budget_state, every) = (state.clone(), config.refresh);
         tokio::spawn(async move {
             let mut last = file_stamp(&path);
             let mut tick = tokio::time::interval(every);
@@ -254,6 +282,8 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
                 }
             }
         });
+    }
+    {
         if let Some(path) = config.nodes_file.clone() {
             let (state, every) = (state.clone(), config.refresh);
             tokio::spawn(async move {

@@ -128,7 +128,8 @@ pub async fn start_server(profiles: Profiles, nodes: u64) -> TestServer {
         metrics_listen: "127.0.0.1:0".parse().expect("addr"),
         tls_cert,
         tls_key,
-        budget: fixtures().join("budget.yaml"),
+        budget: Some(fixtures().join("budget.yaml")),
+        cluster: None,
         profiles: match &profiles {
             Profiles::File(name) => Some(fixtures().join(name)),
             _ => None,
