@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod apiserver;
 mod traffic;
 
 use std::process::Command;

@@ -495,17 +495,7 @@ impl ApiServer {
     /// Runs `n` GETs of `path` over one HTTP/2 connection (hyper client, ALPN h2), at
     /// most `concurrency` in flight at once. Returns the status codes.
     pub fn rust_h2_client(&self, path: &str, n: usize, concurrency: usize) -> Vec<u16> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("client runtime");
-        runtime.block_on(h2_client(
-            self.addr,
-            self.ca_pem.clone(),
-            path.to_owned(),
-            n,
-            concurrency,
-        ))
+        rust_h2_client(self.addr, &self.ca_pem, path, n, concurrency)
     }
 }
 
@@ -1042,6 +1032,28 @@ impl Body for ApiBody {
     fn is_end_stream(&self) -> bool {
         matches!(self, Self::Full(None))
     }
+}
+
+/// [`ApiServer::rust_h2_client`] for a server known by its address and CA (PEM) only: what
+/// a client process started by a test (to run inside a cgroup) calls.
+pub fn rust_h2_client(
+    addr: SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    n: usize,
+    concurrency: usize,
+) -> Vec<u16> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    runtime.block_on(h2_client(
+        addr,
+        ca_pem.to_owned(),
+        path.to_owned(),
+        n,
+        concurrency,
+    ))
 }
 
 /// A hyper HTTP/2 client over rustls (the Rust client pattern): one connection, `n` GETs,
