@@ -71,6 +71,11 @@ impl Agent {
         &mut self.probes
     }
 
+    /// The DNS tracker, to read its bounds and memory (the kernel tests' cap on names).
+    pub fn dns(&self) -> &DnsTracker {
+        &self.dns
+    }
+
     /// Takes the kernel's event ring buffer for [`run`].
     pub fn event_reader(&mut self) -> Result<EventReader> {
         let ring = self.probes.take_events()?;

@@ -117,6 +117,10 @@ impl Collector {
             .collect()
     }
 
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
     /// The kernel's traffic counters of one cgroup (every process and endpoint kind).
     pub fn traffic_of(&mut self, group: &ChildGroup) -> TrafficCounters {
         let mut total = TrafficCounters::default();
@@ -256,6 +260,24 @@ impl Background {
     pub fn assert_running(&mut self) {
         let status = self.child.try_wait().expect("poll client");
         assert!(status.is_none(), "{} exited early: {status:?}", self.what);
+    }
+}
+
+impl Background {
+    /// Waits for the client to exit by itself (up to [`CLIENT_PATIENCE`]).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + CLIENT_PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll client") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} ran longer than {CLIENT_PATIENCE:?}",
+                self.what
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 mod support;
 
 mod apiserver;
+mod dns;
 mod traffic;
 
 use std::process::Command;

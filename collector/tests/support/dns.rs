@@ -67,6 +67,16 @@ pub struct LoggedQuery {
     pub name: String,
 }
 
+/// One answer as dnsmasq logged it (`config NAME is ANSWER`): an address, `NXDOMAIN`,
+/// `NODATA`, `REFUSED (EDE: not ready)`, … — one line per answer record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedReply {
+    /// The serial number of the query it answers.
+    pub serial: u64,
+    pub name: String,
+    pub answer: String,
+}
+
 /// A running dnsmasq; stopped, and its files removed, on drop.
 #[derive(Debug)]
 pub struct Dnsmasq {
@@ -200,6 +210,25 @@ impl Dnsmasq {
             .unwrap_or_default()
     }
 
+    /// Every answer dnsmasq has logged so far, in order (the server's side of rcodes).
+    pub fn replies(&self) -> Vec<LoggedReply> {
+        fs::read_to_string(self.log_path())
+            .map(|text| parse_replies(&text))
+            .unwrap_or_default()
+    }
+
+    /// Serial numbers of the queries dnsmasq answered NXDOMAIN, in order.
+    pub fn nxdomain_serials(&self) -> Vec<u64> {
+        let mut serials: Vec<u64> = self
+            .replies()
+            .iter()
+            .filter(|r| r.answer == "NXDOMAIN")
+            .map(|r| r.serial)
+            .collect();
+        serials.dedup();
+        serials
+    }
+
     /// Waits (up to a few seconds) until at least `count` queries are logged; returns
     /// them all. A test asserts the exact count on what it gets.
     pub fn wait_for_queries(&self, count: usize) -> Vec<LoggedQuery> {
@@ -309,6 +338,28 @@ pub fn parse_log(text: &str) -> Vec<LoggedQuery> {
                 from: SocketAddr::new(ip.parse().ok()?, port.parse().ok()?),
                 qtype: qtype.to_owned(),
                 name: name.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Parses dnsmasq's answer lines:
+/// `Nov 22 05:25:45 dnsmasq[5026]: 1 127.0.0.1/38075 config nothere.cluster.local is NXDOMAIN`.
+pub fn parse_replies(text: &str) -> Vec<LoggedReply> {
+    text.lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("]: ")?;
+            let mut words = rest.splitn(4, ' ');
+            let serial = words.next()?.parse().ok()?;
+            let _client = words.next()?;
+            if words.next()? != "config" {
+                return None;
+            }
+            let (name, answer) = words.next()?.split_once(" is ")?;
+            Some(LoggedReply {
+                serial,
+                name: name.to_owned(),
+                answer: answer.to_owned(),
             })
         })
         .collect()
