@@ -1,22 +1,35 @@
 //! The collector's main loop. Events from the kernel feed the DNS tracker and the request
 //! estimator as they arrive; every publish interval the kernel's counters and both
-//! trackers become one metrics snapshot, named per identity.
+//! trackers become one metrics snapshot, named per identity (from the node's pod cache
+//! in a cluster), and the per-pod counters feed the profile store.
+pub mod endpoints;
+pub mod names;
+
 use std::{
     collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use collector_ebpf::{EndpointKind, capacity};
+use tokio::sync::watch;
 
+pub use self::{
+    endpoints::Discovered,
+    names::{Named, Names, node_identity},
+};
 use crate::{
     apiserver::{self, Estimator, EstimatorConfig},
-    cgroup,
+    cluster::{DEFAULT_GRACE, Endpoints, SharedPods},
     dns::{self, DnsConfig, DnsTracker},
     ebpf::Probes,
     error::Result,
     events::{Event, EventReader},
-    metrics::{DnsStats, DurationHistogram, Identity, MapFill, SharedSnapshot, Snapshot},
+    identity::PodInfo,
+    metrics::{
+        DnsStats, DurationHistogram, Identity, MapFill, PodLabels, SharedSnapshot, Snapshot,
+        WorkloadStats,
+    },
+    profile::{self, Counters, Row, SharedProfiles},
 };
 
 // The DNS tracker's histogram and the exported one must share bucket bounds.
@@ -48,6 +61,10 @@ pub struct Agent {
     dns: DnsTracker,
     api: Estimator,
     names: Names,
+    /// This node's pods (empty without a cluster).
+    pods: SharedPods,
+    /// Where each tick's per-pod counters go, when profiles are served.
+    profiles: Option<SharedProfiles>,
     /// Events user space could not decode (a kernel/user mismatch).
     bad_events: u64,
 }
@@ -63,8 +80,23 @@ impl Agent {
             api: Estimator::new(EstimatorConfig::default()),
             names,
             probes,
+            pods: SharedPods::new(DEFAULT_GRACE),
+            profiles: None,
             bad_events: 0,
         })
+    }
+
+    /// Names pods from `pods` (the cluster's cache) and drops the series of pods gone
+    /// past the cache's grace period.
+    pub fn with_pods(mut self, pods: SharedPods) -> Self {
+        self.pods = pods;
+        self
+    }
+
+    /// Feeds `profiles` at every snapshot.
+    pub fn with_profiles(mut self, profiles: SharedProfiles) -> Self {
+        self.profiles = Some(profiles);
+        self
     }
 
     pub fn probes_mut(&mut self) -> &mut Probes {
@@ -107,11 +139,33 @@ impl Agent {
         }
     }
 
-    /// Builds the metrics snapshot from the kernel maps and both trackers.
+    /// Builds the metrics snapshot from the kernel maps and both trackers, and records
+    /// its per-pod counters in the profile store.
     pub fn snapshot(&mut self, now_ns: u64) -> Result<Snapshot> {
         self.api.tick(now_ns);
         self.dns.expire(now_ns);
         let _ = self.api.drain_requests().count();
+        // The grace period: a pod deleted long enough ago loses its series.
+        let gone = self.pods.sweep(Instant::now());
+        for cgroup_id in self.names.drop_pods(&gone) {
+            self.dns.forget_cgroup(cgroup_id);
+        }
+
+        let cache = self.pods.read();
+        let index = cache.index();
+        let names = &mut self.names;
+        // The pod of each identity named from the pod cache.
+        let mut pod_uids: HashMap<Identity, String> = HashMap::new();
+        let mut name = |names: &mut Names, cgroup_id: u64, tgid: u32| -> Option<Identity> {
+            if names.is_dropped(cgroup_id) {
+                return None;
+            }
+            let Named { identity, pod_uid } = names.name(cgroup_id, tgid, index);
+            if let Some(uid) = pod_uid {
+                pod_uids.insert(identity.clone(), uid);
+            }
+            Some(identity)
+        };
 
         let mut snap = Snapshot::default();
         let traffic = self.probes.traffic()?;
@@ -119,28 +173,38 @@ impl Agent {
             if key.kind != EndpointKind::ApiServer as u32 {
                 continue;
             }
-            let api = snap
-                .workload(self.names.identity(key.cgroup_id, key.tgid))
-                .apiserver();
+            let Some(identity) = name(names, key.cgroup_id, key.tgid) else {
+                continue;
+            };
+            let api = snap.workload(identity).apiserver();
             api.connections += counters.connects;
             api.sent_bytes += counters.sent_bytes;
             api.received_bytes += counters.received_bytes;
         }
         for (owner, totals) in self.api.owners() {
             let apiserver::Owner { cgroup_id, tgid } = *owner;
-            self.names.learn_comm(tgid, &totals.comm);
-            let api = snap
-                .workload(self.names.identity(cgroup_id, tgid))
-                .apiserver();
+            names.learn_comm(tgid, &totals.comm);
+            let Some(identity) = name(names, cgroup_id, tgid) else {
+                continue;
+            };
+            let api = snap.workload(identity).apiserver();
             api.requests += totals.requests;
             api.open_streams += totals.open_streams;
             api.open_connections += totals.connections_open;
         }
         for owner in self.dns.snapshot().owners {
-            let identity = self.names.identity(owner.owner.cgroup_id, owner.owner.tgid);
-            let dns = snap.workload(identity).dns();
-            merge_dns(dns, &owner);
+            let Some(identity) = name(names, owner.owner.cgroup_id, owner.owner.tgid) else {
+                continue;
+            };
+            merge_dns(snap.workload(identity).dns(), &owner);
         }
+
+        let pod_of = |identity: &Identity| pod_uids.get(identity).and_then(|uid| index.get(uid));
+        snap.pod_start_times = pod_start_times(&snap, pod_of);
+        if let Some(profiles) = &self.profiles {
+            profiles.record(profile::now(), profile_rows(&snap, pod_of));
+        }
+        drop(cache);
 
         let drops = self.probes.drops()?;
         let collector = &mut snap.collector;
@@ -158,6 +222,42 @@ impl Agent {
     }
 }
 
+/// The per-pod counters of a snapshot as the profile store takes them: one row per
+/// identity (the store sums a pod's containers). `pod_of` finds an identity's pod.
+pub fn profile_rows<'a>(
+    snapshot: &Snapshot,
+    pod_of: impl Fn(&Identity) -> Option<&'a PodInfo>,
+) -> Vec<Row> {
+    snapshot
+        .workloads
+        .iter()
+        .map(|(identity, stats)| Row::new(identity.clone(), counters(stats), pod_of(identity)))
+        .collect()
+}
+
+/// API server requests, received bytes and connections, DNS queries (all types).
+pub fn counters(stats: &WorkloadStats) -> Counters {
+    let api = stats.apiserver.unwrap_or_default();
+    let dns = stats.dns.as_ref().map_or(0, |d| d.queries.values().sum());
+    [api.requests, api.received_bytes, api.connections, dns]
+}
+
+/// When each measured pod's first container started (Unix seconds), for pods whose
+/// Pod object says.
+pub fn pod_start_times<'a>(
+    snapshot: &Snapshot,
+    pod_of: impl Fn(&Identity) -> Option<&'a PodInfo>,
+) -> BTreeMap<PodLabels, f64> {
+    snapshot
+        .workloads
+        .keys()
+        .filter_map(|identity| {
+            let started = pod_of(identity)?.started_at()?;
+            Some((PodLabels::from(identity), profile::unix_seconds(started)))
+        })
+        .collect()
+}
+
 fn merge_dns(into: &mut DnsStats, from: &dns::OwnerDns) {
     for (qtype, n) in &from.queries {
         into.add_queries(qtype.clone(), *n);
@@ -173,15 +273,86 @@ fn merge_dns(into: &mut DnsStats, from: &dns::OwnerDns) {
     });
 }
 
+/// The cluster's endpoint watches, applied to the kernel's table as they change.
+#[derive(Debug)]
+pub struct Discovery {
+    apiserver: Option<watch::Receiver<Endpoints>>,
+    dns: Option<watch::Receiver<Endpoints>>,
+    apiserver_table: Discovered,
+    dns_table: Discovered,
+}
+
+impl Discovery {
+    /// Follows `apiserver` and `dns`; `fixed_*` are the endpoints from flags, already
+    /// in the table.
+    pub fn new(
+        apiserver: watch::Receiver<Endpoints>,
+        dns: watch::Receiver<Endpoints>,
+        fixed_apiservers: impl IntoIterator<Item = std::net::SocketAddr>,
+        fixed_dns: impl IntoIterator<Item = std::net::SocketAddr>,
+    ) -> Self {
+        Self {
+            apiserver: Some(apiserver),
+            dns: Some(dns),
+            apiserver_table: Discovered::new(EndpointKind::ApiServer, fixed_apiservers),
+            dns_table: Discovered::new(EndpointKind::Dns, fixed_dns),
+        }
+    }
+
+    /// Puts what the watches say now into the kernel's table. An address both lists
+    /// name is measured as the API server.
+    pub fn apply(&mut self, probes: &mut Probes) -> Result<()> {
+        if let Some(rx) = &mut self.apiserver {
+            let wanted = rx.borrow_and_update().clone();
+            let taken = self.dns_table.all();
+            self.apiserver_table.apply(probes, &wanted, &taken)?;
+        }
+        if let Some(rx) = &mut self.dns {
+            let wanted = rx.borrow_and_update().clone();
+            let taken = self.apiserver_table.all();
+            self.dns_table.apply(probes, &wanted, &taken)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for either watch to change; `false` once both have ended.
+    async fn changed(&mut self) -> bool {
+        loop {
+            let (api, dns) = (self.apiserver.as_mut(), self.dns.as_mut());
+            let (api_ended, dns_ended) = match (api, dns) {
+                (None, None) => return false,
+                (Some(a), None) => (a.changed().await.is_err(), false),
+                (None, Some(d)) => (false, d.changed().await.is_err()),
+                (Some(a), Some(d)) => tokio::select! {
+                    r = a.changed() => (r.is_err(), false),
+                    r = d.changed() => (false, r.is_err()),
+                },
+            };
+            if api_ended {
+                self.apiserver = None;
+            } else if dns_ended {
+                self.dns = None;
+            } else {
+                return true;
+            }
+        }
+    }
+}
+
 /// Runs until `shutdown` completes: reads events as they arrive and publishes a snapshot
-/// every [`PUBLISH_EVERY`]. Calls `beat` after each publish (readiness).
+/// every [`PUBLISH_EVERY`]. Calls `beat` after each publish (readiness). With
+/// `discovery`, endpoint changes go into the kernel's table as they come.
 pub async fn run(
     agent: &mut Agent,
     reader: &mut EventReader,
     snapshot: &SharedSnapshot,
+    mut discovery: Option<Discovery>,
     beat: impl Fn(),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    if let Some(d) = &mut discovery {
+        d.apply(agent.probes_mut())?;
+    }
     tokio::pin!(shutdown);
     let mut ticker = tokio::time::interval(PUBLISH_EVERY);
     let mut drain = tokio::time::interval(DRAIN_EVERY);
@@ -197,6 +368,22 @@ pub async fn run(
             }
             batch = reader.next_batch(|ev| agent.handle(ev)) => {
                 batch.map_err(|source| crate::error::Error::Read { path: "events ring buffer".into(), source })?;
+            }
+            alive = async {
+                match discovery.as_mut() {
+                    Some(d) => d.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match discovery.as_mut() {
+                    // A full table or a map error: keep measuring what is there.
+                    Some(d) if alive => {
+                        if let Err(e) = d.apply(agent.probes_mut()) {
+                            eprintln!("headroom-collector: warning: updating endpoints: {e}");
+                        }
+                    }
+                    _ => discovery = None,
+                }
             }
             _ = ticker.tick() => {
                 snapshot.publish(agent.snapshot(monotonic_ns())?);
@@ -217,80 +404,6 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Names a (cgroup, process) without a cluster: node services by their systemd unit,
-/// other cgroups by their name, processes in the root cgroup or a session scope by
-/// their command name. (In a cluster, pods are named from the pod watch instead.)
-#[derive(Debug)]
-pub struct Names {
-    root: PathBuf,
-    paths: HashMap<u64, Option<String>>,
-    comms: HashMap<u32, String>,
-}
-
-/// Bound on remembered process names; cleared when reached (they are re-learnt).
-const MAX_COMMS: usize = 4096;
-
-impl Names {
-    pub fn new(root: &Path) -> Self {
-        Self {
-            root: root.into(),
-            paths: HashMap::new(),
-            comms: HashMap::new(),
-        }
-    }
-
-    /// Remembers the name of process `tgid`. The kernel's comm is the connecting
-    /// *thread's* (dig connects from `isc-net-0000`), so the process's own name from
-    /// /proc wins while the process is alive.
-    pub fn learn_comm(&mut self, tgid: u32, comm: &[u8; 16]) {
-        if tgid == 0 || self.comms.contains_key(&tgid) {
-            return;
-        }
-        let from_proc = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-            .ok()
-            .map(|c| c.trim_end().to_string())
-            .filter(|c| !c.is_empty());
-        let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-        let name = match from_proc {
-            Some(name) => name,
-            None if len > 0 => String::from_utf8_lossy(&comm[..len]).into_owned(),
-            None => return,
-        };
-        if self.comms.len() >= MAX_COMMS {
-            self.comms.clear();
-        }
-        self.comms.insert(tgid, name);
-    }
-
-    pub fn identity(&mut self, cgroup_id: u64, tgid: u32) -> Identity {
-        let root = &self.root;
-        let path = self
-            .paths
-            .entry(cgroup_id)
-            .or_insert_with(|| cgroup::path_of(root, cgroup_id).map(|p| p.display().to_string()))
-            .clone();
-        let comm = self.comms.get(&tgid).cloned();
-        node_identity(path.as_deref(), comm.as_deref(), cgroup_id)
-    }
-}
-
-/// The identity of a node process from its cgroup path (relative to the root, starting
-/// with `/`) and command name.
-pub fn node_identity(path: Option<&str>, comm: Option<&str>, cgroup_id: u64) -> Identity {
-    let leaf = path.and_then(|p| p.rsplit('/').find(|s| !s.is_empty()));
-    let name = match leaf {
-        Some(unit) if unit.ends_with(".service") => unit.trim_end_matches(".service").to_string(),
-        Some(scope) if scope.ends_with(".scope") => comm.unwrap_or(scope).to_string(),
-        Some(group) => group.to_string(),
-        None => match (path, comm) {
-            (Some(_), Some(comm)) => comm.to_string(), // the root cgroup
-            (Some(_), None) => "unknown".into(),
-            (None, _) => format!("cgroup-{cgroup_id}"), // gone before it was named
-        },
-    };
-    Identity::node_process(name)
-}
-
 /// How the snapshot names traffic per kind, for the readable table.
 pub fn by_identity(snapshot: &Snapshot) -> BTreeMap<&Identity, (u64, u64, u64)> {
     snapshot
@@ -305,48 +418,4 @@ pub fn by_identity(snapshot: &Snapshot) -> BTreeMap<&Identity, (u64, u64, u64)> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_node_processes() {
-        let name = |path: Option<&str>, comm| node_identity(path, comm, 7).workload;
-        assert_eq!(
-            name(Some("/system.slice/kubelet.service"), Some("kubelet")),
-            "kubelet"
-        );
-        assert_eq!(
-            name(Some("/user.slice/session-3.scope"), Some("curl")),
-            "curl"
-        );
-        assert_eq!(
-            name(Some("/headroom-demo-agent"), Some("bash")),
-            "headroom-demo-agent"
-        );
-        assert_eq!(name(Some("/"), Some("coredns")), "coredns");
-        assert_eq!(name(None, Some("x")), "cgroup-7");
-        assert_eq!(node_identity(Some("/"), None, 1).workload_kind, "node");
-    }
-
-    #[test]
-    fn remembers_comms_until_the_bound() {
-        let mut names = Names::new(Path::new("/nonexistent"));
-        // No such process: the kernel's name is used.
-        names.learn_comm(u32::MAX - 1, b"kubectl\0\0\0\0\0\0\0\0\0");
-        assert_eq!(
-            names.comms.get(&(u32::MAX - 1)).map(String::as_str),
-            Some("kubectl")
-        );
-        // A live process: its own name wins over a thread's.
-        names.learn_comm(std::process::id(), b"worker-thread\0\0\0");
-        let own = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
-        assert_eq!(
-            names.comms.get(&std::process::id()).map(String::as_str),
-            Some(own.trim_end())
-        );
-        for tgid in 10..(10 + MAX_COMMS as u32) {
-            names.learn_comm(tgid, b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
-        }
-        assert!(names.comms.len() <= MAX_COMMS);
-    }
-}
+mod tests;

@@ -47,6 +47,9 @@ pub struct Config {
     pub dns_top_k: usize,
     /// /readyz fails when the event loop has not run for this long.
     pub readiness_timeout: Duration,
+    /// Ignore the cluster even inside a pod: endpoints from flags only, cgroups named
+    /// from their paths.
+    pub standalone: bool,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             series_grace_period: Duration::from_secs(5 * 60),
             dns_top_k: 20,
             readiness_timeout: Duration::from_secs(30),
+            standalone: false,
         }
     }
 }
@@ -106,6 +110,10 @@ pub struct Args {
     /// /readyz fails when the event loop has not run for this long [default: 30s].
     #[arg(long, env = "HEADROOM_READINESS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub readiness_timeout: Option<Duration>,
+    /// Do not use the cluster even inside a pod (no pod watch, no discovery): endpoints
+    /// from flags only [default: in a cluster when KUBERNETES_SERVICE_HOST is set].
+    #[arg(long, env = "HEADROOM_STANDALONE")]
+    pub standalone: bool,
 }
 
 /// The file's shape: camelCase keys as in Kubernetes objects; unknown keys are errors
@@ -122,6 +130,7 @@ struct File {
     series_grace_period: Option<String>,
     dns_top_k: Option<usize>,
     readiness_timeout: Option<String>,
+    standalone: Option<bool>,
 }
 
 /// A field's name in the file and on the command line, for error messages.
@@ -245,6 +254,9 @@ impl Config {
             self.readiness_timeout =
                 parse_duration(&value).map_err(|e| invalid(READINESS_TIMEOUT, e))?;
         }
+        if let Some(value) = file.standalone {
+            self.standalone = value;
+        }
         Ok(())
     }
 
@@ -273,6 +285,9 @@ impl Config {
         }
         if let Some(value) = args.readiness_timeout {
             self.readiness_timeout = value;
+        }
+        if args.standalone {
+            self.standalone = true;
         }
     }
 

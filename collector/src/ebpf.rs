@@ -115,6 +115,41 @@ impl Probes {
             .map_err(|source| Error::Map { name, source })
     }
 
+    /// Stops measuring an endpoint: removes its entry, then clears its port's bit
+    /// unless another endpoint still uses that port. Removing one that is not there
+    /// is not an error.
+    pub fn remove_endpoint(&mut self, key: EndpointKey) -> Result<()> {
+        let name = map::ENDPOINTS;
+        let mut endpoints: HashMap<&mut MapData, EndpointKey, EndpointValue> =
+            HashMap::try_from(self.ebpf.map_mut(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
+        match endpoints.remove(&key) {
+            Ok(()) => {}
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(source) => return Err(Error::Map { name, source }),
+        }
+        let mut port_in_use = false;
+        for other in endpoints.keys() {
+            let other = other.map_err(|source| Error::Map { name, source })?;
+            port_in_use |= other.port == key.port;
+        }
+        if port_in_use {
+            return Ok(());
+        }
+        let name = map::PORTS;
+        let mut ports: Array<&mut MapData, u64> =
+            Array::try_from(self.ebpf.map_mut(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
+        let word = u32::from(key.port >> 6);
+        let bits = ports
+            .get(&word, 0)
+            .map_err(|source| Error::Map { name, source })?;
+        ports
+            .set(word, bits & !(1u64 << (key.port & 63)), 0)
+            .map_err(|source| Error::Map { name, source })
+    }
+
     /// Takes the events ring buffer (once) for a reader task.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let name = map::EVENTS;

@@ -3,13 +3,16 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::Parser;
 use collector::{
-    agent::{self, Agent},
+    agent::{self, Agent, Discovery},
     cgroup,
+    cluster::{self, Cluster, ClusterConfig, Mode},
     config::{Args, Config},
     dns::DnsConfig,
     ebpf::Probes,
     metrics::{Metrics, SharedSnapshot, bpf_stats},
-    preflight, report,
+    preflight,
+    profile::{self, ProfileStore, SharedProfiles, StoreConfig},
+    report,
     server::{self, AppState, Readiness},
 };
 
@@ -32,6 +35,13 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli.config)?;
+    let mode = cluster::mode(
+        |name| match name {
+            cluster::NODE_NAME_ENV => config.node_name.clone(),
+            _ => std::env::var(name).ok(),
+        },
+        config.standalone,
+    )?;
     let checked = preflight::preflight(&config)?;
     let mut probes =
         Probes::attach(&checked.cgroup_root).context("starting the kernel programs")?;
@@ -48,7 +58,38 @@ async fn main() -> anyhow::Result<()> {
         top_names: config.dns_top_k,
         ..DnsConfig::default()
     };
-    let mut agent = Agent::new(probes, dns)?;
+    // In a cluster: this node's pods name the cgroups and discovered endpoints join
+    // the flags' ones live. Standalone: the flags' endpoints, as put in above.
+    let (cluster, discovery, node) = match mode {
+        Mode::InCluster { service, node } => {
+            let cluster = Cluster::in_cluster(ClusterConfig {
+                gone_grace: config.series_grace_period,
+                ..ClusterConfig::new(node.clone(), service)
+            })?;
+            let discovery = Discovery::new(
+                cluster.apiserver_endpoints(),
+                cluster.dns_servers(),
+                config.apiservers.iter().copied(),
+                config.dns_servers.iter().copied(),
+            );
+            (cluster, Some(discovery), node)
+        }
+        Mode::Standalone => {
+            let cluster = Cluster::standalone(
+                config.apiservers.iter().copied().collect(),
+                config.dns_servers.iter().copied().collect(),
+            );
+            let node = config.node_name.clone().unwrap_or_else(hostname);
+            (cluster, None, node)
+        }
+    };
+    let profiles = SharedProfiles::new(
+        ProfileStore::new(StoreConfig::default(), profile::now()),
+        &node,
+    );
+    let mut agent = Agent::new(probes, dns)?
+        .with_pods(cluster.pods().clone())
+        .with_profiles(profiles.clone());
     let mut reader = agent.event_reader()?;
     let snapshot = SharedSnapshot::default();
     let readiness = Readiness::new(config.readiness_timeout);
@@ -56,14 +97,20 @@ async fn main() -> anyhow::Result<()> {
     let app = server::router(AppState {
         metrics: Arc::new(Metrics::new(snapshot.clone())),
         readiness: readiness.clone(),
-    });
+    })
+    .merge(profile::router(profiles));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(server::serve(checked.listener, app, async {
         let _ = http_stopped.await;
     }));
     eprintln!(
-        "headroom-collector: measuring from cgroup root {}, serving http://{}/metrics",
+        "headroom-collector: measuring from cgroup root {} ({}), serving http://{}/metrics and /profiles",
         checked.cgroup_root.display(),
+        if discovery.is_some() {
+            "in cluster"
+        } else {
+            "standalone"
+        },
         config.listen
     );
 
@@ -87,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
         &mut agent,
         &mut reader,
         &snapshot,
+        discovery,
         || readiness.beat(),
         shutdown,
     )
@@ -99,7 +147,15 @@ async fn main() -> anyhow::Result<()> {
     }
     // Dropping the agent drops the probes, which detaches every program.
     drop(agent);
+    drop(cluster);
     Ok(())
+}
+
+/// The node's name without a cluster or `--node-name`: the host name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn print_table(probes: &Probes) -> anyhow::Result<()> {

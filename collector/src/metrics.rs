@@ -15,7 +15,8 @@ use prometheus_client::registry::Registry;
 
 pub use self::snapshot::{
     ApiServerStats, CollectorStats, DNS_DURATION_BOUNDS, DnsStats, DurationHistogram, Identity,
-    MapFill, NODE_WORKLOAD_KIND, ProgramRuns, SharedSnapshot, Snapshot, WorkloadStats, drop_reason,
+    MapFill, NODE_WORKLOAD_KIND, PodLabels, ProgramRuns, SharedSnapshot, Snapshot, WorkloadStats,
+    drop_reason,
 };
 
 /// Every metric name starts with this (and `_`).

@@ -40,6 +40,7 @@ fn defaults() {
     assert_eq!(config.readiness_timeout, Duration::from_secs(30));
     assert!(config.apiservers.is_empty() && config.dns_servers.is_empty());
     assert_eq!(config.cgroup_root, None);
+    assert!(!config.standalone);
     config.validate().expect("the default is valid");
     assert_eq!(load("", &[]).expect("empty file"), config);
 }
@@ -54,6 +55,7 @@ nodeName: node-a
 seriesGracePeriod: 10m
 dnsTopK: 50
 readinessTimeout: 1m30s
+standalone: true
 ";
 
 #[test]
@@ -70,6 +72,7 @@ fn file_sets_every_field() {
             series_grace_period: Duration::from_secs(600),
             dns_top_k: 50,
             readiness_timeout: Duration::from_secs(90),
+            standalone: true,
         }
     );
 }
@@ -100,6 +103,7 @@ fn flags_override_the_file_and_lists_replace() {
     // Not given as flags: the file's values stay.
     assert_eq!(config.dns_servers, vec![addr("10.96.0.10:53")]);
     assert_eq!(config.readiness_timeout, Duration::from_secs(90));
+    assert!(load("", &["--standalone"]).expect("valid").standalone);
 }
 
 #[test]

@@ -10,7 +10,9 @@ use prometheus_client::{
     registry::Unit,
 };
 
-use super::snapshot::{ApiServerStats, DnsStats, DurationHistogram, Identity, SharedSnapshot};
+use super::snapshot::{
+    ApiServerStats, DnsStats, DurationHistogram, Identity, PodLabels, SharedSnapshot,
+};
 
 /// Per-identity series with a DNS query type.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -170,6 +172,11 @@ const DNS_QUERY_DURATION: Family = Family::with_unit(
     "Time from a DNS query to its response.",
     Unit::Seconds,
 );
+const POD_START_TIME: Family = Family::with_unit(
+    "pod_start_time",
+    "Unix time the pod's first container started.",
+    Unit::Seconds,
+);
 const EVENTS_LOST: Family = Family::new(
     "collector_events_lost",
     "Kernel events that never reached the collector's event loop.",
@@ -269,6 +276,13 @@ impl Collector for SnapshotCollector {
             .map(|(id, d)| ((*id).clone(), ConstHistogram(&d.duration)))
             .collect();
         DNS_QUERY_DURATION.encode(&mut encoder, &durations)?;
+
+        let starts: Vec<(PodLabels, ConstGauge<f64>)> = snapshot
+            .pod_start_times
+            .iter()
+            .map(|(pod, &at)| (pod.clone(), ConstGauge::new(at)))
+            .collect();
+        POD_START_TIME.encode(&mut encoder, &starts)?;
 
         let own = &snapshot.collector;
         EVENTS_LOST.encode_single(&mut encoder, ConstCounter::new(own.events_lost))?;

@@ -55,11 +55,34 @@ impl Identity {
     }
 }
 
+/// The labels of a per-pod series: an [`Identity`] without the container.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+pub struct PodLabels {
+    pub namespace: String,
+    pub workload_kind: String,
+    pub workload: String,
+    pub pod: String,
+}
+
+impl From<&Identity> for PodLabels {
+    fn from(id: &Identity) -> Self {
+        Self {
+            namespace: id.namespace.clone(),
+            workload_kind: id.workload_kind.clone(),
+            workload: id.workload.clone(),
+            pod: id.pod.clone(),
+        }
+    }
+}
+
 /// Everything one scrape shows. Series of a gone pod disappear by not being here; the
 /// wiring applies the grace period before it leaves an identity out.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub workloads: BTreeMap<Identity, WorkloadStats>,
+    /// Unix time (seconds) each measured pod's first container started, for the
+    /// recording rules' startup figures.
+    pub pod_start_times: BTreeMap<PodLabels, f64>,
     pub collector: CollectorStats,
 }
 

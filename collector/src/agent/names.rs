@@ -1,0 +1,185 @@
+//! Naming a (cgroup, process): a pod's container from the node's pod cache when the
+//! cgroup is a pod's, else a node process by its systemd unit, cgroup or command name.
+//! Names are worked out again every tick, so a pod whose first traffic came before its
+//! Pod object gets its name as soon as the watch delivers it.
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    cgroup,
+    identity::{self, CgroupOwner, PodIndex, PodInfo, cgroup_path},
+    metrics::Identity,
+};
+
+/// Bound on remembered process names; cleared when reached (they are re-learnt).
+pub const MAX_COMMS: usize = 4096;
+
+/// Who a cgroup's traffic belongs to at one tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    pub identity: Identity,
+    /// The uid of its pod when the pod cache knows the pod.
+    pub pod_uid: Option<String>,
+}
+
+/// Names cgroups and remembers what it needs to: cgroup paths (read once per cgroup,
+/// since a removed cgroup has none), process names, and the cgroups whose pod is gone
+/// past its grace period.
+#[derive(Debug)]
+pub struct Names {
+    root: PathBuf,
+    paths: HashMap<u64, Option<String>>,
+    pub(super) comms: HashMap<u32, String>,
+    dropped: HashSet<u64>,
+}
+
+impl Names {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.into(),
+            paths: HashMap::new(),
+            comms: HashMap::new(),
+            dropped: HashSet::new(),
+        }
+    }
+
+    /// Remembers the name of process `tgid`. The kernel's comm is the connecting
+    /// *thread's* (dig connects from `isc-net-0000`), so the process's own name from
+    /// /proc wins while the process is alive.
+    pub fn learn_comm(&mut self, tgid: u32, comm: &[u8; 16]) {
+        if tgid == 0 || self.comms.contains_key(&tgid) {
+            return;
+        }
+        let from_proc = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+            .ok()
+            .map(|c| c.trim_end().to_string())
+            .filter(|c| !c.is_empty());
+        let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        let name = match from_proc {
+            Some(name) => name,
+            None if len > 0 => String::from_utf8_lossy(&comm[..len]).into_owned(),
+            None => return,
+        };
+        if self.comms.len() >= MAX_COMMS {
+            self.comms.clear();
+        }
+        self.comms.insert(tgid, name);
+    }
+
+    /// Remembers the path of a cgroup (for tests and callers that know it already).
+    pub fn learn_path(&mut self, cgroup_id: u64, path: Option<String>) {
+        self.paths.insert(cgroup_id, path);
+    }
+
+    fn path(&mut self, cgroup_id: u64) -> Option<&str> {
+        let root = &self.root;
+        self.paths
+            .entry(cgroup_id)
+            .or_insert_with(|| cgroup::path_of(root, cgroup_id).map(|p| p.display().to_string()))
+            .as_deref()
+    }
+
+    /// Names `(cgroup_id, tgid)` with `pods` as they are now.
+    pub fn name(&mut self, cgroup_id: u64, tgid: u32, pods: &PodIndex) -> Named {
+        let comm = self.comms.get(&tgid).cloned();
+        let path = self.path(cgroup_id).map(str::to_owned);
+        name(path.as_deref(), comm.as_deref(), cgroup_id, pods)
+    }
+
+    /// The identity of `(cgroup_id, tgid)`; see [`Names::name`].
+    pub fn identity(&mut self, cgroup_id: u64, tgid: u32, pods: &PodIndex) -> Identity {
+        self.name(cgroup_id, tgid, pods).identity
+    }
+
+    /// Whether the series of `cgroup_id` were dropped (its pod is gone past the grace).
+    pub fn is_dropped(&self, cgroup_id: u64) -> bool {
+        self.dropped.contains(&cgroup_id)
+    }
+
+    /// Drops the series of the cgroups of `gone` pods (swept from the pod cache after
+    /// their grace period) from now on; returns those cgroups, newly dropped.
+    pub fn drop_pods(&mut self, gone: &[PodInfo]) -> Vec<u64> {
+        let known = self
+            .paths
+            .iter()
+            .filter_map(|(&id, path)| Some((id, path.as_deref()?)));
+        let cgroups = cgroups_of_pods(known, gone);
+        cgroups
+            .into_iter()
+            .filter(|&id| self.dropped.insert(id))
+            .collect()
+    }
+}
+
+/// Names a cgroup at `path` (relative to the cgroup root; `None` when it was gone
+/// before it could be read). A pod's cgroup is named from `pods` (degrading to the
+/// pod uid while its Pod object is unknown); anything else is a node process.
+pub fn name(path: Option<&str>, comm: Option<&str>, cgroup_id: u64, pods: &PodIndex) -> Named {
+    if let Some(owner) = path.map(cgroup_path::parse)
+        && pod_uid(&owner).is_some()
+    {
+        return Named {
+            identity: identity::identify(&owner, comm.unwrap_or_default(), pods),
+            pod_uid: identity::pod_of(&owner, pods).map(|p| p.uid.clone()),
+        };
+    }
+    Named {
+        identity: node_identity(path, comm, cgroup_id),
+        pod_uid: None,
+    }
+}
+
+/// The pod a cgroup path places its owner in, if any.
+fn pod_uid(owner: &CgroupOwner) -> Option<&str> {
+    match owner {
+        CgroupOwner::Container { pod_uid, .. } => pod_uid.as_deref(),
+        CgroupOwner::Pod { uid, .. } => Some(uid),
+        CgroupOwner::Node { .. } => None,
+    }
+}
+
+/// Which of the cgroups (id, path) belong to one of the `gone` pods: by the pod uid in
+/// the path, or by a container id the pod reported.
+pub fn cgroups_of_pods<'a>(
+    cgroups: impl IntoIterator<Item = (u64, &'a str)>,
+    gone: &[PodInfo],
+) -> Vec<u64> {
+    if gone.is_empty() {
+        return Vec::new();
+    }
+    let uids: HashSet<&str> = gone.iter().map(|p| p.uid.as_str()).collect();
+    let containers: HashSet<&str> = gone
+        .iter()
+        .flat_map(|p| p.containers.iter().filter_map(|c| c.id.as_deref()))
+        .collect();
+    let mut ids: Vec<u64> = cgroups
+        .into_iter()
+        .filter(|(_, path)| {
+            let owner = cgroup_path::parse(path);
+            let by_container = matches!(&owner, CgroupOwner::Container { id, .. } if containers.contains(id.as_str()));
+            by_container || pod_uid(&owner).is_some_and(|uid| uids.contains(uid))
+        })
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The identity of a node process from its cgroup path (relative to the root, starting
+/// with `/`) and command name.
+pub fn node_identity(path: Option<&str>, comm: Option<&str>, cgroup_id: u64) -> Identity {
+    let leaf = path.and_then(|p| p.rsplit('/').find(|s| !s.is_empty()));
+    let name = match leaf {
+        Some(unit) if unit.ends_with(".service") => unit.trim_end_matches(".service").to_string(),
+        Some(scope) if scope.ends_with(".scope") => comm.unwrap_or(scope).to_string(),
+        Some(group) => group.to_string(),
+        None => match (path, comm) {
+            (Some(_), Some(comm)) => comm.to_string(), // the root cgroup
+            (Some(_), None) => "unknown".into(),
+            (None, _) => format!("cgroup-{cgroup_id}"), // gone before it was named
+        },
+    };
+    Identity::node_process(name)
+}

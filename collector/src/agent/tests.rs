@@ -1,0 +1,247 @@
+use std::{collections::BTreeSet, net::SocketAddr, path::Path};
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::{endpoints::diff, names::cgroups_of_pods, *};
+use crate::identity::{ContainerInfo, PodIndex, Workload};
+
+const UID: &str = "6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+const OTHER_UID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+
+fn cid(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+/// The systemd driver's path of container `id` of pod `uid` under containerd.
+fn container_path(uid: &str, id: &str) -> String {
+    let uid = uid.replace('-', "_");
+    format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/cri-containerd-{id}.scope"
+    )
+}
+
+fn web_pod(uid: &str, name: &str, container: u8) -> PodInfo {
+    PodInfo {
+        uid: uid.into(),
+        namespace: "shop".into(),
+        name: name.into(),
+        node: "node-a".into(),
+        workload: Workload {
+            kind: "Deployment".into(),
+            name: "web".into(),
+        },
+        host_network: false,
+        start_time: Some("2026-01-01T00:00:00Z".parse().expect("time")),
+        containers: vec![ContainerInfo {
+            name: "app".into(),
+            image: "nginx:1.27".into(),
+            id: Some(cid(container)),
+            started_at: Some("2026-01-01T00:00:05Z".parse().expect("time")),
+            init: false,
+        }],
+    }
+}
+
+#[test]
+fn names_node_processes() {
+    let name = |path: Option<&str>, comm| node_identity(path, comm, 7).workload;
+    assert_eq!(
+        name(Some("/system.slice/kubelet.service"), Some("kubelet")),
+        "kubelet"
+    );
+    assert_eq!(
+        name(Some("/user.slice/session-3.scope"), Some("curl")),
+        "curl"
+    );
+    assert_eq!(
+        name(Some("/headroom-demo-agent"), Some("bash")),
+        "headroom-demo-agent"
+    );
+    assert_eq!(name(Some("/"), Some("coredns")), "coredns");
+    assert_eq!(name(None, Some("x")), "cgroup-7");
+    assert_eq!(node_identity(Some("/"), None, 1).workload_kind, "node");
+}
+
+#[test]
+fn remembers_comms_until_the_bound() {
+    let mut names = Names::new(Path::new("/nonexistent"));
+    // No such process: the kernel's name is used.
+    names.learn_comm(u32::MAX - 1, b"kubectl\0\0\0\0\0\0\0\0\0");
+    assert_eq!(
+        names.comms.get(&(u32::MAX - 1)).map(String::as_str),
+        Some("kubectl")
+    );
+    // A live process: its own name wins over a thread's.
+    names.learn_comm(std::process::id(), b"worker-thread\0\0\0");
+    let own = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    assert_eq!(
+        names.comms.get(&std::process::id()).map(String::as_str),
+        Some(own.trim_end())
+    );
+    for tgid in 10..(10 + names::MAX_COMMS as u32) {
+        names.learn_comm(tgid, b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    }
+    assert!(names.comms.len() <= names::MAX_COMMS);
+}
+
+#[test]
+fn a_pods_cgroup_is_renamed_once_its_pod_object_arrives() {
+    let mut names = Names::new(Path::new("/nonexistent"));
+    names.learn_path(42, Some(container_path(UID, &cid(1))));
+    let mut pods = PodIndex::default();
+    // First traffic before the watch delivered the pod: the uid and short id.
+    assert_eq!(
+        names.name(42, 100, &pods),
+        Named {
+            identity: Identity::container("", "unknown", "", UID, &cid(1)[..12]),
+            pod_uid: None,
+        }
+    );
+    pods.upsert(web_pod(UID, "web-7d9f-abcde", 1));
+    assert_eq!(
+        names.name(42, 100, &pods),
+        Named {
+            identity: Identity::container("shop", "Deployment", "web", "web-7d9f-abcde", "app"),
+            pod_uid: Some(UID.into()),
+        }
+    );
+}
+
+#[test]
+fn cgroups_outside_pods_keep_the_node_naming() {
+    let pods = PodIndex::default();
+    let named = |path: &str, comm| names::name(Some(path), comm, 9, &pods);
+    assert_eq!(
+        named("/headroom-demo-chatty-agent", Some("bash")).identity,
+        Identity::node_process("headroom-demo-chatty-agent")
+    );
+    assert_eq!(
+        named("/system.slice/kubelet.service", Some("kubelet")).identity,
+        Identity::node_process("kubelet")
+    );
+    // Plain Docker: a container, but no pod.
+    let docker = format!("/system.slice/docker-{}.scope", cid(3));
+    assert_eq!(named(&docker, Some("redis")).pod_uid, None);
+    assert_eq!(named(&docker, Some("redis")).identity.workload_kind, "node");
+}
+
+#[test]
+fn gone_pods_drop_their_cgroups_once() {
+    let gone = web_pod(UID, "web-old", 1);
+    let pod_slice = format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+        UID.replace('-', "_")
+    );
+    let paths = [
+        (1, container_path(UID, &cid(1))),
+        (2, pod_slice),
+        (3, container_path(OTHER_UID, &cid(2))),
+        (4, "/system.slice/kubelet.service".to_string()),
+    ];
+    let found = cgroups_of_pods(
+        paths.iter().map(|(id, p)| (*id, p.as_str())),
+        std::slice::from_ref(&gone),
+    );
+    assert_eq!(found, [1, 2]);
+
+    let mut names = Names::new(Path::new("/nonexistent"));
+    for (id, path) in &paths {
+        names.learn_path(*id, Some(path.clone()));
+    }
+    names.learn_path(5, None);
+    assert!(names.drop_pods(&[]).is_empty());
+    assert_eq!(names.drop_pods(std::slice::from_ref(&gone)), [1, 2]);
+    assert!(names.is_dropped(1) && names.is_dropped(2));
+    assert!(!names.is_dropped(3) && !names.is_dropped(4) && !names.is_dropped(5));
+    // Already dropped: nothing new to forget.
+    assert!(names.drop_pods(&[gone]).is_empty());
+}
+
+#[test]
+fn endpoint_diff_adds_new_removes_gone_and_leaves_flags_alone() {
+    let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+    let current: Endpoints = [addr("10.0.0.1:6443"), addr("10.0.0.2:6443")].into();
+    let wanted: Endpoints = [
+        addr("10.0.0.2:6443"),
+        addr("10.0.0.3:6443"),
+        addr("10.96.0.1:443"),
+    ]
+    .into();
+    let fixed: BTreeSet<SocketAddr> = [addr("10.96.0.1:443")].into();
+    assert_eq!(
+        diff(&current, &wanted, &fixed),
+        endpoints::Diff {
+            add: vec![addr("10.0.0.3:6443")],
+            remove: vec![addr("10.0.0.1:6443")],
+        }
+    );
+    // A flag endpoint the watch no longer lists stays.
+    let with_fixed: Endpoints = [addr("10.96.0.1:443")].into();
+    assert_eq!(
+        diff(&with_fixed, &Endpoints::new(), &fixed),
+        endpoints::Diff::default()
+    );
+    assert_eq!(diff(&wanted, &wanted, &fixed), endpoints::Diff::default());
+}
+
+#[tokio::test]
+async fn discovery_wakes_on_changes_and_ends_with_its_watches() {
+    let (api_tx, api_rx) = watch::channel(Endpoints::new());
+    let (dns_tx, dns_rx) = watch::channel(Endpoints::new());
+    let mut discovery = Discovery::new(api_rx, dns_rx, [], []);
+    dns_tx.send_modify(|e| {
+        e.insert("10.96.0.10:53".parse().expect("addr"));
+    });
+    assert!(discovery.changed().await);
+    drop(api_tx);
+    drop(dns_tx);
+    // The DNS change above was not read yet: it is still reported once.
+    let mut rounds = 0;
+    while discovery.changed().await {
+        discovery.dns.as_mut().map(|rx| rx.borrow_and_update());
+        rounds += 1;
+        assert!(
+            rounds < 3,
+            "changed() kept reporting after both watches ended"
+        );
+    }
+}
+
+#[test]
+fn profile_rows_and_start_times_come_from_the_pod() {
+    let pod = web_pod(UID, "web-7d9f-abcde", 1);
+    let app = Identity::container("shop", "Deployment", "web", "web-7d9f-abcde", "app");
+    let node = Identity::node_process("kubelet");
+    let mut snap = Snapshot::default();
+    *snap.workload(app.clone()).apiserver() = crate::metrics::ApiServerStats {
+        requests: 10,
+        connections: 2,
+        received_bytes: 4096,
+        ..Default::default()
+    };
+    snap.workload(app.clone())
+        .dns()
+        .add_queries("A", 3)
+        .add_queries("AAAA", 4);
+    snap.workload(node.clone()).apiserver().requests = 5;
+    let pod_of = |id: &Identity| (*id == app).then_some(&pod);
+
+    let rows = profile_rows(&snap, pod_of);
+    assert_eq!(
+        rows,
+        [
+            Row::new(node, [5, 0, 0, 0], None),
+            Row::new(app.clone(), [10, 4096, 2, 7], Some(&pod)),
+        ]
+    );
+    assert_eq!(rows[1].image, "nginx:1.27");
+
+    let started: Timestamp = "2026-01-01T00:00:05Z".parse().expect("time");
+    assert_eq!(
+        pod_start_times(&snap, pod_of),
+        BTreeMap::from([(
+            PodLabels::from(&app),
+            started.as_millisecond() as f64 / 1000.0
+        )])
+    );
+}
