@@ -67,7 +67,7 @@ mod fixture;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use collector_ebpf::{EndpointKind, event};
 pub use connection::Protocol;
@@ -131,6 +131,8 @@ pub struct Stats {
     pub desyncs: u64,
     /// Request estimates dropped because nobody drained them.
     pub dropped_estimates: u64,
+    /// Segments that arrived after their connection's Close (ignored).
+    pub late_segments: u64,
 }
 
 /// Tuning and bounds. The defaults suit a node talking to one API server.
@@ -184,8 +186,16 @@ pub struct Estimator {
     recency: BTreeSet<(u64, u64)>,
     owners: HashMap<Owner, OwnerTotals>,
     estimates: VecDeque<RequestEstimate>,
+    /// Cookies of connections closed lately, oldest first. Events from several CPUs can
+    /// reach the ring buffer out of order, so a connection's last segment may come after
+    /// its Close; it must not open the connection again. Socket cookies are never reused.
+    closed: VecDeque<u64>,
+    closed_set: HashSet<u64>,
     stats: Stats,
 }
+
+/// Closed connections remembered to recognise their late segments.
+const REMEMBER_CLOSED: usize = 4096;
 
 impl Estimator {
     pub fn new(config: EstimatorConfig) -> Self {
@@ -195,6 +205,8 @@ impl Estimator {
             recency: BTreeSet::new(),
             owners: HashMap::new(),
             estimates: VecDeque::new(),
+            closed: VecDeque::new(),
+            closed_set: HashSet::new(),
             stats: Stats::default(),
         }
     }
@@ -228,6 +240,11 @@ impl Estimator {
         }
         let h = &ev.header;
         if !self.connections.contains_key(&h.cookie) {
+            if self.closed_set.contains(&h.cookie) {
+                // The tail of a connection already closed (see `closed`).
+                self.stats.late_segments += 1;
+                return;
+            }
             // Opened before we started, or its Connect was lost: the header names the owner.
             let owner = Owner {
                 cgroup_id: h.cgroup_id,
@@ -264,7 +281,16 @@ impl Estimator {
     /// A socket to the API server was released.
     pub fn on_close(&mut self, ev: &event::Close) {
         if is_api_server(&ev.header) {
-            self.close(ev.header.cookie, ev.header.ts_ns);
+            let cookie = ev.header.cookie;
+            self.close(cookie, ev.header.ts_ns);
+            if self.closed_set.insert(cookie) {
+                self.closed.push_back(cookie);
+                if self.closed.len() > REMEMBER_CLOSED
+                    && let Some(oldest) = self.closed.pop_front()
+                {
+                    self.closed_set.remove(&oldest);
+                }
+            }
         }
     }
 

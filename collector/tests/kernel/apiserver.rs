@@ -835,8 +835,6 @@ fn tcp_loop_process() {
 /// loopback of a private network namespace (the only way to make loss on demand here:
 /// this kernel has no netem) drops segments for sure.
 #[test]
-#[ignore = "fails: the kernel programs count retransmitted segments again (reported to the \
-            lead); run with --ignored, un-ignore with the fix"]
 fn retransmitted_bytes_are_counted_once() {
     require_root();
     const BYTES: u64 = 256 << 10;
@@ -885,8 +883,6 @@ fn retransmitted_bytes_are_counted_once() {
 /// segment must not open the connection again: it would stay open for ever. The events
 /// below are exactly that order, fed to the Agent as the ring buffer hands them over.
 #[test]
-#[ignore = "fails: a segment after its connection's Close reopens it (reported to the lead); \
-            run with --ignored, un-ignore with the fix"]
 fn a_segment_after_close_does_not_reopen_the_connection() {
     require_root();
     let pod = child_group("api-late-segment");

@@ -110,7 +110,24 @@ mod programs {
             kind: pkt.kind,
             tgid,
         };
-        let payload = u64::from(pkt.payload_len);
+        // Payload bytes count once: a retransmitted segment's bytes were counted when it
+        // was first sent. The socket's cursor for this direction knows what was seen.
+        let seen = info.or_else(|| maps::CLOSING.get_ptr_mut(cookie));
+        let new_bytes = match seen {
+            Some(s) if pkt.proto == IPPROTO_TCP && pkt.payload_len > 0 => {
+                // SAFETY: a map value; only this socket's packets in this direction touch
+                // this cursor.
+                let cursor = unsafe { &mut (*s).tls[dir.index()] };
+                let new = tls::new_bytes(cursor, &pkt);
+                if info.is_none() || pkt.kind != EndpointKind::ApiServer as u32 {
+                    // No record following here (tls::follow advances the cursor itself).
+                    tls::advance(cursor, &pkt);
+                }
+                new
+            }
+            _ => pkt.payload_len,
+        };
+        let payload = u64::from(new_bytes);
         maps::with_counters(&key, |c| match dir {
             Direction::Egress => {
                 c.sent_bytes += payload;

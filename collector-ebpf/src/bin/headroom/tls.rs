@@ -31,6 +31,34 @@ fn plausible(h: &[u8; 5]) -> bool {
         && u16::from_be_bytes([h[3], h[4]]) <= MAX_RECORD
 }
 
+/// Bytes of this segment not seen before in this direction (all of it for the first
+/// segment or after a gap; none for a retransmission; the new tail of a partial overlap).
+#[inline(always)]
+pub fn new_bytes(cur: &TlsCursor, pkt: &Packet) -> u32 {
+    if cur.started == 0 {
+        return pkt.payload_len;
+    }
+    if (pkt.seq.wrapping_sub(cur.next_seq) as i32) >= 0 {
+        return pkt.payload_len;
+    }
+    let beyond = pkt
+        .seq
+        .wrapping_add(pkt.payload_len)
+        .wrapping_sub(cur.next_seq) as i32;
+    if beyond > 0 { beyond as u32 } else { 0 }
+}
+
+/// Moves the cursor past this segment without looking for records (sockets whose records
+/// are not followed: DNS over TCP, connections already released).
+#[inline(always)]
+pub fn advance(cur: &mut TlsCursor, pkt: &Packet) {
+    let end = pkt.seq.wrapping_add(pkt.payload_len);
+    if cur.started == 0 || (end.wrapping_sub(cur.next_seq) as i32) > 0 {
+        cur.started = 1;
+        cur.next_seq = end;
+    }
+}
+
 pub fn follow(
     ctx: &SkBuffContext,
     pkt: &Packet,
