@@ -265,12 +265,24 @@ pub fn check(
             pending += (e.projection.workload_steady - snapshot.current_share(&workload.reference))
                 .clamp_non_negative();
         }
-        report.findings.push(finding(d, &workload, decision));
+        report
+            .findings
+            .push(finding(d, &workload, decision, &budget_name, &budget.spec));
     }
     Ok(report)
 }
 
-fn finding(d: &Document, workload: &Workload, decision: Decision) -> Finding {
+fn finding(
+    d: &Document,
+    workload: &Workload,
+    decision: Decision,
+    budget_name: &str,
+    budget: &crate::budget::ControlPlaneBudgetSpec,
+) -> Finding {
+    let message = match (&decision.outcome, &decision.evaluation) {
+        (Outcome::Allowed, Some(e)) => decision::allowed_summary(budget_name, budget, e),
+        _ => decision.message.clone(),
+    };
     Finding {
         document: d.origin.clone(),
         workload: workload.reference.to_string(),
@@ -280,7 +292,7 @@ fn finding(d: &Document, workload: &Workload, decision: Decision) -> Finding {
         allowed: decision.allowed(),
         steady: decision.evaluation.as_ref().map(|e| e.projection.steady),
         peak: decision.evaluation.as_ref().map(|e| e.projection.peak),
-        message: decision.message,
+        message,
         warnings: decision.warnings,
     }
 }

@@ -67,7 +67,7 @@ impl Outcome {
 /// The numbers behind a decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
-    pub provenance: String,
+    pub provenance: Provenance,
     pub cost: PodCost,
     pub projection: Projection,
     pub violations: Vec<Violation>,
@@ -245,15 +245,13 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
     );
     let projection = projection::project(base, cost, pods, starts);
     let violations = projection::violations(&projection, ctx.budget);
-    let provenance = per_pod.provenance.to_string();
+    let provenance = per_pod.provenance;
     if violations.is_empty() {
+        // The admission path does not send an allowed change's message; the detailed one
+        // is built on demand by [`allowed_summary`].
         let mut d = decision(
             Outcome::Allowed,
-            format!(
-                "within {}: {}; per pod {provenance}",
-                ctx.budget_name,
-                tightest(&projection, ctx.budget)
-            ),
+            format!("within {}", ctx.budget_name),
             warnings,
         );
         d.evaluation = Some(Evaluation {
@@ -272,7 +270,7 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
         ctx,
         &projection,
         cost,
-        &provenance,
+        &provenance.to_string(),
         &violations,
         suggestion.as_deref(),
     );
@@ -360,6 +358,20 @@ fn unmeasured(
             d
         }
     }
+}
+
+/// An allowed change's explanation: the dimension closest to its limit and where the
+/// per-pod figures came from.
+pub fn allowed_summary(
+    budget_name: &str,
+    budget: &ControlPlaneBudgetSpec,
+    evaluation: &Evaluation,
+) -> String {
+    format!(
+        "within {budget_name}: {}; per pod {}",
+        tightest(&evaluation.projection, budget),
+        evaluation.provenance
+    )
 }
 
 /// The dimension/check closest to its limit, for an allowed change's summary.

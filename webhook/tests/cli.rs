@@ -341,3 +341,61 @@ fn crd_subcommand_prints_the_crd() {
     );
     assert!(stdout.contains("name: controlplanebudgets.headroom.dev"));
 }
+
+#[test]
+fn serve_fails_fast_on_bad_flags_and_files() {
+    let budget = path("budget.yaml");
+    let out = run(
+        &["serve", "--tls-cert", "c", "--tls-key", "k", "--nodes", "3"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "a budget or --kube is required");
+    assert!(
+        text(&out.stderr).contains("--budget"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        &[
+            "serve",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--kube",
+            "--nodes",
+            "3",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "--nodes conflicts with --kube");
+    let dir = temp_dir("cli-serve");
+    let cert = write(&dir, "tls.crt", "not a certificate");
+    let key = write(&dir, "tls.key", "not a key");
+    let out = run(
+        &[
+            "serve",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--budget",
+            &budget,
+            "--nodes",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: TLS certificate {cert}: no PEM certificate found"
+        )),
+        "{stderr}"
+    );
+}

@@ -221,7 +221,14 @@ fn the_same_agent_with_a_node_scoped_watch_is_allowed() {
     let d = f.decide(&daemonset(), None);
     assert_eq!(d.outcome, Outcome::Allowed, "{}", d.message);
     assert!(d.warnings.is_empty());
-    assert!(d.message.starts_with("within default: "), "{}", d.message);
+    assert_eq!(d.message, "within default");
+    let summary = allowed_summary("default", &f.budget, d.evaluation.as_ref().unwrap());
+    // DNS: 3000 + 5000 × 2 steady, + 5000 × 4 starting = 33000 of 20000 × 2.
+    assert_eq!(
+        summary,
+        "within default: DNS queries/s peak 33000 of 40000 (82%); per pod measured over 12 \
+         pods, 55 min"
+    );
 }
 
 #[test]
@@ -350,6 +357,7 @@ fn image_fallback_measures_a_new_workload() {
         d.evaluation
             .unwrap()
             .provenance
+            .to_string()
             .starts_with("image nginx:1.27 as measured for Deployment default/web"),
     );
 }
@@ -376,7 +384,7 @@ fn declared_profile_counts_only_when_trusted() {
     f.budget.trust_declared = true;
     let d = f.decide(&w, None);
     assert_eq!(d.outcome, Outcome::Allowed, "{}", d.message);
-    assert_eq!(d.evaluation.unwrap().provenance, "declared by annotation");
+    assert_eq!(d.evaluation.unwrap().provenance, Provenance::Declared);
 }
 
 #[test]
