@@ -17,6 +17,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{setup, shell};
 
+mod admission;
+
 const METRICS_ADDR: &str = "127.0.0.1:19977";
 const DNS_ADDR: &str = "127.0.7.53";
 const RESOLV_CONF: &str = "search ns1.svc.cluster.local svc.cluster.local cluster.local\n\
@@ -119,6 +121,15 @@ pub fn run() -> anyhow::Result<()> {
         apiserver.kubeconfig,
         scratch.join("kube-cache").display()
     );
+    // One request from each pod first: the collector's profile store samples every 15 s
+    // and a rate is an increase between samples, so each pod needs a sample before the
+    // traffic that the profiles should show.
+    for group in &groups {
+        let _ = group
+            .spawn(&format!("{kubectl} get pods -o name > /dev/null"))?
+            .wait();
+    }
+    wait_for_profile_items(Duration::from_secs(40))?;
     let mut watches = Vec::new();
     for (pod, group) in PODS.iter().zip(&groups) {
         let mut script = String::new();
@@ -157,6 +168,8 @@ pub fn run() -> anyhow::Result<()> {
         let _ = watch.kill();
         let _ = watch.wait();
     }
+    println!("\nwaiting for the collector's per-pod profiles (rates need two samples 15 s apart)…");
+    let profiles = wait_for_profiles(Duration::from_secs(60))?;
     drop(collector);
     let served = apiserver.finish()?;
     drop(dns);
@@ -171,9 +184,56 @@ pub fn run() -> anyhow::Result<()> {
         .map(|log| log.lines().filter(|l| l.contains("query[")).count())
         .unwrap_or(0);
     println!("ground truth: dnsmasq logged {queries} queries");
+    admission::run(&profiles, &scratch, &target)?;
     drop(groups);
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// Polls the collector's /profiles until every demo pod has a sample.
+fn wait_for_profile_items(limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&http_get(&format!("http://{METRICS_ADDR}/profiles"))?)?;
+        let listed = |name: &str| {
+            list["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|i| i["workload"]["name"] == name))
+        };
+        if PODS.iter().all(|p| listed(p.name)) {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            bail!("the collector's /profiles did not list the demo pods after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Polls the collector's /profiles until the chatty agent has a measured request rate.
+fn wait_for_profiles(limit: Duration) -> anyhow::Result<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&http_get(&format!("http://{METRICS_ADDR}/profiles"))?)?;
+        let measured = list["items"].as_array().is_some_and(|items| {
+            items.iter().any(|i| {
+                i["workload"]["name"] == PODS[0].name
+                    && i["steady"]["apiserverRequestsPerSecond"].as_f64() > Some(0.0)
+            })
+        });
+        if measured {
+            return Ok(list);
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "the collector's /profiles had no measured rate for {} after {limit:?}",
+                PODS[0].name
+            );
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Per workload: sums of the series that matter, from Prometheus text.
