@@ -34,34 +34,42 @@ spec:
   canarySize: 3
 ";
 
-/// (demo cgroup, kind, namespace, name, review body to adapt, replicas)
-const PLAYS: &[(&str, &str, &str, &str, &str, Option<u64>)] = &[
-    (
-        PODS[0].name,
-        "DaemonSet",
-        "demo",
-        "chatty-agent",
-        "daemonset-agent-create.json",
-        None,
-    ),
-    (
-        PODS[1].name,
-        "Deployment",
-        "demo",
-        "quiet-agent",
-        "deployment-web-create.json",
-        Some(3),
-    ),
+/// A workload a demo cgroup stands for, and the review body it is created with.
+struct Play {
+    cgroup: &'static str,
+    kind: &'static str,
+    namespace: &'static str,
+    name: &'static str,
+    review: &'static str,
+    replicas: Option<u64>,
+}
+
+const PLAYS: &[Play] = &[
+    Play {
+        cgroup: PODS[0].name,
+        kind: "DaemonSet",
+        namespace: "demo",
+        name: "chatty-agent",
+        review: "daemonset-agent-create.json",
+        replicas: None,
+    },
+    Play {
+        cgroup: PODS[1].name,
+        kind: "Deployment",
+        namespace: "demo",
+        name: "quiet-agent",
+        review: "deployment-web-create.json",
+        replicas: Some(3),
+    },
 ];
 
 pub fn run(profiles: &Value, scratch: &Path, target: &Path) -> anyhow::Result<()> {
     let mut list = profiles.clone();
     if let Some(items) = list["items"].as_array_mut() {
         for item in items.iter_mut() {
-            if let Some((_, kind, namespace, name, ..)) =
-                PLAYS.iter().find(|p| item["workload"]["name"] == p.0)
-            {
-                item["workload"] = json!({ "namespace": namespace, "kind": kind, "name": name });
+            if let Some(play) = PLAYS.iter().find(|p| item["workload"]["name"] == p.cgroup) {
+                item["workload"] =
+                    json!({ "namespace": play.namespace, "kind": play.kind, "name": play.name });
             }
         }
     }
@@ -128,7 +136,15 @@ pub fn run(profiles: &Value, scratch: &Path, target: &Path) -> anyhow::Result<()
         "\nheadroom-webhook (budget: a small cluster, {NODES} nodes) answering AdmissionReviews:\n"
     );
     let reviews = shell::workspace_root().join("webhook/demo/reviews");
-    for (_, kind, namespace, name, file, replicas) in PLAYS {
+    for Play {
+        kind,
+        namespace,
+        name,
+        review: file,
+        replicas,
+        ..
+    } in PLAYS
+    {
         let mut review: Value = serde_json::from_slice(
             &std::fs::read(reviews.join(file)).with_context(|| format!("reading {file}"))?,
         )?;
