@@ -5,17 +5,17 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::{
     api::{
-        apps::v1::{DaemonSetSpec, DeploymentSpec, ReplicaSetSpec, StatefulSetSpec},
+        apps::v1::DeploymentStrategy,
         autoscaling::{v1::Scale, v2::HorizontalPodAutoscaler},
-        batch::v1::{CronJobSpec, JobSpec},
-        core::v1::PodTemplateSpec,
+        core::v1::{Affinity, PodSpec, Toleration},
     },
     apimachinery::pkg::{
         apis::meta::v1::{LabelSelector, ObjectMeta},
         util::intstr::IntOrString,
     },
 };
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
 
 use crate::{error::Error, inventory::Inventory, profile::WorkloadRef};
 
@@ -105,8 +105,11 @@ pub struct Workload {
     pub annotations: BTreeMap<String, String>,
     /// The first container's image, for the image fallback. `None` for a `scale` request.
     pub image: Option<String>,
-    /// The pod template, `None` for a `scale` request.
-    pub template: Option<Box<PodTemplateSpec>>,
+    /// What of the pod spec decides where a DaemonSet runs (nodeSelector, affinity,
+    /// tolerations); `None` for a `scale` request.
+    pub pod_spec: Option<Box<PodSpec>>,
+    /// The pod template as JSON text, to tell a rollout from a scale; `None` for `scale`.
+    pub template_text: Option<String>,
     pub size: Size,
     pub rollout: Rollout,
     /// Whether pods start all at once on create (false: OrderedReady StatefulSet).
@@ -127,16 +130,80 @@ pub enum Spec<'a> {
     Raw(&'a str),
 }
 
-impl Spec<'_> {
-    fn parse<T: DeserializeOwned>(self, document: &str) -> Result<T, Error> {
-        match self {
-            Spec::Value(value) => parse_typed(document, value),
-            Spec::Raw(text) => serde_json::from_str(text).map_err(|e| Error::InvalidWorkload {
-                document: document.to_owned(),
-                message: e.to_string(),
-            }),
-        }
-    }
+/// The fields of any workload kind's `spec` the projection reads; the rest is skipped.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecIn<'a> {
+    #[serde(default)]
+    replicas: Option<i32>,
+    #[serde(default)]
+    selector: Option<LabelSelector>,
+    #[serde(borrow, default)]
+    template: Option<&'a RawValue>,
+    #[serde(default)]
+    strategy: Option<DeploymentStrategy>,
+    #[serde(default)]
+    update_strategy: Option<UpdateStrategyIn>,
+    #[serde(default)]
+    pod_management_policy: Option<String>,
+    #[serde(default)]
+    parallelism: Option<i32>,
+    #[serde(default)]
+    completions: Option<i32>,
+    #[serde(default)]
+    schedule: Option<String>,
+    #[serde(borrow, default)]
+    job_template: Option<JobTemplateIn<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct JobTemplateIn<'a> {
+    #[serde(borrow, default)]
+    spec: Option<Box<SpecIn<'a>>>,
+}
+
+/// DaemonSet and StatefulSet update strategies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateStrategyIn {
+    #[serde(rename = "type", default)]
+    type_: Option<String>,
+    #[serde(default)]
+    rolling_update: Option<RollingIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RollingIn {
+    #[serde(default)]
+    max_surge: Option<IntOrString>,
+    #[serde(default)]
+    max_unavailable: Option<IntOrString>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TemplateIn {
+    #[serde(default)]
+    spec: Option<PodSpecIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpecIn {
+    #[serde(default)]
+    node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    affinity: Option<Affinity>,
+    #[serde(default)]
+    tolerations: Option<Vec<Toleration>>,
+    #[serde(default)]
+    containers: Option<Vec<ContainerIn>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContainerIn {
+    #[serde(default)]
+    image: Option<String>,
 }
 
 fn count(value: Option<i32>, default: u64) -> u64 {
@@ -167,7 +234,7 @@ impl Workload {
     }
 
     /// Reads an object from its metadata and its `spec`, which the admission path passes as
-    /// raw JSON so that it is parsed once, straight into the typed spec.
+    /// raw JSON so that it is parsed once, into only the fields the projection uses.
     pub fn from_parts(
         kind: Kind,
         document: &str,
@@ -178,24 +245,27 @@ impl Workload {
             document: document.to_owned(),
             message: format!("missing field `{field}`"),
         };
-        let spec = spec.ok_or_else(|| missing("spec"))?;
-        // k8s-openapi fills absent required fields with defaults; the API server would not
-        // accept them absent or empty, and the projection relies on them.
-        let selector_ok = |s: &LabelSelector| {
-            s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
-                || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+        let invalid = |e: serde_json::Error| Error::InvalidWorkload {
+            document: document.to_owned(),
+            message: e.to_string(),
         };
-        let template_ok =
-            |t: &PodTemplateSpec| t.spec.as_ref().is_some_and(|s| !s.containers.is_empty());
-        let (metadata, template, size, rollout, all_at_once) = match kind {
+        let text = match spec.ok_or_else(|| missing("spec"))? {
+            Spec::Raw(text) => std::borrow::Cow::Borrowed(text),
+            Spec::Value(value) => std::borrow::Cow::Owned(value.to_string()),
+        };
+        let spec: SpecIn<'_> = serde_json::from_str(&text).map_err(invalid)?;
+        // The API server would not accept these absent or empty; the projection needs them.
+        let selector_ok = |s: &Option<LabelSelector>| {
+            s.as_ref().is_some_and(|s| {
+                s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                    || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+            })
+        };
+        if kind != Kind::Job && kind != Kind::CronJob && !selector_ok(&spec.selector) {
+            return Err(missing("spec.selector"));
+        }
+        let (template_raw, size, rollout, all_at_once, template_field) = match kind {
             Kind::Deployment => {
-                let spec: DeploymentSpec = spec.parse(document)?;
-                if !selector_ok(&spec.selector) {
-                    return Err(missing("spec.selector"));
-                }
-                if !template_ok(&spec.template) {
-                    return Err(missing("spec.template.spec.containers"));
-                }
                 let strategy = spec.strategy.unwrap_or_default();
                 let rollout = if strategy.type_.as_deref() == Some("Recreate") {
                     Rollout::Recreate
@@ -209,28 +279,13 @@ impl Workload {
                     }
                 };
                 let size = Size::Replicas(count(spec.replicas, 1));
-                (metadata, spec.template, size, rollout, true)
+                (spec.template, size, rollout, true, "spec.template")
             }
             Kind::ReplicaSet => {
-                let spec: ReplicaSetSpec = spec.parse(document)?;
-                if !selector_ok(&spec.selector) {
-                    return Err(missing("spec.selector"));
-                }
-                let template = spec
-                    .template
-                    .filter(template_ok)
-                    .ok_or_else(|| missing("spec.template.spec.containers"))?;
                 let size = Size::Replicas(count(spec.replicas, 1));
-                (metadata, template, size, Rollout::None, true)
+                (spec.template, size, Rollout::None, true, "spec.template")
             }
             Kind::DaemonSet => {
-                let spec: DaemonSetSpec = spec.parse(document)?;
-                if !selector_ok(&spec.selector) {
-                    return Err(missing("spec.selector"));
-                }
-                if !template_ok(&spec.template) {
-                    return Err(missing("spec.template.spec.containers"));
-                }
                 let strategy = spec.update_strategy.unwrap_or_default();
                 let rollout = if strategy.type_.as_deref() == Some("OnDelete") {
                     Rollout::OnDelete
@@ -242,16 +297,9 @@ impl Workload {
                         round_unavailable_up: true,
                     }
                 };
-                (metadata, spec.template, Size::PerNode, rollout, true)
+                (spec.template, Size::PerNode, rollout, true, "spec.template")
             }
             Kind::StatefulSet => {
-                let spec: StatefulSetSpec = spec.parse(document)?;
-                if !selector_ok(&spec.selector) {
-                    return Err(missing("spec.selector"));
-                }
-                if !template_ok(&spec.template) {
-                    return Err(missing("spec.template.spec.containers"));
-                }
                 let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
                 let strategy = spec.update_strategy.unwrap_or_default();
                 let rollout = if strategy.type_.as_deref() == Some("OnDelete") {
@@ -267,35 +315,43 @@ impl Workload {
                     Rollout::OneAtATime
                 };
                 let size = Size::Replicas(count(spec.replicas, 1));
-                (metadata, spec.template, size, rollout, parallel)
+                (spec.template, size, rollout, parallel, "spec.template")
             }
             Kind::Job => {
-                let spec: JobSpec = spec.parse(document)?;
-                if !template_ok(&spec.template) {
-                    return Err(missing("spec.template.spec.containers"));
-                }
                 let size = Size::Replicas(job_pods(spec.parallelism, spec.completions));
-                (metadata, spec.template, size, Rollout::None, true)
+                (spec.template, size, Rollout::None, true, "spec.template")
             }
             Kind::CronJob => {
-                let spec: CronJobSpec = spec.parse(document)?;
-                if spec.schedule.is_empty() {
+                if spec.schedule.as_deref().is_none_or(str::is_empty) {
                     return Err(missing("spec.schedule"));
                 }
                 let job = spec
                     .job_template
-                    .spec
-                    .filter(|j| template_ok(&j.template))
-                    .ok_or_else(|| missing("spec.jobTemplate.spec.template.spec.containers"))?;
+                    .and_then(|t| t.spec)
+                    .ok_or_else(|| missing("spec.jobTemplate.spec"))?;
                 let size = Size::Replicas(job_pods(job.parallelism, job.completions));
-                (metadata, job.template, size, Rollout::EveryRun, true)
+                (
+                    job.template,
+                    size,
+                    Rollout::EveryRun,
+                    true,
+                    "spec.jobTemplate.spec.template",
+                )
             }
         };
-        let image = template
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .and_then(|c| c.image.clone());
+        let template_raw = template_raw.ok_or_else(|| missing(template_field))?;
+        let template: TemplateIn = serde_json::from_str(template_raw.get()).map_err(invalid)?;
+        let pod = template.spec.unwrap_or_default();
+        let containers = pod.containers.unwrap_or_default();
+        if containers.is_empty() {
+            return Err(missing(&format!("{template_field}.spec.containers")));
+        }
+        let pod_spec = PodSpec {
+            node_selector: pod.node_selector,
+            affinity: pod.affinity,
+            tolerations: pod.tolerations,
+            ..PodSpec::default()
+        };
         Ok(Workload {
             kind,
             reference: WorkloadRef {
@@ -304,8 +360,9 @@ impl Workload {
                 name: metadata.name.unwrap_or_default(),
             },
             annotations: metadata.annotations.unwrap_or_default(),
-            image,
-            template: Some(Box::new(template)),
+            image: containers.into_iter().next().and_then(|c| c.image),
+            pod_spec: Some(Box::new(pod_spec)),
+            template_text: Some(template_raw.get().to_owned()),
             size,
             rollout,
             create_all_at_once: all_at_once,
@@ -334,7 +391,8 @@ impl Workload {
             },
             annotations: metadata.annotations.unwrap_or_default(),
             image: None,
-            template: None,
+            pod_spec: None,
+            template_text: None,
             size: Size::Replicas(count(replicas, 0)),
             // Scaling starts all added pods; without the object we assume the worst.
             rollout: Rollout::None,
@@ -348,9 +406,8 @@ impl Workload {
         match &self.size {
             Size::Replicas(n) => hpa_max.map_or(*n, |max| max.max(*n)),
             Size::PerNode => self
-                .template
+                .pod_spec
                 .as_ref()
-                .and_then(|t| t.spec.as_ref())
                 .map_or(0, |spec| inventory.eligible_nodes(spec)),
         }
     }
@@ -366,7 +423,7 @@ impl Workload {
             };
         };
         let added = pods.saturating_sub(old_pods);
-        let template_changed = match (&self.template, &old.template) {
+        let template_changed = match (&self.template_text, &old.template_text) {
             (Some(new), Some(old)) => new != old,
             _ => false,
         };

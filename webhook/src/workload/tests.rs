@@ -20,10 +20,15 @@ fn deployment(replicas: i64, strategy: Value) -> Workload {
     Workload::from_value(Kind::Deployment, "d", v).unwrap()
 }
 
-fn with_image(mut w: Workload, image: &str) -> Workload {
-    let template = w.template.as_mut().unwrap();
-    template.spec.as_mut().unwrap().containers[0].image = Some(image.to_owned());
-    w
+/// The same Deployment with another image: a template change.
+fn with_image(w: Workload, image: &str) -> Workload {
+    let mut text: Value = serde_json::from_str(w.template_text.as_deref().unwrap()).unwrap();
+    text["spec"]["containers"][0]["image"] = json!(image);
+    Workload {
+        image: Some(image.to_owned()),
+        template_text: Some(text.to_string()),
+        ..w
+    }
 }
 
 #[test]
