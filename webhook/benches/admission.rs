@@ -5,7 +5,7 @@
 //! issue 5: p99 ≤ 2 ms at 1,000 requests/s; throughput ≥ 70% of the bare handler.
 //!
 //! Knobs (environment): HEADROOM_BENCH_LATENCY_REQUESTS (default 5000, sent at 1,000/s),
-//! HEADROOM_BENCH_THROUGHPUT_REQUESTS (default 40000), HEADROOM_BENCH_CONNECTIONS (default 8).
+//! HEADROOM_BENCH_THROUGHPUT_REQUESTS (default 200000), HEADROOM_BENCH_CONNECTIONS (default 8).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -159,7 +159,7 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     let latency_requests = env_or("HEADROOM_BENCH_LATENCY_REQUESTS", 5000);
-    let throughput_requests = env_or("HEADROOM_BENCH_THROUGHPUT_REQUESTS", 40000);
+    let throughput_requests = env_or("HEADROOM_BENCH_THROUGHPUT_REQUESTS", 200_000);
     let conns = env_or("HEADROOM_BENCH_CONNECTIONS", 8).max(1);
 
     // Servers and load generator on separate runtimes, as they would be separate processes.
