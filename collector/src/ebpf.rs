@@ -102,17 +102,7 @@ impl Probes {
             .insert(key, EndpointValue { kind: kind as u32 }, 0)
             .map_err(|source| Error::Map { name, source })?;
         // Then the port's bit, which lets packets reach the endpoint lookup at all.
-        let name = map::PORTS;
-        let mut ports: Array<&mut MapData, u64> =
-            Array::try_from(self.ebpf.map_mut(name).ok_or(Error::MapNotFound { name })?)
-                .map_err(|source| Error::Map { name, source })?;
-        let word = u32::from(key.port >> 6);
-        let bits = ports
-            .get(&word, 0)
-            .map_err(|source| Error::Map { name, source })?;
-        ports
-            .set(word, bits | (1u64 << (key.port & 63)), 0)
-            .map_err(|source| Error::Map { name, source })
+        self.set_port_bit(key.port, true)
     }
 
     /// Stops measuring an endpoint: removes its entry, then clears its port's bit
@@ -137,16 +127,23 @@ impl Probes {
         if port_in_use {
             return Ok(());
         }
+        self.set_port_bit(key.port, false)
+    }
+
+    /// Sets or clears `port`'s bit in the PORTS bitmap.
+    fn set_port_bit(&mut self, port: u16, on: bool) -> Result<()> {
         let name = map::PORTS;
         let mut ports: Array<&mut MapData, u64> =
             Array::try_from(self.ebpf.map_mut(name).ok_or(Error::MapNotFound { name })?)
                 .map_err(|source| Error::Map { name, source })?;
-        let word = u32::from(key.port >> 6);
+        let word = u32::from(port >> 6);
+        let bit = 1u64 << (port & 63);
         let bits = ports
             .get(&word, 0)
             .map_err(|source| Error::Map { name, source })?;
+        let bits = if on { bits | bit } else { bits & !bit };
         ports
-            .set(word, bits & !(1u64 << (key.port & 63)), 0)
+            .set(word, bits, 0)
             .map_err(|source| Error::Map { name, source })
     }
 

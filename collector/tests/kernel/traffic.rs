@@ -190,3 +190,62 @@ fn counts_connects_and_payload_bytes_per_cgroup() {
         );
     }
 }
+
+/// Endpoints come and go in a cluster (EndpointSlice updates): a removed endpoint is no
+/// longer measured, and removing one endpoint of a port leaves the port's others measured.
+#[test]
+fn removed_endpoints_are_no_longer_measured() {
+    require_root();
+    let root = cgroup::find_root().expect("cgroup v2 mount");
+    let mut probes = Probes::attach(&root)
+        .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
+    const PAYLOAD: usize = 700;
+    let (kept, removed) = (CountingServer::start(0), CountingServer::start(0));
+    let removed_key = endpoint::key_of(removed.addr);
+    probes
+        .add_endpoint(endpoint::key_of(kept.addr), EndpointKind::ApiServer)
+        .expect("add");
+    probes
+        .add_endpoint(removed_key, EndpointKind::ApiServer)
+        .expect("add");
+    // Another address on the removed endpoint's port keeps that port's bit set.
+    let twin = SocketAddr::from(([127, 0, 0, 2], removed.addr.port()));
+    probes
+        .add_endpoint(endpoint::key_of(twin), EndpointKind::ApiServer)
+        .expect("add");
+
+    let pod = crate::child_group("remove-endpoint");
+    let send = |port: u16| {
+        format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port}; printf '%s' '{}' >&3; exec 3>&-",
+            "q".repeat(PAYLOAD)
+        )
+    };
+    let sent = |probes: &Probes| -> u64 {
+        let traffic = probes.traffic().expect("read traffic map");
+        traffic
+            .iter()
+            .filter(|(k, _)| k.cgroup_id == pod.id())
+            .map(|(_, c)| c.sent_bytes)
+            .sum()
+    };
+    run_in_cgroup(&pod, &send(removed.addr.port()));
+    removed.wait_for(1);
+    assert_eq!(sent(&probes), PAYLOAD as u64, "measured before removal");
+
+    probes
+        .remove_endpoint(removed_key)
+        .expect("remove endpoint");
+    probes
+        .remove_endpoint(removed_key)
+        .expect("removing it again is not an error");
+    run_in_cgroup(&pod, &send(removed.addr.port()));
+    run_in_cgroup(&pod, &send(kept.addr.port()));
+    removed.wait_for(2);
+    kept.wait_for(1);
+    assert_eq!(
+        sent(&probes),
+        2 * PAYLOAD as u64,
+        "after removal only the kept endpoint's bytes are added"
+    );
+}
