@@ -182,6 +182,23 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
+/// Calls `reload` with `path` every `every` when the file's modification time or length
+/// changed since the last look.
+fn watch_file(path: PathBuf, every: Duration, reload: impl Fn(&Path) + Send + 'static) {
+    tokio::spawn(async move {
+        let mut last = file_stamp(&path);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let now = file_stamp(&path);
+            if now != last {
+                last = now;
+                reload(&path);
+            }
+        }
+    });
+}
+
 /// Loads everything, binds both ports and spawns the servers and refreshers. Fails fast on
 /// a bad budget, certificate or flag.
 pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
@@ -258,57 +275,37 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
     if let (Some(client), Some(name)) = (client, config.cluster.clone()) {
         tokio::spawn(cluster::run(client, state.clone(), name, config.refresh));
     }
-    // Budget file and certificate: reloaded when they change.
+    // Budget file, node inventory file and certificate: reloaded when they change.
     if let Some(path) = config.budget.clone() {
-        let (budget_state, every) = (state.clone(), config.refresh);
-        tokio::spawn(async move {
-            let mut last = file_stamp(&path);
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let now = file_stamp(&path);
-                if now == last {
-                    continue;
+        let budget_state = state.clone();
+        watch_file(
+            path,
+            config.refresh,
+            move |path| match ControlPlaneBudget::load(path) {
+                Ok(budget) => {
+                    tracing::info!(path = %path.display(), "budget reloaded");
+                    budget_state.set_budget(Budget::from(budget));
                 }
-                last = now;
-                match ControlPlaneBudget::load(&path) {
-                    Ok(budget) => {
-                        tracing::info!(path = %path.display(), "budget reloaded");
-                        budget_state.set_budget(Budget::from(budget));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "budget reload failed; keeping the old one")
-                    }
-                }
-            }
-        });
+                Err(e) => tracing::error!(error = %e, "budget reload failed; keeping the old one"),
+            },
+        );
     }
     {
         if let Some(path) = config.nodes_file.clone() {
-            let (state, every) = (state.clone(), config.refresh);
-            tokio::spawn(async move {
-                let mut last = file_stamp(&path);
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    let now = file_stamp(&path);
-                    if now == last {
-                        continue;
+            let state = state.clone();
+            watch_file(path, config.refresh, move |path| {
+                let parsed = std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        Inventory::parse(&path.display().to_string(), &text)
+                            .map_err(|e| e.to_string())
+                    });
+                match parsed {
+                    Ok(inventory) => {
+                        tracing::info!(nodes = inventory.total(), "node inventory reloaded");
+                        state.set_inventory(inventory);
                     }
-                    last = now;
-                    let parsed = std::fs::read_to_string(&path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|text| {
-                            Inventory::parse(&path.display().to_string(), &text)
-                                .map_err(|e| e.to_string())
-                        });
-                    match parsed {
-                        Ok(inventory) => {
-                            tracing::info!(nodes = inventory.total(), "node inventory reloaded");
-                            state.set_inventory(inventory);
-                        }
-                        Err(e) => tracing::error!(error = %e, "nodes file reload failed"),
-                    }
+                    Err(e) => tracing::error!(error = %e, "nodes file reload failed"),
                 }
             });
         }
