@@ -40,6 +40,10 @@ pub struct Config {
     pub cgroup_root: Option<PathBuf>,
     /// This node's name (from `NODE_NAME`, set by the downward API in the DaemonSet).
     pub node_name: Option<String>,
+    /// Reach the API server through this kubeconfig instead of the pod's service account
+    /// (a collector run outside a pod, such as a systemd unit on the node). Its server's
+    /// address is measured as the API server, as the `kubernetes` Service's is in a pod.
+    pub kubeconfig: Option<PathBuf>,
     /// How long the series of a gone pod or process stay after it went (so the last
     /// increments are scraped).
     pub series_grace_period: Duration,
@@ -60,6 +64,7 @@ impl Default for Config {
             dns_servers: Vec::new(),
             cgroup_root: None,
             node_name: None,
+            kubeconfig: None,
             series_grace_period: Duration::from_secs(5 * 60),
             dns_top_k: 20,
             readiness_timeout: Duration::from_secs(30),
@@ -101,6 +106,11 @@ pub struct Args {
     /// This node's name (the DaemonSet sets NODE_NAME from spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Watch the cluster through this kubeconfig, not the pod's service account (the
+    /// collector run outside a pod); needs --node-name [default: in a pod, the service
+    /// account].
+    #[arg(long, env = "HEADROOM_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// How long a gone pod's series stay, e.g. 5m [default: 5m].
     #[arg(long, env = "HEADROOM_SERIES_GRACE_PERIOD", value_name = "DURATION", value_parser = parse_duration)]
     pub series_grace_period: Option<Duration>,
@@ -127,6 +137,7 @@ struct File {
     dns_servers: Option<Vec<String>>,
     cgroup_root: Option<PathBuf>,
     node_name: Option<String>,
+    kubeconfig: Option<PathBuf>,
     series_grace_period: Option<String>,
     dns_top_k: Option<usize>,
     readiness_timeout: Option<String>,
@@ -165,6 +176,10 @@ const CGROUP_ROOT: Field = Field {
 const NODE_NAME: Field = Field {
     key: "nodeName",
     flag: "node-name",
+};
+const KUBECONFIG: Field = Field {
+    key: "kubeconfig",
+    flag: "kubeconfig",
 };
 const SERIES_GRACE_PERIOD: Field = Field {
     key: "seriesGracePeriod",
@@ -243,6 +258,9 @@ impl Config {
         if let Some(value) = file.node_name {
             self.node_name = Some(value);
         }
+        if let Some(value) = file.kubeconfig {
+            self.kubeconfig = Some(value);
+        }
         if let Some(value) = file.series_grace_period {
             self.series_grace_period =
                 parse_duration(&value).map_err(|e| invalid(SERIES_GRACE_PERIOD, e))?;
@@ -276,6 +294,9 @@ impl Config {
         }
         if let Some(value) = &args.node_name {
             self.node_name = Some(value.clone());
+        }
+        if let Some(value) = &args.kubeconfig {
+            self.kubeconfig = Some(value.clone());
         }
         if let Some(value) = args.series_grace_period {
             self.series_grace_period = value;
@@ -359,6 +380,17 @@ impl Config {
                 format!(
                     "{} is relative; give the absolute path of the cgroup v2 mount, such as /sys/fs/cgroup",
                     root.display()
+                ),
+            ));
+        }
+        if let Some(path) = &self.kubeconfig
+            && !path.is_file()
+        {
+            return Err(invalid(
+                KUBECONFIG,
+                format!(
+                    "{} is not a file; give the path of a kubeconfig, or leave it unset to use the pod's service account",
+                    path.display()
                 ),
             ));
         }

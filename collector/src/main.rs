@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             _ => std::env::var(name).ok(),
         },
         config.standalone,
+        config.kubeconfig.as_deref(),
     )?;
     let checked = preflight::preflight(&config)?;
     let mut probes =
@@ -60,12 +61,22 @@ async fn main() -> anyhow::Result<()> {
     };
     // In a cluster: this node's pods name the cgroups and discovered endpoints join
     // the flags' ones live. Standalone: the flags' endpoints, as put in above.
-    let (cluster, discovery, node) = match mode {
+    let in_cluster = |node: &String, service| ClusterConfig {
+        gone_grace: config.series_grace_period,
+        ..ClusterConfig::new(node.clone(), service)
+    };
+    let watching = match mode {
         Mode::InCluster { service, node } => {
-            let cluster = Cluster::in_cluster(ClusterConfig {
-                gone_grace: config.series_grace_period,
-                ..ClusterConfig::new(node.clone(), service)
-            })?;
+            Some((Cluster::in_cluster(in_cluster(&node, service))?, node))
+        }
+        Mode::Kubeconfig { path, node } => {
+            let (client, server) = cluster::kubeconfig_client(&path).await?;
+            Some((Cluster::start(client, in_cluster(&node, server)), node))
+        }
+        Mode::Standalone => None,
+    };
+    let (cluster, discovery, node) = match watching {
+        Some((cluster, node)) => {
             let discovery = Discovery::new(
                 cluster.apiserver_endpoints(),
                 cluster.dns_servers(),
@@ -74,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
             );
             (cluster, Some(discovery), node)
         }
-        Mode::Standalone => {
+        None => {
             let cluster = Cluster::standalone(
                 config.apiservers.iter().copied().collect(),
                 config.dns_servers.iter().copied().collect(),
@@ -94,8 +105,12 @@ async fn main() -> anyhow::Result<()> {
     let snapshot = SharedSnapshot::default();
     let readiness = Readiness::new(config.readiness_timeout);
     readiness.set_attached(true);
+    let mut metrics = Metrics::new(snapshot.clone());
+    if discovery.is_some() {
+        metrics.register_watches(cluster.health().clone());
+    }
     let app = server::router(AppState {
-        metrics: Arc::new(Metrics::new(snapshot.clone())),
+        metrics: Arc::new(metrics),
         readiness: readiness.clone(),
     })
     .merge(profile::router(profiles));

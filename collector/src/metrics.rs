@@ -10,13 +10,19 @@ mod prometheus_text;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod watches;
+
+use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 
-pub use self::snapshot::{
-    ApiServerStats, CollectorStats, DNS_DURATION_BOUNDS, DnsStats, DurationHistogram, Identity,
-    MapFill, NODE_WORKLOAD_KIND, PodLabels, ProgramRuns, SharedSnapshot, Snapshot, WorkloadStats,
-    drop_reason,
+pub use self::{
+    snapshot::{
+        ApiServerStats, CollectorStats, DNS_DURATION_BOUNDS, DnsStats, DurationHistogram, Identity,
+        MapFill, NODE_WORKLOAD_KIND, PodLabels, ProgramRuns, SharedSnapshot, Snapshot,
+        WorkloadStats, drop_reason,
+    },
+    watches::{WatchHealth, WatchHealthSource},
 };
 
 /// Every metric name starts with this (and `_`).
@@ -48,6 +54,13 @@ impl Metrics {
     /// Where to publish snapshots.
     pub fn snapshot(&self) -> &SharedSnapshot {
         &self.snapshot
+    }
+
+    /// Adds the collector's own API watches (in a cluster). Register before sharing
+    /// `Metrics`.
+    pub fn register_watches(&mut self, source: Arc<dyn WatchHealthSource>) {
+        self.registry
+            .register_collector(Box::new(watches::WatchCollector { source }));
     }
 
     /// For metrics that are easier kept as live counters than in the snapshot (they

@@ -9,8 +9,9 @@ use cluster_api::{
     ApiServer, ENDPOINT_SLICES, PODS, SERVICES, WatchReply, event, expired, fixture, until,
 };
 use collector::{
-    cluster::{BackoffConfig, Cluster, ClusterConfig, Resource},
+    cluster::{BackoffConfig, Cluster, ClusterConfig, ErrorReason, Resource},
     identity::{self, Identity, cgroup_path},
+    metrics::{Metrics, SharedSnapshot},
 };
 use serde_json::{Value, json};
 
@@ -216,7 +217,26 @@ async fn gone_410_relists_this_nodes_pods_only() {
     assert_eq!(server.lists_of(ENDPOINT_SLICES), 1);
     assert_eq!(server.lists_of(SERVICES), 1);
     assert_eq!(cluster.health().errors(Resource::Pods), 1);
+    assert_eq!(
+        cluster
+            .health()
+            .errors_for(Resource::Pods, ErrorReason::Expired),
+        1
+    );
     assert_eq!(cluster.health().lists(Resource::Pods), 2);
+    // The same in the collector's self-metrics.
+    let mut metrics = Metrics::new(SharedSnapshot::default());
+    metrics.register_watches(cluster.health().clone());
+    let text = metrics.encode_openmetrics();
+    for line in [
+        r#"headroom_collector_kube_lists_total{resource="pods"} 2"#,
+        r#"headroom_collector_kube_lists_total{resource="endpointslices"} 1"#,
+        r#"headroom_collector_kube_watch_errors_total{resource="pods",reason="expired"} 1"#,
+        r#"headroom_collector_kube_watch_errors_total{resource="pods",reason="watch_failed"} 0"#,
+        r#"headroom_collector_kube_watch_errors_total{resource="services",reason="expired"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
     // The deleted pod keeps its name through the grace period.
     assert_eq!(web_identity(&cluster).workload, "web");
     assert!(cluster.pods().read().index().get(MIGRATE_UID).is_some());
@@ -276,6 +296,20 @@ async fn watch_errors_and_an_outage_back_off_and_keep_what_is_known() {
     );
     // Five pod watches: four refused with 500, the fifth held; each retry waited.
     assert_eq!(pod_watches.len(), 5, "{pod_watches:#?}");
+    assert!(
+        cluster
+            .health()
+            .errors_for(Resource::Pods, ErrorReason::WatchFailed)
+            >= 4,
+        "{:?}",
+        cluster.health().last_error()
+    );
+    assert_eq!(
+        cluster
+            .health()
+            .errors_for(Resource::Pods, ErrorReason::ListFailed),
+        0
+    );
     for pair in pod_watches.windows(2) {
         assert!(
             pair[1].at - pair[0].at >= Duration::from_millis(50),

@@ -7,20 +7,22 @@
 //! watch backs off with jitter on errors, and while the API server is away the
 //! collector keeps measuring with what it last knew.
 //!
-//! Without a cluster (no `KUBERNETES_SERVICE_HOST`, or `--standalone`) the endpoints
-//! come from flags and cgroups are named from their paths alone.
+//! Outside a pod, `--kubeconfig` gives the client instead of the service account, and
+//! its server's address is measured as the API server.
+//!
+//! Without a cluster (no `KUBERNETES_SERVICE_HOST` nor `--kubeconfig`, or
+//! `--standalone`) the endpoints come from flags and cgroups are named from their paths
+//! alone.
 pub mod backoff;
 pub mod endpoints;
 pub mod gone;
+pub mod health;
 pub mod pods;
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -35,6 +37,7 @@ pub use self::{
     backoff::BackoffConfig,
     endpoints::Endpoints,
     gone::{DEFAULT_GRACE, GoneSince},
+    health::{ErrorReason, Health, Resource},
     pods::{PodCache, SharedPods},
 };
 
@@ -46,7 +49,8 @@ pub enum Error {
     #[error(
         "{NODE_NAME_ENV} is not set: in a cluster the collector watches only its node's pods \
          and needs its node name from the downward API (env: - name: {NODE_NAME_ENV}, \
-         valueFrom: fieldRef: fieldPath: spec.nodeName), or run it with --standalone"
+         valueFrom: fieldRef: fieldPath: spec.nodeName) or --node-name, or run it with \
+         --standalone"
     )]
     NoNodeName,
     #[error(
@@ -56,6 +60,17 @@ pub enum Error {
     ServiceAddress { host: String, port: String },
     #[error("cannot read the in-cluster service account configuration: {0}")]
     InCluster(#[source] kube::config::InClusterError),
+    #[error("cannot use the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error(
+        "the kubeconfig's server {url} has no address this node can resolve; give one by IP \
+         address or a name in DNS"
+    )]
+    ServerAddress { url: String },
     #[error("cannot build the API client: {0}")]
     Client(#[source] kube::Error),
 }
@@ -65,13 +80,31 @@ pub enum Error {
 pub enum Mode {
     /// In a pod: the `kubernetes` Service address and this node's name.
     InCluster { service: SocketAddr, node: String },
+    /// Outside a pod, through a kubeconfig (`--kubeconfig`), and this node's name.
+    Kubeconfig { path: PathBuf, node: String },
     /// No cluster: endpoints from flags.
     Standalone,
 }
 
-/// Decides the mode from the environment (`env` looks a variable up) and the
-/// `--standalone` flag.
-pub fn mode(env: impl Fn(&str) -> Option<String>, standalone: bool) -> Result<Mode, Error> {
+/// Decides the mode from the environment (`env` looks a variable up), the
+/// `--standalone` flag and `--kubeconfig`: standalone wins, then a kubeconfig, then the
+/// kubelet's variables.
+pub fn mode(
+    env: impl Fn(&str) -> Option<String>,
+    standalone: bool,
+    kubeconfig: Option<&Path>,
+) -> Result<Mode, Error> {
+    let node = || {
+        env(NODE_NAME_ENV)
+            .filter(|n| !n.is_empty())
+            .ok_or(Error::NoNodeName)
+    };
+    if let (Some(path), false) = (kubeconfig, standalone) {
+        return Ok(Mode::Kubeconfig {
+            path: path.to_owned(),
+            node: node()?,
+        });
+    }
     let host = env("KUBERNETES_SERVICE_HOST").filter(|h| !h.is_empty());
     let (Some(host), false) = (host, standalone) else {
         return Ok(Mode::Standalone);
@@ -86,10 +119,45 @@ pub fn mode(env: impl Fn(&str) -> Option<String>, standalone: bool) -> Result<Mo
             host: host.clone(),
             port: port.clone(),
         })?;
-    let node = env(NODE_NAME_ENV)
-        .filter(|n| !n.is_empty())
-        .ok_or(Error::NoNodeName)?;
-    Ok(Mode::InCluster { service, node })
+    Ok(Mode::InCluster {
+        service,
+        node: node()?,
+    })
+}
+
+/// The client a kubeconfig describes (its current context), and the address of its
+/// server, which the kernel should measure as the API server.
+pub async fn kubeconfig_client(path: &Path) -> Result<(Client, SocketAddr), Error> {
+    let kubeconfig_error = |source| Error::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(kubeconfig_error)?;
+    let url = &config.cluster_url;
+    let unresolved = || Error::ServerAddress {
+        url: url.to_string(),
+    };
+    let host = url.host().ok_or_else(unresolved)?;
+    let default_port = if url.scheme_str() == Some("http") {
+        80
+    } else {
+        443
+    };
+    let port = url.port_u16().unwrap_or(default_port);
+    // `[fd00::1]` in a URL is the address `fd00::1`.
+    let service = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(unresolved)?,
+    };
+    let client = Client::try_from(config).map_err(Error::Client)?;
+    Ok((client, service))
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -127,63 +195,6 @@ fn watch_config() -> kube::runtime::watcher::Config {
     let mut config = kube::runtime::watcher::Config::default().any_semantic();
     config.page_size = None;
     config
-}
-
-/// What the collector watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resource {
-    Pods = 0,
-    EndpointSlices = 1,
-    DnsService = 2,
-}
-
-/// The watches' health, for self-metrics and tests.
-#[derive(Debug, Default)]
-pub struct Health {
-    lists: [AtomicU64; 3],
-    events: [AtomicU64; 3],
-    errors: [AtomicU64; 3],
-    last_error: Mutex<Option<String>>,
-}
-
-impl Health {
-    /// (Re)lists started.
-    pub fn lists(&self, r: Resource) -> u64 {
-        self.lists[r as usize].load(Ordering::Relaxed)
-    }
-
-    /// Events applied (a completed list counts as one).
-    pub fn events(&self, r: Resource) -> u64 {
-        self.events[r as usize].load(Ordering::Relaxed)
-    }
-
-    /// Failed requests or error events.
-    pub fn errors(&self, r: Resource) -> u64 {
-        self.errors[r as usize].load(Ordering::Relaxed)
-    }
-
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn record_list(&self, r: Resource) {
-        self.lists[r as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn record_event(&self, r: Resource) {
-        self.events[r as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn record_error(&self, r: Resource, error: &kube::runtime::watcher::Error) {
-        self.errors[r as usize].fetch_add(1, Ordering::Relaxed);
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(format!("{r:?}: {error}"));
-    }
 }
 
 /// The running discovery: pods of this node, API server endpoints and DNS servers.
@@ -309,20 +320,23 @@ mod tests {
             ("NODE_NAME", "node-a"),
         ]);
         assert_eq!(
-            mode(&vars, false).expect("a mode"),
+            mode(&vars, false, None).expect("a mode"),
             Mode::InCluster {
                 service: "10.96.0.1:443".parse().expect("addr"),
                 node: "node-a".into()
             }
         );
-        assert_eq!(mode(&vars, true).expect("a mode"), Mode::Standalone);
+        assert_eq!(mode(&vars, true, None).expect("a mode"), Mode::Standalone);
     }
 
     #[test]
     fn standalone_without_a_cluster() {
-        assert_eq!(mode(env(&[]), false).expect("a mode"), Mode::Standalone);
         assert_eq!(
-            mode(env(&[("KUBERNETES_SERVICE_HOST", "")]), false).expect("a mode"),
+            mode(env(&[]), false, None).expect("a mode"),
+            Mode::Standalone
+        );
+        assert_eq!(
+            mode(env(&[("KUBERNETES_SERVICE_HOST", "")]), false, None).expect("a mode"),
             Mode::Standalone
         );
     }
@@ -335,10 +349,10 @@ mod tests {
             ("NODE_NAME", "n"),
         ]);
         assert!(
-            matches!(mode(v6, false), Ok(Mode::InCluster { service, .. }) if service.port() == 6443)
+            matches!(mode(v6, false, None), Ok(Mode::InCluster { service, .. }) if service.port() == 6443)
         );
         let no_node = env(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")]);
-        let message = mode(no_node, false).expect_err("no node").to_string();
+        let message = mode(no_node, false, None).expect_err("no node").to_string();
         assert!(message.contains("fieldPath: spec.nodeName"), "{message}");
         let bad = env(&[
             ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
@@ -346,9 +360,68 @@ mod tests {
             ("NODE_NAME", "n"),
         ]);
         assert!(matches!(
-            mode(bad, false),
+            mode(bad, false, None),
             Err(Error::ServiceAddress { .. })
         ));
+    }
+
+    #[test]
+    fn a_kubeconfig_needs_a_node_name_and_yields_to_standalone() {
+        let path = Path::new("/etc/headroom/kubeconfig");
+        let vars = env(&[
+            ("NODE_NAME", "node-a"),
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ]);
+        assert_eq!(
+            mode(&vars, false, Some(path)).expect("a mode"),
+            Mode::Kubeconfig {
+                path: path.into(),
+                node: "node-a".into()
+            }
+        );
+        assert_eq!(
+            mode(&vars, true, Some(path)).expect("a mode"),
+            Mode::Standalone
+        );
+        assert!(matches!(
+            mode(env(&[]), false, Some(path)),
+            Err(Error::NoNodeName)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_kubeconfigs_server_is_the_api_server_to_measure() {
+        let dir = std::env::temp_dir().join(format!("headroom-kubeconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let path = dir.join("kubeconfig");
+        let kubeconfig = |server: &str| {
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
+                 users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    \
+                 cluster: c\n    user: u\ncurrent-context: x\n"
+            )
+        };
+        for (server, want) in [
+            ("https://10.0.0.10:6443", "10.0.0.10:6443"),
+            ("https://[fd00::1]", "[fd00::1]:443"),
+            ("https://localhost:6443", "127.0.0.1:6443"),
+        ] {
+            std::fs::write(&path, kubeconfig(server)).expect("write kubeconfig");
+            let (_, service) = kubeconfig_client(&path).await.expect("a client");
+            let want: SocketAddr = want.parse().expect("addr");
+            // localhost may resolve to ::1 first.
+            assert!(
+                service == want || (server.contains("localhost") && service.ip().is_loopback()),
+                "{server}: {service}"
+            );
+        }
+        let missing = dir.join("nope");
+        let Err(error) = kubeconfig_client(&missing).await else {
+            panic!("a client from a missing kubeconfig");
+        };
+        let message = error.to_string();
+        assert!(message.contains("nope"), "{message}");
+        std::fs::remove_dir_all(&dir).expect("remove scratch dir");
     }
 
     #[tokio::test]

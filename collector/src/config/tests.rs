@@ -69,6 +69,7 @@ fn file_sets_every_field() {
             dns_servers: vec![addr("10.96.0.10:53")],
             cgroup_root: Some("/sys/fs/cgroup/unified".into()),
             node_name: Some("node-a".into()),
+            kubeconfig: None,
             series_grace_period: Duration::from_secs(600),
             dns_top_k: 50,
             readiness_timeout: Duration::from_secs(90),
@@ -104,6 +105,21 @@ fn flags_override_the_file_and_lists_replace() {
     assert_eq!(config.dns_servers, vec![addr("10.96.0.10:53")]);
     assert_eq!(config.readiness_timeout, Duration::from_secs(90));
     assert!(load("", &["--standalone"]).expect("valid").standalone);
+}
+
+#[test]
+fn kubeconfig_from_the_file_or_the_flag() {
+    // Any existing file passes validation; the client reads it at start-up.
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let config = load(&format!("kubeconfig: {manifest}"), &[]).expect("valid");
+    assert_eq!(config.kubeconfig, Some(PathBuf::from(manifest)));
+    let config = load("", &["--kubeconfig", manifest]).expect("valid");
+    assert_eq!(config.kubeconfig, Some(PathBuf::from(manifest)));
+    assert_eq!(
+        error("", &["--kubeconfig", "/nonexistent/kubeconfig"]),
+        "invalid configuration: kubeconfig (--kubeconfig): /nonexistent/kubeconfig is not a \
+         file; give the path of a kubeconfig, or leave it unset to use the pod's service account"
+    );
 }
 
 #[test]
@@ -181,6 +197,11 @@ fn each_invalid_field_is_named() {
             "cgroupRoot (--cgroup-root)",
         ),
         ("nodeName: Node_A", &[], "nodeName (--node-name)"),
+        (
+            "kubeconfig: /nonexistent/kubeconfig",
+            &[],
+            "kubeconfig (--kubeconfig)",
+        ),
         ("", &["--node-name=-a"], "nodeName (--node-name)"),
         (
             "seriesGracePeriod: 300",

@@ -75,14 +75,14 @@ impl EncodeMetric for ConstHistogram<'_> {
 
 /// The families of one metric: its name (without the registry's `headroom_` prefix and
 /// without its unit), help and unit.
-struct Family {
+pub(super) struct Family {
     name: &'static str,
     help: &'static str,
     unit: Option<Unit>,
 }
 
 impl Family {
-    const fn new(name: &'static str, help: &'static str) -> Self {
+    pub(super) const fn new(name: &'static str, help: &'static str) -> Self {
         Self {
             name,
             help,
@@ -90,7 +90,7 @@ impl Family {
         }
     }
 
-    const fn with_unit(name: &'static str, help: &'static str, unit: Unit) -> Self {
+    pub(super) const fn with_unit(name: &'static str, help: &'static str, unit: Unit) -> Self {
         Self {
             name,
             help,
@@ -100,7 +100,11 @@ impl Family {
 
     /// Writes the family's descriptor and series; a family with no series is left out,
     /// as prometheus-client's registry does for its own metrics.
-    fn encode<L, M>(&self, encoder: &mut DescriptorEncoder, series: &[(L, M)]) -> fmt::Result
+    pub(super) fn encode<L, M>(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        series: &[(L, M)],
+    ) -> fmt::Result
     where
         L: EncodeLabelSet,
         M: EncodeMetric + TypedMetric,

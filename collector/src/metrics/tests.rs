@@ -369,3 +369,80 @@ headroom_pod_start_time_seconds{namespace=\"ns1\",workload_kind=\"Deployment\",w
     // Without pods the family is left out.
     assert_no_line_starting(&render(sample()), "# HELP headroom_pod_start_time_seconds");
 }
+
+/// Two watches: pods relisted once after a 410 and failed during an outage; the
+/// EndpointSlice watch has not finished its first list.
+#[derive(Debug)]
+struct Watches;
+
+impl WatchHealthSource for Watches {
+    fn watch_health(&self) -> Vec<WatchHealth> {
+        vec![
+            WatchHealth {
+                resource: "pods",
+                lists: 2,
+                events: 14,
+                errors: vec![("expired", 1), ("watch_failed", 3)],
+                last_event_unix_seconds: Some(1_767_225_600.25),
+            },
+            WatchHealth {
+                resource: "endpointslices",
+                lists: 1,
+                events: 0,
+                errors: vec![("expired", 0), ("watch_failed", 0)],
+                last_event_unix_seconds: None,
+            },
+        ]
+    }
+}
+
+fn render_with_watches() -> String {
+    let mut metrics = Metrics::new(SharedSnapshot::new(sample()));
+    metrics.register_watches(std::sync::Arc::new(Watches));
+    metrics.encode_openmetrics()
+}
+
+#[test]
+fn own_watches_by_resource_and_reason() {
+    let text = render_with_watches();
+    let expected = "\
+# HELP headroom_collector_kube_lists Lists the collector's own watches made (the first, then one per 410 Gone), by resource.
+# TYPE headroom_collector_kube_lists counter
+headroom_collector_kube_lists_total{resource=\"pods\"} 2
+headroom_collector_kube_lists_total{resource=\"endpointslices\"} 1
+";
+    assert!(text.contains(expected), "{text}");
+    for line in [
+        "headroom_collector_kube_events_total{resource=\"pods\"} 14",
+        "headroom_collector_kube_events_total{resource=\"endpointslices\"} 0",
+        "# TYPE headroom_collector_kube_watch_errors counter",
+        "headroom_collector_kube_watch_errors_total{resource=\"pods\",reason=\"expired\"} 1",
+        "headroom_collector_kube_watch_errors_total{resource=\"pods\",reason=\"watch_failed\"} 3",
+        "headroom_collector_kube_watch_errors_total{resource=\"endpointslices\",reason=\"expired\"} 0",
+        "# TYPE headroom_collector_kube_last_event_timestamp_seconds gauge",
+        "# UNIT headroom_collector_kube_last_event_timestamp_seconds seconds",
+        "headroom_collector_kube_last_event_timestamp_seconds{resource=\"pods\"} 1767225600.25",
+    ] {
+        assert_line(&text, line);
+    }
+    // No event yet: no timestamp (not a misleading 0).
+    assert_no_line_starting(
+        &text,
+        "headroom_collector_kube_last_event_timestamp_seconds{resource=\"endpointslices\"}",
+    );
+    // Standalone registers no watches, and shows none.
+    assert_no_line_starting(&render(sample()), "# HELP headroom_collector_kube");
+}
+
+#[test]
+fn promtool_check_metrics_accepts_the_watch_families() {
+    let mut metrics = Metrics::new(SharedSnapshot::new(sample()));
+    metrics.register_watches(std::sync::Arc::new(Watches));
+    let text = metrics.encode_prometheus_text();
+    assert!(
+        text.contains("headroom_collector_kube_lists_total"),
+        "{text}"
+    );
+    let (ok, complaints) = promtool(&["check", "metrics"], &text);
+    assert!(ok, "promtool check metrics:\n{complaints}\non\n{text}");
+}
