@@ -38,6 +38,19 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Python packages deploy/'s tests use: (pip requirement, module to import, why).
+const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[
+    (
+        "kubernetes-validate==1.37.0",
+        "kubernetes_validate",
+        "the rendered manifests against Kubernetes' JSON schemas, bundled per version",
+    ),
+    (
+        "cel-python==0.5.0",
+        "celpy",
+        "the webhook registration's CEL matchConditions evaluated on sample objects",
+    ),
+];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -51,6 +64,8 @@ pub fn run() -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     tracefs()?;
+    python_packages()?;
+    kubectl_kustomize()?;
     eprintln!("xtask setup: everything is in place");
     Ok(())
 }
@@ -156,4 +171,52 @@ fn tracefs() -> anyhow::Result<()> {
     let mut mount = Command::new("mount");
     mount.args(["-t", "tracefs", "nodev", TRACEFS]);
     shell::run(&mut mount).map_err(|e| step_failed("tracefs", &mount, e))
+}
+
+fn python_packages() -> anyhow::Result<()> {
+    for (requirement, module, why) in PYTHON_PACKAGES {
+        let have = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if have {
+            continue;
+        }
+        eprintln!("xtask setup: installing {requirement} (deploy/ tests: {why})");
+        let mut install = Command::new("python3");
+        install.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--root-user-action=ignore",
+            requirement,
+        ]);
+        shell::run(&mut install).map_err(|e| step_failed("python packages", &install, e))?;
+    }
+    Ok(())
+}
+
+/// deploy/ is rendered with `kubectl kustomize`, which needs kustomize v5 (components,
+/// `labels:`). The machine image ships kubectl; Debian's kubernetes-client is too old.
+fn kubectl_kustomize() -> anyhow::Result<()> {
+    let mut version = Command::new("kubectl");
+    version.args(["version", "--client"]);
+    let out = shell::output(&mut version).map_err(|e| {
+        step_failed(
+            "kubectl",
+            &version,
+            format!("{e}; install kubectl 1.27 or later"),
+        )
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.lines().any(|l| l.starts_with("Kustomize Version: v5")) {
+        return Ok(());
+    }
+    Err(step_failed(
+        "kubectl",
+        &version,
+        format!("kubectl with kustomize v5 (kubectl 1.27 or later) is needed, found:\n{text}"),
+    ))
 }
