@@ -2,7 +2,10 @@
 //! stream detector. See the module docs of [`super`] for the model.
 use std::collections::VecDeque;
 
-use super::{EstimatorConfig, Owner};
+use super::{
+    EstimatorConfig, Owner,
+    coalescing::{self, Headers},
+};
 
 /// TLS content types.
 const CHANGE_CIPHER_SPEC: u8 = 20;
@@ -83,6 +86,10 @@ struct Item {
     plaintext: u32,
     turn: u32,
     kind: ItemKind,
+    /// The connection's first request record.
+    first: bool,
+    /// [`Connection::responses`] when it was pushed.
+    responses_before: u64,
 }
 
 /// A stream (a watch): the server pushing data nobody asked for, again and again.
@@ -126,7 +133,18 @@ pub struct Connection {
     last_candidate_ns: u64,
     last_ingress_ns: u64,
     stream: Stream,
+    /// The first request record is still to come.
+    first_request: bool,
+    /// Ingress data records so far (HTTP/2: each may be a response), and the sizes of
+    /// the latest [`RESPONSES_KEPT`] of them.
+    responses: u64,
+    response_sizes: VecDeque<u32>,
+    /// The coalescing unit a batch showed (hyper's repeated HEADERS), for later batches.
+    unit: Option<u32>,
 }
+
+/// Response sizes kept per connection for [`coalescing::batch_unit`].
+const RESPONSES_KEPT: usize = 256;
 
 impl Connection {
     pub fn new(owner: Owner, ts_ns: u64) -> Self {
@@ -149,6 +167,10 @@ impl Connection {
             last_candidate_ns: 0,
             last_ingress_ns: 0,
             stream: Stream::default(),
+            first_request: true,
+            responses: 0,
+            response_sizes: VecDeque::new(),
+            unit: None,
         }
     }
 
@@ -330,6 +352,8 @@ impl Connection {
             plaintext: p,
             turn: self.turn,
             kind,
+            first: kind == ItemKind::Candidate && std::mem::take(&mut self.first_request),
+            responses_before: self.responses,
         });
         if self.protocol == Protocol::Http1 {
             self.resolve(out, false, false);
@@ -370,6 +394,11 @@ impl Connection {
             // Control frames (SETTINGS, PING, WINDOW_UPDATE) are not response data.
             if p > *H2_CONTROL.iter().max().unwrap_or(&0) {
                 data = true;
+                self.responses += 1;
+                if self.response_sizes.len() >= RESPONSES_KEPT {
+                    self.response_sizes.pop_front();
+                }
+                self.response_sizes.push_back(p);
             }
         }
         if !data {
@@ -457,12 +486,35 @@ impl Connection {
                 },
             })
             .collect();
-        let sizes: Vec<u32> = requests.iter().map(|i| i.plaintext).collect();
-        let unit = coalescing_unit(&sizes);
-        for item in requests {
-            let n = match unit {
-                Some(unit) => u64::from((item.plaintext + unit / 2) / unit).max(1),
-                None => 1,
+        let records: Vec<Headers> = requests
+            .iter()
+            .map(|i| Headers {
+                plaintext: i.plaintext,
+                first: i.first,
+            })
+            .collect();
+        let answered = requests
+            .first()
+            .map_or(0, |i| self.responses - i.responses_before);
+        let kept = self.response_sizes.len();
+        let responses: Vec<u32> = self
+            .response_sizes
+            .iter()
+            .skip(kept.saturating_sub(usize::try_from(answered).unwrap_or(usize::MAX)))
+            .copied()
+            .collect();
+        let unit = coalescing::batch_unit(&records, &responses);
+        if unit.is_some() {
+            self.unit = unit;
+        }
+        for (item, record) in requests.iter().zip(records) {
+            let n = match (unit, self.unit) {
+                (Some(unit), _) => coalescing::requests_in(record, unit),
+                // A unit an earlier batch showed: only exact multiples go by it.
+                (None, Some(unit)) if record.plaintext.is_multiple_of(unit) => {
+                    u64::from(record.plaintext / unit)
+                }
+                _ => 1,
             };
             self.count(item.ts_ns, n, out);
         }
@@ -479,50 +531,4 @@ impl Connection {
 fn settings_shaped(p: u32) -> bool {
     let settings = |q: u32| q >= 9 && (q - 9).is_multiple_of(6) && (q - 9) / 6 <= MAX_SETTINGS;
     settings(p) || (p >= 13 && settings(p - 13))
-}
-
-/// Some HTTP/2 clients (hyper's h2) put the HEADERS of concurrent requests into one TLS
-/// record. Identical requests compress (HPACK) to identical HEADERS, so such records are
-/// exact multiples of the single request's size (the first may carry a few more bytes of
-/// new HPACK literals). Returns that size when a batch shows it. Candidates: sizes seen
-/// twice (lone requests) and the common divisors of pairs of records (when no request went
-/// alone), at least [`MIN_HEADERS`]. A candidate holds when at least half of the records
-/// twice its size or more are exact multiples, and there are two such witnesses beside a
-/// repeated size, three beside a divisor (a pair's divisor has two by construction).
-/// The smallest that holds wins.
-pub(crate) fn coalescing_unit(sizes: &[u32]) -> Option<u32> {
-    let mut sorted = sizes.to_vec();
-    sorted.sort_unstable();
-    let mut candidates: Vec<(u32, usize)> = sorted
-        .chunk_by(|a, b| a == b)
-        .filter(|run| run.len() >= 2)
-        .map(|run| (run[0], 2))
-        .collect();
-    sorted.dedup();
-    for (i, &a) in sorted.iter().enumerate() {
-        for &b in &sorted[i + 1..] {
-            candidates.push((gcd(a, b), 3));
-        }
-    }
-    candidates.retain(|&(unit, _)| unit >= MIN_HEADERS);
-    candidates.sort_unstable();
-    candidates.into_iter().find_map(|(unit, needed)| {
-        let larger = sizes.iter().filter(|&&p| p >= 2 * unit).count();
-        let witnesses = sizes
-            .iter()
-            .filter(|&&p| p >= 2 * unit && p.is_multiple_of(unit))
-            .count();
-        (witnesses >= needed && 2 * witnesses >= larger).then_some(unit)
-    })
-}
-
-/// The smallest HEADERS frame of a request: 9-byte frame header and the four
-/// pseudo-headers, each a one-byte HPACK index.
-const MIN_HEADERS: u32 = 9 + 4;
-
-fn gcd(mut a: u32, mut b: u32) -> u32 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
 }

@@ -35,12 +35,20 @@
 //!    17 bytes is a PING — or a fully HPACK-indexed repeat of an earlier request (Go), so
 //!    a 17-byte record counts unless the server answers it with a 17-byte PING ack, or it
 //!    answers a server PING itself.
-//! 6. **HTTP/2 coalescing.** hyper's h2 (kube-rs) writes the HEADERS of concurrent
-//!    requests into one record. Identical requests compress to identical HEADERS, so a
-//!    batch (records within the pending window) where records are exact multiples of one
-//!    size — a size seen alone twice, or a common divisor of records — shows it; then
-//!    each record counts `round(size / unit)`. Several witnesses, and at least half of
-//!    the larger records, are needed, as one multiple is easily a coincidence.
+//! 6. **HTTP/2 coalescing.** hyper's h2 (kube-rs) writes the HEADERS of the requests it
+//!    has queued into one record. Identical requests compress to identical HEADERS of
+//!    some size R (h2 never indexes `:path`), the connection's first request d bytes more
+//!    (its new HPACK literals, d < R): records are `k·R`, the first `k·R + d`. In a batch
+//!    (records within the pending window), records that are exact multiples of one size —
+//!    a size seen alone twice, or a common divisor of records; several witnesses, and at
+//!    least half of the larger records, as one multiple is easily a coincidence — show a
+//!    unit. Sizes cannot tell R from 2R when no record carried one request (under load
+//!    hyper answers a whole window of responses with a whole window of requests), so the
+//!    server's responses decide between the divisors of such a family: the one whose
+//!    count is within 10 % of the data records the server sent meanwhile, when those look
+//!    alike (identical requests, alike responses). Each record then counts
+//!    `round(size / unit)` (the first rounds down), and the unit holds for the
+//!    connection's later exact multiples. See `coalescing`.
 //! 7. **Streams.** A watch is the server pushing data nobody asked for: ingress data
 //!    after at least [`EstimatorConfig::push_gap_ns`] of silence with no request since
 //!    the last ingress data. [`EstimatorConfig::pushes_to_open`] such pushes open a
@@ -51,8 +59,13 @@
 //! # Known limits
 //! - HTTP/2 requests with a body (POST, PUT, PATCH) from Go count twice or more: Go
 //!   flushes HEADERS and DATA in separate records, indistinguishable by size.
-//! - Coalesced HTTP/2 requests that differ (hyper starting several different watches at
-//!   once) count as one request per record: no exact multiples to go by.
+//! - Coalesced HTTP/2 requests that differ (hyper starting several different lists and
+//!   watches at once) count as one request per record: no exact multiples to go by. So
+//!   does a bundle of identical ones with no other request record within the pending
+//!   window, even if a later batch shows the unit (it was counted already).
+//! - Alike responses are taken as one record per response: a server that answers each
+//!   request of a coalesced family with exactly r alike records (r ≥ 2) can make the
+//!   family count up to r times its requests (bounded by the smallest HEADERS size).
 //! - Streams: at most one per connection. Several watches multiplexed on one HTTP/2
 //!   connection (client-go informers) show as one open stream: a lower bound. A watch
 //!   without events is not seen until it pushes (bookmarks come about once a minute).
@@ -61,6 +74,7 @@
 //! - TLS 1.3 with client certificates whose Certificate, CertificateVerify and Finished
 //!   share one record: the first two data records after it are taken as handshake.
 //! - Segments with `desync` lose records; they are counted in [`Stats::desyncs`].
+mod coalescing;
 mod connection;
 #[cfg(test)]
 mod fixture;

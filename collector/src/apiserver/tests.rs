@@ -2,7 +2,7 @@ use collector_ebpf::{EndpointKind, event};
 
 use super::{
     Estimator, EstimatorConfig, Owner, Protocol,
-    connection::coalescing_unit,
+    coalescing::{Headers, batch_unit, coalescing_unit, requests_in},
     fixture::{self, CGROUP, Ev, Fixture, TGID},
 };
 
@@ -45,6 +45,14 @@ const FIXTURES: &[(&str, &str)] = &[
     (
         "rust-h2-concurrent",
         include_str!("fixtures/rust-h2-concurrent.tap"),
+    ),
+    (
+        "rust-h2-concurrent-even-bundles",
+        include_str!("fixtures/rust-h2-concurrent-even-bundles.tap"),
+    ),
+    (
+        "rust-h2-concurrent-whole-windows",
+        include_str!("fixtures/rust-h2-concurrent-whole-windows.tap"),
     ),
     ("curl-h1-watch", include_str!("fixtures/curl-h1-watch.tap")),
 ];
@@ -300,6 +308,124 @@ fn coalesced_identical_headers_are_split_by_their_unit() {
     assert_eq!(coalescing_unit(&[63, 21, 38, 21, 38, 21]), None);
     // Go discovery: varied sizes, none repeated.
     assert_eq!(coalescing_unit(&[124, 246, 32, 34, 130]), None);
+}
+
+/// Request records as hyper wrote them: the connection's first, then the rest.
+fn hyper_records(first: u32, rest: &[u32]) -> Vec<Headers> {
+    std::iter::once(Headers {
+        plaintext: first,
+        first: true,
+    })
+    .chain(rest.iter().map(|&plaintext| Headers {
+        plaintext,
+        first: false,
+    }))
+    .collect()
+}
+
+/// `n` response records of about `size` bytes, as the test server writes small responses.
+fn alike_responses(n: u32, size: u32) -> Vec<u32> {
+    (0..n).map(|i| size + (i % 3) * 12).collect()
+}
+
+/// From `fixtures/rust-h2-concurrent-even-bundles.tap`: 40 requests of 36 bytes in
+/// bundles of 10 (the first with 12 bytes of new literals), 2, 10, 10 and 8. Every
+/// bundle even, so sizes alone show 72; the 40 alike responses show 36.
+#[test]
+fn responses_decide_when_every_bundle_is_a_multiple_of_two_requests() {
+    let records = hyper_records(372, &[72, 360, 360, 288]);
+    let sizes: Vec<u32> = records.iter().map(|r| r.plaintext).collect();
+    assert_eq!(coalescing_unit(&sizes), Some(72));
+    let unit = batch_unit(&records, &alike_responses(40, 1322));
+    assert_eq!(unit, Some(36));
+    let total: u64 = records.iter().map(|&r| requests_in(r, 36)).sum();
+    assert_eq!(total, 40);
+}
+
+/// From `fixtures/rust-h2-concurrent-whole-windows.tap`: every bundle a whole window of
+/// 10. Sizes alone cannot tell 4 requests of 360 bytes from 40 of 36.
+#[test]
+fn responses_decide_when_every_bundle_is_a_whole_window() {
+    let records = hyper_records(372, &[360, 360, 360]);
+    assert_eq!(coalescing_unit(&[372, 360, 360, 360]), None);
+    assert_eq!(batch_unit(&records, &alike_responses(41, 1322)), Some(36));
+    // Four responses: four requests of 360 bytes (no split, however it is written).
+    let four = batch_unit(&records, &alike_responses(4, 1322));
+    let total: u64 = records
+        .iter()
+        .map(|&r| four.map_or(1, |unit| requests_in(r, unit)))
+        .sum();
+    assert_eq!(total, 4);
+}
+
+/// Responses are evidence only when they look alike (one record each) and their number
+/// fits a divisor within 10 %; otherwise what the sizes show stands.
+#[test]
+fn responses_that_do_not_fit_leave_the_sizes_unit() {
+    let records = hyper_records(372, &[72, 360, 360, 288]);
+    // Each response spread over a full record and a short one: not alike.
+    let spread: Vec<u32> = (0..80)
+        .map(|i| if i % 2 == 0 { 16_384 } else { 3_000 })
+        .collect();
+    assert_eq!(batch_unit(&records, &spread), Some(72));
+    // Alike, but 31 of them: neither 20 (unit 72) nor 40 (unit 36) is within 10 %.
+    assert_eq!(batch_unit(&records, &alike_responses(31, 1322)), Some(72));
+    // Too few to go by.
+    assert_eq!(batch_unit(&records, &alike_responses(3, 1322)), Some(72));
+}
+
+/// A kube-rs client starting different lists and watches at once: HEADERS of different
+/// sizes share a record, and later requests differ too. No family of multiples, so
+/// alike responses split nothing (one request per record: an undercount, never a guess).
+#[test]
+fn coalesced_different_requests_are_not_split_by_responses() {
+    let records = hyper_records(251, &[44, 58, 61, 47, 52, 83]);
+    assert_eq!(batch_unit(&records, &alike_responses(12, 900)), None);
+}
+
+/// The first record carries its requests plus fewer new HPACK literals than one request
+/// (so it rounds down); a later bundle may carry a 9-byte SETTINGS ack or a 13-byte
+/// WINDOW_UPDATE (so it rounds to nearest). Both seen in live taps.
+#[test]
+fn extra_bytes_beside_coalesced_requests_count_nothing() {
+    let first = |plaintext| Headers {
+        plaintext,
+        first: true,
+    };
+    let later = |plaintext| Headers {
+        plaintext,
+        first: false,
+    };
+    assert_eq!(requests_in(first(10 * 36 + 12 + 9), 36), 10);
+    assert_eq!(requests_in(first(48), 36), 1);
+    assert_eq!(requests_in(later(10 * 36 + 9), 36), 10);
+    assert_eq!(requests_in(later(4 * 36 + 13), 36), 4);
+    assert_eq!(requests_in(later(20), 36), 1);
+}
+
+/// A unit a batch showed holds for the connection: a lone bundle a later batch sees is
+/// split by it when it is an exact multiple, and anything else counts one.
+#[test]
+fn a_unit_shown_once_splits_later_exact_multiples() {
+    let mut est = Estimator::default();
+    tls13(&mut est, 1);
+    est.on_segment(&segment(4, 1, E, &[(23, 24 + 17)]));
+    est.on_segment(&segment(5, 1, E, &[(23, 33 + 13 + 17)]));
+    est.on_segment(&segment(6, 1, I, &[(23, 33 + 17)]));
+    est.on_segment(&segment(7, 1, E, &[(23, 9 + 17), (23, 372 + 17)]));
+    for (ts, plaintext) in [(20, 360), (30, 36), (40, 36), (50, 144), (60, 108)] {
+        est.on_segment(&segment(ts, 1, E, &[(23, plaintext + 17)]));
+    }
+    est.tick(1_000_000_000 + 2_000 * 1_000_000);
+    assert_eq!(
+        est.owner(&OWNER).map(|t| t.requests),
+        Some(10 + 10 + 1 + 1 + 4 + 3)
+    );
+    // Seconds later, alone in their batches: a window of 10, then a different request.
+    est.on_segment(&segment(5_000, 1, E, &[(23, 360 + 17)]));
+    est.on_segment(&segment(8_000, 1, E, &[(23, 130 + 17)]));
+    est.on_close(&close(12_000, 1));
+    assert_eq!(est.owner(&OWNER).map(|t| t.requests), Some(29 + 10 + 1));
 }
 
 #[test]
