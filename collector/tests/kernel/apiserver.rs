@@ -628,11 +628,9 @@ pattern_tests! {
     kubectl_discovery_list_and_raw_get => "kubectl",
 }
 
-/// The Rust (hyper) HTTP/2 client with requests in flight together.
+/// The Rust (hyper) HTTP/2 client with requests in flight together: it coalesces the
+/// HEADERS of the requests it has queued into one record.
 #[test]
-#[ignore = "flaky (about 1 run in 15 under the suite's parallel load): the request estimator \
-            has undercounted hyper's bundled HTTP/2 HEADERS (62 of 100 seen); issue 3 stays \
-            open for it. Run with --ignored."]
 fn rust_http2_client_multiplexed() {
     check("rust-h2-multiplexed");
 }
