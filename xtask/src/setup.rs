@@ -191,6 +191,9 @@ fn python_packages() -> anyhow::Result<()> {
             "--quiet",
             "--disable-pip-version-check",
             "--root-user-action=ignore",
+            // Debian's own python3 refuses pip installs without it (PEP 668); the
+            // packages only serve the tests of this machine.
+            "--break-system-packages",
             requirement,
         ]);
         shell::run(&mut install).map_err(|e| step_failed("python packages", &install, e))?;
