@@ -969,21 +969,6 @@ fn dashboard_queries_parse_as_promql() {
 }
 
 #[test]
-fn shipped_rules_pass_promtool() {
-    let path = workspace().join("deploy/prometheus/headroom-rules.yaml");
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&path)
-        .output()
-        .expect("promtool runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[test]
 fn prometheus_operator_component_scrapes_and_loads_the_rules() {
     let rendered = Rendered::with_components(&["prometheus-operator"]);
     let rule = find(&rendered.docs, "PrometheusRule", "headroom-profiles");
