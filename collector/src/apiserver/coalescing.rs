@@ -44,17 +44,22 @@ fn total(records: &[Headers], unit: u32) -> u64 {
 /// The unit to split a batch's records by, or None (one request per record).
 ///
 /// `responses`: the sizes of the server's data records since the batch's first record.
-/// First what the sizes show ([`coalescing_unit`]); then, when the records form a family
-/// (all multiples of one size, the connection's first record aside), the responses may
-/// show a smaller unit: a divisor of that size whose count is within 10 % of the number
-/// of responses, when the responses look alike (identical requests get alike responses,
-/// one record each; a server that spreads a response over records of different sizes
-/// gives no such evidence).
+/// First what the sizes of the records other than the connection's first show
+/// ([`coalescing_unit`]; the first is no witness: its new literals may make it a multiple
+/// of some other size by chance). Then, when the records form a family (multiples of one
+/// size), the responses may show a smaller unit: a divisor of that size whose count is
+/// within 10 % of the number of responses, when the responses look alike (identical
+/// requests get alike responses, one record each; a server that spreads a response over
+/// records of different sizes gives no such evidence).
 pub(crate) fn batch_unit(records: &[Headers], responses: &[u32]) -> Option<u32> {
-    let sizes: Vec<u32> = records.iter().map(|r| r.plaintext).collect();
-    let shown = coalescing_unit(&sizes);
-    let family = shown.or_else(|| family_unit(records))?;
-    answered_unit(records, family, responses).or(shown)
+    let later: Vec<u32> = records
+        .iter()
+        .filter(|r| !r.first)
+        .map(|r| r.plaintext)
+        .collect();
+    let shown = coalescing_unit(&later);
+    let families = [shown, family_unit(records)];
+    answered_unit(records, families.iter().flatten().copied(), responses).or(shown)
 }
 
 /// The gcd of the records other than the connection's first, when there are two or more
@@ -74,15 +79,23 @@ fn family_unit(records: &[Headers]) -> Option<u32> {
 /// Fewest responses worth going by.
 const MIN_RESPONSES: usize = 4;
 
-/// The divisor of `family` whose request count is nearest the responses, if within 10 %.
-fn answered_unit(records: &[Headers], family: u32, responses: &[u32]) -> Option<u32> {
+/// The divisor of a family's size whose request count is nearest the responses, if
+/// within 10 %.
+fn answered_unit(
+    records: &[Headers],
+    families: impl Iterator<Item = u32>,
+    responses: &[u32],
+) -> Option<u32> {
     let answered = responses.len() as u64;
     if responses.len() < MIN_RESPONSES || !alike(responses) {
         return None;
     }
-    let (unit, off) = (1..=family / MIN_HEADERS)
-        .filter(|&j| family.is_multiple_of(j))
-        .map(|j| family / j)
+    let (unit, off) = families
+        .flat_map(|family| {
+            (1..=family / MIN_HEADERS)
+                .filter(move |&j| family.is_multiple_of(j))
+                .map(move |j| family / j)
+        })
         .map(|unit| (unit, total(records, unit).abs_diff(answered)))
         .min_by_key(|&(unit, off)| (off, std::cmp::Reverse(unit)))?;
     (off * 10 <= answered).then_some(unit)

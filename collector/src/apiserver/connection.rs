@@ -193,20 +193,24 @@ impl Connection {
         out: &mut Outcome,
     ) {
         self.last_ts_ns = self.last_ts_ns.max(ts_ns);
-        let mut candidates = 0u32;
-        let mut candidate_bytes = 0u32;
+        let mut candidates: Vec<u32> = Vec::new();
         for &(content_type, length) in records {
             if let Some(p) = self.egress_record(ts_ns, content_type, length, cfg, out) {
-                candidates += 1;
-                candidate_bytes += p;
+                candidates.push(p);
             }
         }
         // Records the kernel counted but did not list: assume they look like the listed
-        // ones (a segment of many small records is typically many requests or none).
-        if beyond > 0 && !records.is_empty() && candidates > 0 {
-            let extra = (u64::from(beyond) * u64::from(candidates) + records.len() as u64 / 2)
+        // ones (a segment of many small records is typically many requests or none), the
+        // most common size among them (an average would be no size hyper ever wrote, and
+        // would hide its repeated HEADERS from the coalescing unit).
+        if beyond > 0 && !records.is_empty() && !candidates.is_empty() {
+            let extra = (u64::from(beyond) * candidates.len() as u64 + records.len() as u64 / 2)
                 / records.len() as u64;
-            let size = candidate_bytes / candidates;
+            candidates.sort_unstable();
+            let size = candidates
+                .chunk_by(|a, b| a == b)
+                .max_by_key(|run| run.len())
+                .map_or(0, |run| run[0]);
             for _ in 0..extra {
                 self.candidate(ts_ns, size, cfg, out);
             }

@@ -54,6 +54,14 @@ const FIXTURES: &[(&str, &str)] = &[
         "rust-h2-concurrent-whole-windows",
         include_str!("fixtures/rust-h2-concurrent-whole-windows.tap"),
     ),
+    (
+        "rust-h2-concurrent-first-record-a-multiple",
+        include_str!("fixtures/rust-h2-concurrent-first-record-a-multiple.tap"),
+    ),
+    (
+        "rust-h2-concurrent-records-beyond",
+        include_str!("fixtures/rust-h2-concurrent-records-beyond.tap"),
+    ),
     ("curl-h1-watch", include_str!("fixtures/curl-h1-watch.tap")),
 ];
 
@@ -356,6 +364,19 @@ fn responses_decide_when_every_bundle_is_a_whole_window() {
         .map(|&r| four.map_or(1, |unit| requests_in(r, unit)))
         .sum();
     assert_eq!(total, 4);
+}
+
+/// From `fixtures/rust-h2-concurrent-first-record-a-multiple.tap` (100 requests, 25 in
+/// flight): the first record, 25 requests and 12 bytes of new literals, is 38 × 24, which
+/// with 432 and 648 made 24 look like the unit. The first record is no witness.
+#[test]
+fn the_first_record_is_no_witness_of_a_unit() {
+    let records = hyper_records(912, &[900, 612, 432, 648, 36, 36, 36]);
+    let sizes: Vec<u32> = records.iter().map(|r| r.plaintext).collect();
+    assert_eq!(coalescing_unit(&sizes), Some(24));
+    assert_eq!(batch_unit(&records, &[]), Some(36));
+    let total: u64 = records.iter().map(|&r| requests_in(r, 36)).sum();
+    assert_eq!(total, 100);
 }
 
 /// Responses are evidence only when they look alike (one record each) and their number
