@@ -62,7 +62,11 @@
 //! - Coalesced HTTP/2 requests that differ (hyper starting several different lists and
 //!   watches at once) count as one request per record: no exact multiples to go by. So
 //!   does a bundle of identical ones with no other request record within the pending
-//!   window, even if a later batch shows the unit (it was counted already).
+//!   window, even if a later batch shows the unit (it was counted already), and a first
+//!   bundle followed by lone requests only, when the responses do not come one record
+//!   each (large LISTs): the sizes need two multiples of the request besides the first
+//!   record, as a Go client's first request can be a multiple of its fully indexed
+//!   17-byte repeats by chance.
 //! - Alike responses are taken as one record per response: a server that answers each
 //!   request of a coalesced family with exactly r alike records (r ≥ 2) can make the
 //!   family count up to r times its requests (bounded by the smallest HEADERS size).
