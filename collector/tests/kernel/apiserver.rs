@@ -40,8 +40,9 @@ pub struct Collector {
     // The ring buffer is a map of the loaded object: dropped first.
     events: RingBuf<MapData>,
     agent: Agent,
-    /// Every API server event, in ring buffer order, to explain a failure.
-    trace: Vec<event::Header>,
+    /// Every API server event, in ring buffer order, to explain a failure: its header
+    /// and, for a segment, its TLS records ([`records_of`]).
+    trace: Vec<(event::Header, String)>,
     /// The host's TCP retransmissions when the programs were attached.
     retransmitted_at_start: u64,
 }
@@ -74,7 +75,11 @@ impl Collector {
             if let Ok(ev) = &ev
                 && ev.header().endpoint_kind == EndpointKind::ApiServer as u32
             {
-                trace.push(*ev.header());
+                let records = match ev {
+                    events::Event::Segment(segment) => records_of(segment),
+                    _ => String::new(),
+                };
+                trace.push((*ev.header(), records));
             }
             agent.handle(ev);
         })
@@ -91,10 +96,11 @@ impl Collector {
     }
 
     /// The API server events of one cgroup, per socket in order: `C` connect, `>`/`<`
-    /// segment out/in, `X` close, with milliseconds since the socket's first event.
+    /// segment out/in, `X` close, with milliseconds since the socket's first event and a
+    /// segment's TLS records ([`records_of`]).
     pub fn trace_of(&self, group: &ChildGroup) -> String {
         let mut sockets: Vec<(u64, u64, String)> = Vec::new();
-        for h in self.trace.iter().filter(|h| h.cgroup_id == group.id()) {
+        for (h, records) in self.trace.iter().filter(|(h, _)| h.cgroup_id == group.id()) {
             let at = match sockets.iter().position(|(cookie, ..)| *cookie == h.cookie) {
                 Some(at) => at,
                 None => {
@@ -109,7 +115,10 @@ impl Collector {
                 (_, event::EGRESS) => ">",
                 _ => "<",
             };
-            line.push_str(&format!(" {mark}{}", (h.ts_ns - *first) / 1_000_000));
+            line.push_str(&format!(
+                " {mark}{}{records}",
+                (h.ts_ns - *first) / 1_000_000
+            ));
         }
         sockets
             .iter()
@@ -218,6 +227,30 @@ impl Collector {
         }
         self.pump();
         outputs
+    }
+}
+
+/// A segment's TLS records for a trace: lengths of application data (23), `type:length`
+/// of others, `+n` records beyond the listed ones, `!` lost record boundaries.
+fn records_of(segment: &event::Segment) -> String {
+    let listed = (segment.records as usize).min(event::MAX_RECORDS);
+    let mut out: Vec<String> = segment.record[..listed]
+        .iter()
+        .map(|r| match r.content_type {
+            23 => r.length.to_string(),
+            other => format!("{other}:{}", r.length),
+        })
+        .collect();
+    if segment.records_beyond > 0 {
+        out.push(format!("+{}", segment.records_beyond));
+    }
+    if segment.desync != 0 {
+        out.push("!".to_owned());
+    }
+    if out.is_empty() {
+        String::new()
+    } else {
+        format!("[{}]", out.join(","))
     }
 }
 
