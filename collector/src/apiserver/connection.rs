@@ -293,6 +293,12 @@ impl Connection {
         if let Some(next) = preface {
             self.preface = next;
             self.ingress_since_egress = false;
+            if p < MIN_HTTP1_REQUEST {
+                // The magic alone (hyper): no HTTP/1.1 request is that small. hyper may
+                // write its SETTINGS ack into the record of its first requests, so this
+                // can be the only small record for a long while.
+                self.protocol = Protocol::Http2;
+            }
             self.push(ts_ns, p, ItemKind::Preface, cfg, out);
             return None;
         }

@@ -18,14 +18,17 @@
 //!    From then on every application_data record has `plaintext = length − overhead`;
 //!    below 9 bytes it is a TLS 1.3 alert or KeyUpdate, never HTTP.
 //! 2. **Protocol.** ALPN is encrypted in TLS 1.3, so the records decide. Every HTTP/2
-//!    client acks the server's SETTINGS with a 9-byte frame at once, and sends other
+//!    client acks the server's SETTINGS with a 9-byte frame at once (hyper at times in
+//!    the record of its first requests, see 3), and sends other
 //!    frames (WINDOW_UPDATE, PING) under 27 bytes, the smallest possible HTTP/1.1 request
 //!    (request line + Host). So a small record means HTTP/2; none within
 //!    [`EstimatorConfig::pending_window_ns`] (or before close) means HTTP/1.1. Until then
 //!    records wait (counted late, stamped with their own times).
 //! 3. **HTTP/2 preface.** The first data record(s) may be the preface: the 24-byte magic,
 //!    then SETTINGS (9 + 6·n) and often a WINDOW_UPDATE (13), in one record (Go, curl) or
-//!    two (hyper). Shaped like that, they are no request if the connection is HTTP/2.
+//!    two (hyper). Shaped like that, they are no request if the connection is HTTP/2;
+//!    the magic alone is small enough to say so (hyper may write its SETTINGS ack into
+//!    the record of its first requests, leaving no other small record for a while).
 //! 4. **HTTP/1.1: one request per turn.** Clients do not pipeline: after a request comes
 //!    its response. The first data record after ingress data is a request; more records
 //!    before the response (a body split over records) belong to it.

@@ -62,6 +62,10 @@ const FIXTURES: &[(&str, &str)] = &[
         "rust-h2-concurrent-records-beyond",
         include_str!("fixtures/rust-h2-concurrent-records-beyond.tap"),
     ),
+    (
+        "rust-h2-kernel-settings-ack-coalesced",
+        include_str!("fixtures/rust-h2-kernel-settings-ack-coalesced.tap"),
+    ),
     ("curl-h1-watch", include_str!("fixtures/curl-h1-watch.tap")),
 ];
 
@@ -271,6 +275,32 @@ fn http2_preface_and_control_frames_are_not_requests() {
     est.on_segment(&segment(8, 1, I, &[(23, 17 + 17)]));
     est.on_close(&close(3_000, 1));
     assert_eq!(est.owner(&OWNER).map(|t| t.requests), Some(0));
+}
+
+/// hyper writes the preface magic alone, and may write its SETTINGS ack into the record
+/// of its first requests: then no other record is under 27 bytes, and more records than
+/// may wait arrive before any is. The magic alone says HTTP/2.
+#[test]
+fn the_preface_magic_alone_means_http2() {
+    let mut est = Estimator::default();
+    tls13(&mut est, 1);
+    est.on_segment(&segment(4, 1, E, &[(23, 24 + 17)]));
+    est.on_segment(&segment(4, 1, E, &[(23, 13 + 33 + 17)]));
+    est.on_segment(&segment(5, 1, I, &[(23, 33 + 17)]));
+    assert_eq!(est.connection(1).map(|c| c.protocol), Some(Protocol::Http2));
+    // 10 requests, the first with 12 bytes of new literals, and the SETTINGS ack.
+    // Then, as each response comes, one more request.
+    est.on_segment(&segment(6, 1, E, &[(23, 10 * 36 + 12 + 9 + 17)]));
+    for _ in 0..10 {
+        est.on_segment(&segment(7, 1, I, &[(23, 8_212 + 17)]));
+    }
+    let max = est.config().max_pending as u64;
+    for i in 0..2 * max {
+        est.on_segment(&segment(10 + i, 1, E, &[(23, 36 + 17)]));
+        est.on_segment(&segment(10 + i, 1, I, &[(23, 8_212 + 17)]));
+    }
+    est.on_close(&close(3_000, 1));
+    assert_eq!(est.owner(&OWNER).map(|t| t.requests), Some(10 + 2 * max));
 }
 
 #[test]
