@@ -1,18 +1,24 @@
 //! A local API server that replays recorded objects (tests/fixtures/cluster) and counts
-//! every request, for the collector's watches. Plain HTTP on 127.0.0.1; a kube client
-//! reaches it through a `kube::Config` with that URL.
+//! every request and connection, for the collector's watches. Plain HTTP on 127.0.0.1
+//! (a kube client reaches it through a `kube::Config` with that URL), or HTTPS with a
+//! test CA ([`Options::tls`]) for a real collector process given a kubeconfig.
 //!
 //! Per resource it serves a list (the last scripted one repeats), then for each watch
 //! request the next scripted reply (events then held open, or an error status) and any
-//! events pushed live. It can go down (connection refused) and come back on the same
-//! port.
+//! events pushed live. A watch ends after its `timeoutSeconds`, or sooner with
+//! [`Options::watch_timeout`] (the API server's own limit), as the real one does. It can
+//! go down (connection refused) and come back on the same port.
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
 use std::{
     collections::{HashMap, VecDeque},
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    path::Path,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -21,7 +27,12 @@ use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
 use hyper::{Request, Response, body::Frame, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::broadcast, task::JoinSet};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::broadcast,
+    task::JoinSet,
+};
 
 pub const PODS: &str = "/api/v1/pods";
 pub const ENDPOINT_SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
@@ -39,6 +50,8 @@ pub fn fixture(name: &str) -> Value {
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// The TCP connection it came on, numbered from 1 in accept order.
+    pub connection: u64,
     pub path: String,
     pub query: HashMap<String, String>,
     pub watch: bool,
@@ -65,12 +78,25 @@ struct Resource {
 struct State {
     resources: HashMap<&'static str, Resource>,
     seen: Vec<Seen>,
+    watch_timeout: Option<Duration>,
+}
+
+/// How the server is reached and how long it holds a watch.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Serve HTTPS (HTTP/1.1) with this configuration instead of plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// End every watch after this long (or its `timeoutSeconds`, if shorter).
+    pub watch_timeout: Option<Duration>,
 }
 
 #[derive(Debug)]
 pub struct ApiServer {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// TCP connections accepted (TLS or not), over every restart.
+    accepted: Arc<AtomicU64>,
     /// The accept loop and every connection; dropping them is an outage.
     tasks: Mutex<Option<JoinSet<()>>>,
 }
@@ -78,9 +104,17 @@ pub struct ApiServer {
 impl ApiServer {
     /// Serves an empty list of each resource until told otherwise.
     pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    /// [`ApiServer::start`] with TLS or a watch limit.
+    pub async fn start_with(options: Options) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut state = State::default();
+        let mut state = State {
+            watch_timeout: options.watch_timeout,
+            ..State::default()
+        };
         for (path, kind) in [
             (PODS, "PodList"),
             (ENDPOINT_SLICES, "EndpointSliceList"),
@@ -106,14 +140,43 @@ impl ApiServer {
         let server = Self {
             addr,
             state: Arc::new(Mutex::new(state)),
+            tls: options.tls,
+            accepted: Arc::new(AtomicU64::new(0)),
             tasks: Mutex::new(None),
         };
         server.serve(listener);
         server
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// A kubeconfig for this server whose CA (PEM) is at `ca`, with a bearer token.
+    pub fn kubeconfig(&self, ca: &Path) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: recorded\n  cluster:\n    server: {}\n    \
+             certificate-authority: {}\nusers:\n- name: collector\n  user:\n    token: recorded-test-token\n\
+             contexts:\n- name: recorded\n  context:\n    cluster: recorded\n    user: collector\n\
+             current-context: recorded\n",
+            self.url(),
+            ca.display()
+        )
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered so far (every list and watch, errors included).
+    pub fn requests(&self) -> usize {
+        self.state().seen.len()
     }
 
     /// A kube client for this server.
@@ -138,6 +201,11 @@ impl ApiServer {
         let mut state = self.state();
         let resource = state.resources.get_mut(path).expect("a known resource");
         resource.watches.extend(replies);
+    }
+
+    /// Changes [`Options::watch_timeout`] for the watches that start from now on.
+    pub fn set_watch_timeout(&self, limit: Option<Duration>) {
+        self.state().watch_timeout = limit;
     }
 
     /// Sends an event to every open watch of `path`.
@@ -194,6 +262,7 @@ impl ApiServer {
 
     fn serve(&self, listener: TcpListener) {
         let state = self.state.clone();
+        let (tls, accepted) = (self.tls.clone(), self.accepted.clone());
         let mut tasks = JoinSet::new();
         let connections = Arc::new(Mutex::new(JoinSet::new()));
         let held = connections.clone();
@@ -201,18 +270,21 @@ impl ApiServer {
             // Keep the connection tasks owned by the accept task, so aborting it ends them.
             let _held = held;
             while let Ok((stream, _)) = listener.accept().await {
-                let state = state.clone();
+                let connection = accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                let (state, tls) = (state.clone(), tls.clone());
                 connections
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .spawn(async move {
-                        let service = service_fn(move |req| {
-                            let state = state.clone();
-                            async move { Ok::<_, Infallible>(handle(&state, &req)) }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        match tls {
+                            Some(tls) => {
+                                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    serve_connection(stream, state, connection).await;
+                                }
+                            }
+                            None => serve_connection(stream, state, connection).await,
+                        }
                     });
             }
         });
@@ -226,9 +298,26 @@ impl Drop for ApiServer {
     }
 }
 
+async fn serve_connection<S>(stream: S, state: Arc<Mutex<State>>, connection: u64)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, connection, &req)) }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
 type Body = BoxBody<Bytes, Infallible>;
 
-fn handle(state: &Mutex<State>, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+fn handle(
+    state: &Mutex<State>,
+    connection: u64,
+    req: &Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query: HashMap<String, String> = req
         .uri()
@@ -240,7 +329,16 @@ fn handle(state: &Mutex<State>, req: &Request<hyper::body::Incoming>) -> Respons
         .collect();
     let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let asked = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map(Duration::from_secs);
+    let limit = match (asked, state.watch_timeout) {
+        (Some(a), Some(w)) => Some(a.min(w)),
+        (a, w) => a.or(w),
+    };
     state.seen.push(Seen {
+        connection,
         path: path.clone(),
         query,
         watch,
@@ -278,7 +376,16 @@ fn handle(state: &Mutex<State>, req: &Request<hyper::body::Incoming>) -> Respons
                     }
                 }
             });
-            let body = StreamBody::new(futures::StreamExt::chain(first, rest));
+            let events = futures::StreamExt::chain(first, rest);
+            // Past its limit the watch ends as the API server ends one: the chunked body
+            // completes and the connection stays open for the next request.
+            let end = async move {
+                match limit {
+                    Some(limit) => tokio::time::sleep(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let body = StreamBody::new(futures::StreamExt::take_until(events, Box::pin(end)));
             Response::builder()
                 .status(200)
                 .header("content-type", "application/json")

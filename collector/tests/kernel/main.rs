@@ -8,6 +8,7 @@ mod support;
 
 mod apiserver;
 mod dns;
+mod self_client;
 mod traffic;
 
 use std::process::Command;

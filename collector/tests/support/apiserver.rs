@@ -660,6 +660,13 @@ impl KernelEvent {
     }
 }
 
+/// A fresh test CA and a certificate for 127.0.0.1 and localhost signed by it, for other
+/// stand-in servers: the CA's PEM and a rustls config (TLS 1.3 and 1.2; ALPN `h2` and
+/// `http/1.1`, which a server that speaks only one should narrow).
+pub fn server_tls() -> (String, rustls::ServerConfig) {
+    make_tls(false)
+}
+
 fn make_tls(tls12_only: bool) -> (String, rustls::ServerConfig) {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
