@@ -142,20 +142,30 @@ impl OpenLookups {
         match found {
             Some((index, role)) => {
                 let open = &mut self.open[index];
-                open.last_name = name.clone();
+                open.last_name.clone_from(name);
                 open.outcome = TryOutcome::Pending;
                 open.last_ns = now_ns;
                 role
             }
             None => {
-                if self.open.len() >= self.capacity
+                // When full, the oldest lookup makes room (its name's buffer is reused).
+                let evicted = if self.open.len() >= self.capacity
                     && let Some(oldest) = (0..self.open.len()).min_by_key(|&i| self.open[i].last_ns)
                 {
-                    self.open.swap_remove(oldest);
-                }
+                    Some(self.open.swap_remove(oldest))
+                } else {
+                    None
+                };
+                let last_name = match evicted {
+                    Some(mut evicted) => {
+                        evicted.last_name.clone_from(name);
+                        evicted.last_name
+                    }
+                    None => name.clone(),
+                };
                 self.open.push(OpenLookup {
                     qtype,
-                    last_name: name.clone(),
+                    last_name,
                     outcome: TryOutcome::Pending,
                     last_ns: now_ns,
                 });
@@ -202,31 +212,29 @@ pub fn is_next_try(previous: &Name, next: &Name, search: &[Name]) -> bool {
 /// `next` is `previous` with one run of ≥ 1 labels removed after its first label:
 /// `previous` = I.x, `next` = I.y, I not empty, y a proper suffix of x (maybe empty).
 fn removes_one_run_of_labels(previous: &Name, next: &Name) -> bool {
-    let longer: Vec<&str> = previous.labels().collect();
-    let shorter: Vec<&str> = next.labels().collect();
-    let n = shorter.len();
-    if n == 0 || n >= longer.len() {
+    // This runs for every open lookup on every query: first the cheap test (removing
+    // labels shortens the text), then counts over the label iterators, nothing collected.
+    if next.as_str().len() >= previous.as_str().len() {
         return false;
     }
-    let same_start = longer
-        .iter()
-        .zip(&shorter)
+    let n = next.label_count();
+    if n == 0 || n >= previous.label_count() {
+        return false;
+    }
+    let same_start = previous
+        .labels()
+        .zip(next.labels())
         .take_while(|(a, b)| a == b)
         .count();
-    let same_end = longer
-        .iter()
-        .rev()
-        .zip(shorter.iter().rev())
+    let same_end = previous
+        .labels_rev()
+        .zip(next.labels_rev())
         .take_while(|(a, b)| a == b)
         .count();
-    // Some cut point i in 1..=n keeps shorter[..i] == longer[..i] and
-    // shorter[i..] == longer[i + removed..], removed = longer.len() - n.
     let lowest_cut = 1.max(n.saturating_sub(same_end));
     lowest_cut <= same_start.min(n)
 }
 
-/// With a known search list: `previous` is I under entry k (or I itself, tried first),
-/// `next` is I under a later entry (or I itself, tried last).
 fn follows_search_list(previous: &Name, next: &Name, search: &[Name]) -> bool {
     let under = |intended: &str, suffix: &Name| next.strip_suffix(suffix) == Some(intended);
     for (k, suffix) in search.iter().enumerate() {

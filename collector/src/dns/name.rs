@@ -10,8 +10,20 @@ pub const MAX_WIRE_LEN: usize = 255;
 pub const MAX_LABEL_LEN: usize = 63;
 
 /// A domain name in canonical presentation form (see the module docs).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(String);
+
+impl Clone for Name {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+
+    /// Reuses this name's buffer when it is large enough: the tracker overwrites names
+    /// in its bounded tables on every query, which then costs no allocation.
+    fn clone_from(&mut self, source: &Self) {
+        self.0.clone_from(&source.0);
+    }
+}
 
 /// Why a name written as text (a search-list entry, a test) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,8 +84,19 @@ impl Name {
         text.split('.').filter(|label| !label.is_empty())
     }
 
+    /// The labels, last first.
+    pub fn labels_rev(&self) -> impl Iterator<Item = &str> {
+        let text = if self.is_root() { "" } else { self.0.as_str() };
+        text.rsplit('.').filter(|label| !label.is_empty())
+    }
+
     pub fn label_count(&self) -> usize {
-        self.labels().count()
+        // Labels are never empty, so the dots separate exactly this many.
+        if self.is_root() {
+            0
+        } else {
+            1 + self.0.bytes().filter(|&b| b == b'.').count()
+        }
     }
 
     /// Whether `self` is `suffix` or ends with `.suffix` (label-wise).
@@ -109,43 +132,67 @@ impl fmt::Display for Name {
 }
 
 /// Builds a [`Name`] label by label, enforcing the wire length limit.
-#[derive(Debug, Default)]
+/// Longest presentation text of a name: every byte of its labels escaped as `\DDD`.
+const MAX_TEXT_LEN: usize = 4 * MAX_WIRE_LEN;
+
+/// Builds a [`Name`] label by label from wire bytes (see the module docs for the form),
+/// in a buffer on the stack: the name allocates once, at its exact length.
+#[derive(Debug)]
 pub(crate) struct NameBuilder {
-    text: String,
-    /// Wire bytes so far, the final root length byte not included.
+    text: [u8; MAX_TEXT_LEN],
+    len: usize,
     wire_len: usize,
 }
 
+impl Default for NameBuilder {
+    fn default() -> Self {
+        Self {
+            text: [0; MAX_TEXT_LEN],
+            len: 0,
+            wire_len: 0,
+        }
+    }
+}
+
 impl NameBuilder {
-    /// Appends one label (1..=63 bytes). Returns false when the name would exceed
-    /// [`MAX_WIRE_LEN`].
+    /// Appends one label (1..=63 raw bytes). Returns false once the name would exceed
+    /// [`MAX_WIRE_LEN`]; the builder is then unusable.
     pub(crate) fn push_label(&mut self, label: &[u8]) -> bool {
         self.wire_len += 1 + label.len();
+        // The final root label takes one more byte.
         if self.wire_len + 1 > MAX_WIRE_LEN {
             return false;
         }
-        if !self.text.is_empty() {
-            self.text.push('.');
+        // Within MAX_WIRE_LEN, the text (a dot and at most 4 bytes per label byte) fits.
+        let mut at = self.len;
+        if at > 0 {
+            self.text[at] = b'.';
+            at += 1;
         }
         for &byte in label {
             let byte = byte.to_ascii_lowercase();
             if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'*') {
-                self.text.push(char::from(byte));
+                self.text[at] = byte;
+                at += 1;
             } else {
-                self.text.push('\\');
-                self.text.push(char::from(b'0' + byte / 100));
-                self.text.push(char::from(b'0' + byte / 10 % 10));
-                self.text.push(char::from(b'0' + byte % 10));
+                self.text[at..at + 4].copy_from_slice(&[
+                    b'\\',
+                    b'0' + byte / 100,
+                    b'0' + byte / 10 % 10,
+                    b'0' + byte % 10,
+                ]);
+                at += 4;
             }
         }
+        self.len = at;
         true
     }
 
-    pub(crate) fn finish(self) -> Name {
-        if self.text.is_empty() {
-            Name::root()
-        } else {
-            Name(self.text)
+    pub(crate) fn finish(&self) -> Name {
+        // Only ASCII was written (plain bytes and `\DDD` escapes): the check passes.
+        match std::str::from_utf8(&self.text[..self.len]) {
+            Ok(text) if !text.is_empty() => Name(text.to_owned()),
+            _ => Name::root(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! queries, search-list expansions and the most queried names — in bounded memory.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, hash_map::Entry},
     time::Duration,
 };
 
@@ -337,26 +337,27 @@ impl DnsTracker {
             QueryRole::Retry => state.retries += 1,
         }
 
-        if let Some(pending) = self.pending.get_mut(&key) {
-            // The same question on the same socket with the same id: a retransmission.
-            // Latency is what the caller waited, so the first send time stays.
-            pending.owner = owner;
-            return role;
-        }
-        if self.pending.len() >= self.config.max_pending {
+        // The common case (room in the table) hashes the key once.
+        if self.pending.len() >= self.config.max_pending && !self.pending.contains_key(&key) {
             self.expire(now);
+            if self.pending.len() >= self.config.max_pending {
+                self.evict_oldest_pending();
+            }
         }
-        if self.pending.len() >= self.config.max_pending {
-            self.evict_oldest_pending();
+        match self.pending.entry(key) {
+            Entry::Occupied(mut pending) => {
+                // The same question on the same socket with the same id: a retransmission.
+                // Latency is what the caller waited, so the first send time stays.
+                pending.get_mut().owner = owner;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Pending {
+                    owner,
+                    cookie,
+                    sent_ns: now,
+                });
+            }
         }
-        self.pending.insert(
-            key,
-            Pending {
-                owner,
-                cookie,
-                sent_ns: now,
-            },
-        );
         role
     }
 
@@ -369,14 +370,17 @@ impl DnsTracker {
         rcode: Rcode,
         outcome: TryOutcome,
     ) -> Option<u64> {
-        let same_socket = self
-            .pending
-            .get(&key)
-            .is_some_and(|p| p.cookie == 0 || cookie == 0 || p.cookie == cookie);
-        let matched = if same_socket {
-            self.pending.remove(&key)
-        } else {
-            None
+        let (key, matched) = match self.pending.entry(key) {
+            Entry::Occupied(pending) => {
+                let p = pending.get();
+                if p.cookie == 0 || cookie == 0 || p.cookie == cookie {
+                    let (key, pending) = pending.remove_entry();
+                    (key, Some(pending))
+                } else {
+                    (pending.key().clone(), None)
+                }
+            }
+            Entry::Vacant(slot) => (slot.into_key(), None),
         };
         // A matched response belongs to whoever sent the query: the ingress side often
         // does not know the process.
@@ -397,8 +401,8 @@ impl DnsTracker {
 
     /// The owner's state, created (evicting the least recently seen owner if full).
     fn owner_mut(&mut self, owner: Owner, now: u64) -> &mut OwnerState {
-        if !self.owners.contains_key(&owner)
-            && self.owners.len() >= self.config.max_owners
+        if self.owners.len() >= self.config.max_owners
+            && !self.owners.contains_key(&owner)
             && let Some(oldest) = self
                 .owners
                 .iter()
