@@ -513,7 +513,12 @@ impl Connection {
             .skip(kept.saturating_sub(usize::try_from(answered).unwrap_or(usize::MAX)))
             .copied()
             .collect();
-        let unit = coalescing::batch_unit(&records, &responses);
+        // A unit the connection showed before holds while the records fit it: the
+        // responses since this batch began include those to earlier requests in flight.
+        let unit = match self.unit {
+            Some(unit) if records.iter().all(|r| r.plaintext.is_multiple_of(unit)) => Some(unit),
+            _ => coalescing::batch_unit(&records, &responses),
+        };
         if unit.is_some() {
             self.unit = unit;
         }

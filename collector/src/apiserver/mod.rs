@@ -50,8 +50,10 @@
 //!    server's responses decide between the divisors of such a family: the one whose
 //!    count is within 10 % of the data records the server sent meanwhile, when those look
 //!    alike (identical requests, alike responses). Each record then counts
-//!    `round(size / unit)` (the first rounds down), and the unit holds for the
-//!    connection's later exact multiples. See `coalescing`.
+//!    `round(size / unit)` (the first rounds down). The unit holds for the connection's
+//!    later batches whose records all are its multiples (their responses include those
+//!    to earlier requests still in flight), and for exact multiples in others. See
+//!    `coalescing`.
 //! 7. **Streams.** A watch is the server pushing data nobody asked for: ingress data
 //!    after at least [`EstimatorConfig::push_gap_ns`] of silence with no request since
 //!    the last ingress data. [`EstimatorConfig::pushes_to_open`] such pushes open a

@@ -454,6 +454,47 @@ fn extra_bytes_beside_coalesced_requests_count_nothing() {
     assert_eq!(requests_in(later(20), 36), 1);
 }
 
+/// A batch after one that showed the unit (here begun because too many records waited)
+/// keeps that unit when its records fit it: the responses since it began include those to
+/// the requests still in flight from before, twice as many as its own here. Seen in a
+/// kernel run (109 of 100).
+#[test]
+fn a_later_batch_keeps_the_unit_despite_responses_to_earlier_requests() {
+    let mut est = Estimator::default();
+    tls13(&mut est, 1);
+    est.on_segment(&segment(4, 1, E, &[(23, 24 + 17)]));
+    est.on_segment(&segment(5, 1, E, &[(23, 33 + 13 + 17)]));
+    est.on_segment(&segment(6, 1, E, &[(23, 9 + 17), (23, 372 + 17)]));
+    for (ts, plaintext) in [(10, 36), (11, 36), (12, 180), (13, 108)] {
+        est.on_segment(&segment(ts, 1, E, &[(23, plaintext + 17)]));
+    }
+    est.tick(1_000_000_000 + 1_100 * 1_000_000);
+    assert_eq!(
+        est.owner(&OWNER).map(|t| t.requests),
+        Some(10 + 1 + 1 + 5 + 3)
+    );
+    // The batch's first request; then the ten requests still in flight from before are
+    // answered; then the rest of its nine requests, each answered.
+    est.on_segment(&segment(1_200, 1, E, &[(23, 36 + 17)]));
+    for ts in 1_201..1_211 {
+        est.on_segment(&segment(ts, 1, I, &[(23, 8_212 + 17)]));
+    }
+    est.on_segment(&segment(1_211, 1, I, &[(23, 8_212 + 17)]));
+    for (ts, plaintext, answers) in [
+        (1_212, 36, 1),
+        (1_213, 180, 5),
+        (1_214, 36, 1),
+        (1_215, 36, 1),
+    ] {
+        est.on_segment(&segment(ts, 1, E, &[(23, plaintext + 17)]));
+        for _ in 0..answers {
+            est.on_segment(&segment(ts, 1, I, &[(23, 8_212 + 17)]));
+        }
+    }
+    est.on_close(&close(3_000, 1));
+    assert_eq!(est.owner(&OWNER).map(|t| t.requests), Some(20 + 9));
+}
+
 /// A unit a batch showed holds for the connection: a lone bundle a later batch sees is
 /// split by it when it is an exact multiple, and anything else counts one.
 #[test]
