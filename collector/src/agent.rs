@@ -118,7 +118,7 @@ impl Agent {
     }
 
     /// Feeds one event to whoever needs it.
-    pub fn handle(&mut self, event: Result<Event>) {
+    pub fn handle(&mut self, event: Result<Event<'_>>) {
         match event {
             Ok(Event::Connect(c)) => {
                 self.names.learn_comm(c.header.tgid, &c.comm);

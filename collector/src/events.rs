@@ -1,28 +1,53 @@
 //! Reading the events the kernel programs put in the ring buffer.
+use std::ops::Deref;
+
 use aya::maps::{MapData, RingBuf};
 use collector_ebpf::event;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
 
-/// One event from the kernel, copied out of the ring buffer.
+/// One event from the kernel. The small ones are copied out of the ring buffer; a DNS
+/// event (the most frequent, and the largest) is read where it lies in the buffer.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub enum Event<'a> {
     Connect(event::Connect),
     Close(event::Close),
-    Dns(Box<event::Dns>),
+    Dns(DnsEvent<'a>),
     Segment(event::Segment),
 }
 
-impl Event {
+/// A DNS event where it lies in the ring buffer, or a copy if it is not aligned there
+/// (ring buffer records always are; the copy is a fallback, not a path taken).
+#[derive(Debug, Clone)]
+pub enum DnsEvent<'a> {
+    InPlace(&'a event::Dns),
+    Copied(Box<event::Dns>),
+}
+
+impl Deref for DnsEvent<'_> {
+    type Target = event::Dns;
+
+    fn deref(&self) -> &event::Dns {
+        match self {
+            Self::InPlace(dns) => dns,
+            Self::Copied(dns) => dns,
+        }
+    }
+}
+
+impl<'a> Event<'a> {
     /// Decodes one ring buffer record. A record of an unknown kind or the wrong size is
     /// an error (the kernel object and this binary disagree), never a panic.
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Self> {
         let header: event::Header = read(bytes)?;
         Ok(match header.kind {
             event::CONNECT => Self::Connect(read(bytes)?),
             event::CLOSE => Self::Close(read(bytes)?),
-            event::DNS => Self::Dns(Box::new(read(bytes)?)),
+            event::DNS => Self::Dns(match view(bytes) {
+                Some(dns) => DnsEvent::InPlace(dns),
+                None => DnsEvent::Copied(Box::new(read(bytes)?)),
+            }),
             event::SEGMENT => Self::Segment(read(bytes)?),
             kind => {
                 return Err(Error::BadEvent {
@@ -44,7 +69,7 @@ impl Event {
 }
 
 /// Takes every event now in the ring buffer, decoded, in order.
-pub fn drain(ring: &mut RingBuf<MapData>, mut each: impl FnMut(Result<Event>)) -> usize {
+pub fn drain(ring: &mut RingBuf<MapData>, mut each: impl FnMut(Result<Event<'_>>)) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
         each(Event::decode(&item));
@@ -74,13 +99,16 @@ impl EventReader {
 
     /// Hands every event now in the buffer to `each`, without waiting. The kernel wakes
     /// the reader only when the buffer fills up, so the loop calls this on a timer.
-    pub fn drain_now(&mut self, each: impl FnMut(Result<Event>)) -> usize {
+    pub fn drain_now(&mut self, each: impl FnMut(Result<Event<'_>>)) -> usize {
         drain(self.ring.get_mut(), each)
     }
 
     /// Waits until the kernel has put events in the buffer, then hands each to `each`.
     /// Returns how many were read.
-    pub async fn next_batch(&mut self, each: impl FnMut(Result<Event>)) -> std::io::Result<usize> {
+    pub async fn next_batch(
+        &mut self,
+        each: impl FnMut(Result<Event<'_>>),
+    ) -> std::io::Result<usize> {
         let mut guard = self.ring.readable_mut().await?;
         let n = drain(guard.get_inner_mut(), each);
         guard.clear_ready();
@@ -107,6 +135,16 @@ fn read<T: Plain>(bytes: &[u8]) -> Result<T> {
     // which every bit pattern is valid; read_unaligned copes with the ring buffer's
     // 8-byte alignment.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// `bytes` as a `T` in place, when they are long enough and aligned for it (ring buffer
+/// records are 8-byte aligned, which is all the event structs need).
+fn view<T: Plain>(bytes: &[u8]) -> Option<&T> {
+    let fits = bytes.len() >= std::mem::size_of::<T>()
+        && bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0;
+    // SAFETY: the length and alignment were checked; T is a repr(C) struct of integers
+    // (see Plain), for which every bit pattern is valid; the reference borrows `bytes`.
+    fits.then(|| unsafe { &*bytes.as_ptr().cast::<T>() })
 }
 
 #[cfg(test)]
@@ -148,6 +186,36 @@ mod tests {
         assert!(
             matches!(Event::decode(&bytes_of(&connect)), Ok(Event::Connect(c)) if c == connect)
         );
+    }
+
+    #[test]
+    fn reads_a_dns_event_in_place_when_aligned_and_copies_it_otherwise() {
+        let mut dns = event::Dns {
+            header: header(event::DNS),
+            protocol: 17,
+            payload_len: 3,
+            captured: 3,
+            local_port: 5353,
+            payload: [0; event::DNS_CAPTURE],
+        };
+        dns.payload[..3].copy_from_slice(&[1, 2, 3]);
+        let bytes = bytes_of(&dns);
+        // A buffer of u64s is 8-byte aligned, as ring buffer records are.
+        let mut words = vec![0u64; bytes.len().div_ceil(8) + 1];
+        // SAFETY: viewing the u64 buffer as bytes, within its length.
+        let aligned = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+        };
+        aligned[..bytes.len()].copy_from_slice(&bytes);
+        match Event::decode(&aligned[..bytes.len()]) {
+            Ok(Event::Dns(DnsEvent::InPlace(d))) => assert_eq!(*d, dns),
+            other => panic!("expected a borrowed DNS event, got {other:?}"),
+        }
+        aligned[1..=bytes.len()].copy_from_slice(&bytes);
+        match Event::decode(&aligned[1..=bytes.len()]) {
+            Ok(Event::Dns(DnsEvent::Copied(d))) => assert_eq!(*d, dns),
+            other => panic!("expected a copied DNS event, got {other:?}"),
+        }
     }
 
     #[test]
