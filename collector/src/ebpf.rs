@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr},
 };
@@ -39,7 +39,10 @@ impl Probes {
     /// Loads the programs and attaches them to the cgroup v2 hierarchy at `cgroup_root`.
     pub fn attach(cgroup_root: &Path) -> Result<Self> {
         raise_memlock_limit();
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|source| {
+        // No kernel BTF: the programs read no kernel structs, so the object has no CO-RE
+        // relocations to resolve against it, and parsing /sys/kernel/btf/vmlinux (5 MiB
+        // and more) would cost ~10 MiB of heap at start, the collector's peak RSS.
+        let mut ebpf = EbpfLoader::new().btf(None).load(OBJECT).map_err(|source| {
             // SAFETY: geteuid has no preconditions.
             let uid = unsafe { libc::geteuid() };
             if uid != 0 {
@@ -220,4 +223,59 @@ fn raise_memlock_limit() {
     };
     // SAFETY: setrlimit reads the struct we pass; failure is harmless here.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OBJECT;
+
+    fn u16_at(bytes: &[u8], at: usize) -> usize {
+        usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
+    }
+
+    fn u32_at(bytes: &[u8], at: usize) -> usize {
+        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize
+    }
+
+    fn u64_at(bytes: &[u8], at: usize) -> usize {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes")) as usize
+    }
+
+    /// `Probes::attach` loads the object without the kernel's BTF, which is only right
+    /// while the object has no CO-RE relocations (they would be left unresolved).
+    #[test]
+    fn the_kernel_object_has_no_core_relocations() {
+        // ELF64: section headers at e_shoff, e_shentsize/e_shnum/e_shstrndx after it.
+        let (shoff, shentsize) = (u64_at(OBJECT, 0x28), u16_at(OBJECT, 0x3a));
+        let (shnum, shstrndx) = (u16_at(OBJECT, 0x3c), u16_at(OBJECT, 0x3e));
+        let section = |i: usize| {
+            let h = shoff + i * shentsize;
+            // sh_name, sh_offset and sh_size of section i.
+            (
+                u32_at(OBJECT, h),
+                u64_at(OBJECT, h + 0x18),
+                u64_at(OBJECT, h + 0x20),
+            )
+        };
+        let names = section(shstrndx).1;
+        let name_of = |at: usize| {
+            let start = names + at;
+            let end = OBJECT[start..].iter().position(|&b| b == 0).expect("NUL") + start;
+            &OBJECT[start..end]
+        };
+        let (_, ext, _) = (0..shnum)
+            .map(section)
+            .find(|(name, _, _)| name_of(*name) == b".BTF.ext")
+            .expect("the object has a .BTF.ext section");
+        // btf_ext_header: magic, version, flags, hdr_len, then offset/length pairs of
+        // func_info, line_info and (when hdr_len ≥ 32) core_relo.
+        assert_eq!(u16_at(OBJECT, ext), 0xeb9f, "BTF magic");
+        let header_len = u32_at(OBJECT, ext + 4);
+        let core_relo_len = if header_len >= 32 {
+            u32_at(OBJECT, ext + 28)
+        } else {
+            0
+        };
+        assert_eq!(core_relo_len, 0, "CO-RE relocations need the kernel's BTF");
+    }
 }
