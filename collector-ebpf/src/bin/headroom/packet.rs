@@ -59,15 +59,9 @@ pub fn measured(ctx: &SkBuffContext, dir: Direction) -> Option<Packet> {
     if !maps::port_measured(remote_port) {
         return None;
     }
-    let first: u8 = ctx.load(0).ok()?;
-    let remote_addr = if first >> 4 == 4 {
-        let at = if dir == Direction::Egress { 16 } else { 12 };
-        let addr: [u8; 4] = ctx.load(at).ok()?;
-        let [a, b, c, d] = addr;
-        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d]
-    } else {
-        let at = if dir == Direction::Egress { 24 } else { 8 };
-        ctx.load::<[u8; 16]>(at).ok()?
+    let remote_addr = match direct_remote_addr(ctx, dir) {
+        Some(addr) => addr,
+        None => loaded_remote_addr(ctx, dir)?,
     };
     let kind = maps::endpoint_kind(&EndpointKey::v6(remote_addr, remote_port))?;
 
@@ -125,6 +119,44 @@ fn direct_ports(ctx: &SkBuffContext, dir: Direction) -> Option<(u8, u32, u16, u1
             Direction::Ingress => (proto, l4 as u32, src, dst),
         })
     }
+}
+
+/// The remote address (IPv4 as IPv4-mapped) from the linear packet data, or `None` when
+/// the network header is not in it.
+#[inline(always)]
+fn direct_remote_addr(ctx: &SkBuffContext, dir: Direction) -> Option<[u8; 16]> {
+    // SAFETY: as in direct_ports; the 40 bytes checked cover either header's addresses.
+    unsafe {
+        let skb = ctx.skb.skb;
+        let data = read_volatile(addr_of!((*skb).data)) as usize;
+        let end = read_volatile(addr_of!((*skb).data_end)) as usize;
+        if data + 40 > end {
+            return None;
+        }
+        let first = *(data as *const u8);
+        Some(if first >> 4 == 4 {
+            let at = if dir == Direction::Egress { 16 } else { 12 };
+            let [a, b, c, d] = *((data + at) as *const [u8; 4]);
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d]
+        } else {
+            let at = if dir == Direction::Egress { 24 } else { 8 };
+            *((data + at) as *const [u8; 16])
+        })
+    }
+}
+
+/// The same as [`direct_remote_addr`] through `bpf_skb_load_bytes`.
+#[inline(always)]
+fn loaded_remote_addr(ctx: &SkBuffContext, dir: Direction) -> Option<[u8; 16]> {
+    let first: u8 = ctx.load(0).ok()?;
+    Some(if first >> 4 == 4 {
+        let at = if dir == Direction::Egress { 16 } else { 12 };
+        let [a, b, c, d]: [u8; 4] = ctx.load(at).ok()?;
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d]
+    } else {
+        let at = if dir == Direction::Egress { 24 } else { 8 };
+        ctx.load::<[u8; 16]>(at).ok()?
+    })
 }
 
 /// The same as [`direct_ports`] through `bpf_skb_load_bytes`, for non-linear headers.

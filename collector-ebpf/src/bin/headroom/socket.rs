@@ -85,7 +85,13 @@ pub fn on_sendmsg<const V6: bool>(ctx: &SockAddrContext) -> Option<()> {
     if socket_type(ctx.sock_addr) != SOCK_DGRAM {
         return None;
     }
-    let kind = maps::endpoint_kind(&destination::<V6>(ctx.sock_addr))?;
+    // Most datagrams (a DNS server's answers among them) go to no measured port: the
+    // bitmap says so without a hash lookup.
+    let to = destination::<V6>(ctx.sock_addr);
+    if !maps::port_measured(to.port) {
+        return None;
+    }
+    let kind = maps::endpoint_kind(&to)?;
     let cookie = cookie(ctx.as_ptr());
     if SOCKETS.get_ptr(cookie).is_some() {
         return Some(());
