@@ -29,10 +29,18 @@ static FLOOR: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flo
 const COLLECTOR: &str = env!("CARGO_BIN_EXE_headroom-collector");
 /// Rounds per configuration; configurations alternate so drift hits all alike.
 const ROUNDS: usize = 3;
+/// Rounds of the DNS comparison (its runs are short; more rounds steady the median).
+const DNS_ROUNDS: usize = 5;
 const DNS_ADDR: &str = "127.0.9.53";
 
 fn main() -> anyhow::Result<()> {
-    // cargo bench passes --bench; a name filter may follow. Nothing to parse.
+    // cargo bench passes --bench; section names may follow (`-- dns`) to run only those.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted =
+        |section: &str| only.is_empty() || only.iter().any(|o| section.contains(o.as_str()));
     if fs::read_to_string("/proc/self/status")?
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) != Some("0"))
@@ -40,9 +48,15 @@ fn main() -> anyhow::Result<()> {
         bail!("the benchmark loads eBPF programs: run it as root (`cargo xtask bench`)");
     }
     let root = cgroup::find_root()?;
-    program_run_time(&root)?;
-    tcp_throughput(&root)?;
-    dns_throughput()?;
+    if wanted("runtime") {
+        program_run_time(&root)?;
+    }
+    if wanted("iperf3") {
+        tcp_throughput(&root)?;
+    }
+    if wanted("dns") {
+        dns_throughput()?;
+    }
     Ok(())
 }
 
@@ -335,8 +349,16 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// Runs dnsperf against dnsmasq; returns queries per second.
-fn dnsperf(max_queries: Option<usize>, seconds: u32) -> anyhow::Result<f64> {
+/// What one dnsperf run did: its rate, the queries it completed and the CPU seconds
+/// dnsperf itself used.
+struct DnsperfRun {
+    qps: f64,
+    completed: u64,
+    cpu_seconds: f64,
+}
+
+/// Runs dnsperf against dnsmasq.
+fn dnsperf(max_queries: Option<usize>, seconds: u32) -> anyhow::Result<DnsperfRun> {
     let names = std::env::temp_dir().join("headroom-bench-names.txt");
     if !names.exists() {
         let text: String = (0..1000).map(|i| format!("n{i}.bench.test A\n")).collect();
@@ -349,14 +371,37 @@ fn dnsperf(max_queries: Option<usize>, seconds: u32) -> anyhow::Result<f64> {
     if let Some(n) = max_queries {
         cmd.args(["-n", &(n / 1000).max(1).to_string()]);
     }
+    // dnsperf is the only child reaped meanwhile, so the children's CPU grows by its CPU.
+    let cpu_before = children_cpu_seconds();
     let out = cmd
         .output()
         .context("running dnsperf (apt-get install dnsperf, or cargo xtask setup)")?;
+    let cpu_seconds = children_cpu_seconds() - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("Queries per second:").map(str::trim))
-        .and_then(|v| v.parse::<f64>().ok())
-        .with_context(|| format!("no 'Queries per second' in dnsperf output:\n{text}"))
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("no '{name}' in dnsperf output:\n{text}"))
+    };
+    Ok(DnsperfRun {
+        qps: field("Queries per second:")?,
+        completed: field("Queries completed:")? as u64,
+        cpu_seconds,
+    })
+}
+
+/// CPU seconds (user + system) of this process's reaped children so far.
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// CPU seconds (user + system) and peak RSS (KiB) of a process so far.
@@ -381,7 +426,10 @@ fn cpu_and_peak_rss(pid: u32) -> anyhow::Result<(f64, u64)> {
 }
 
 fn start_collector() -> anyhow::Result<Child> {
-    let mut child = Command::new(COLLECTOR)
+    // HEADROOM_BENCH_COLLECTOR runs another build (e.g. the last commit's) in the same
+    // setting, for a before/after comparison.
+    let binary = std::env::var_os("HEADROOM_BENCH_COLLECTOR").unwrap_or_else(|| COLLECTOR.into());
+    let mut child = Command::new(binary)
         .args(["--dns-server", &format!("{DNS_ADDR}:53")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -423,42 +471,105 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
+/// What captures DNS during a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    Nothing,
+    Collector,
+    Tcpdump,
+}
+
+/// One measured dnsperf run under `capture`.
+struct DnsRound {
+    qps: f64,
+    /// CPU µs per completed query of dnsperf, dnsmasq and the capturing process.
+    cpu_us_per_query: f64,
+    /// The capturing process's CPU, in cores, and its peak RSS (KiB).
+    capture_cores: f64,
+    capture_peak_kib: u64,
+}
+
+fn dns_round(dns: &Dnsmasq, capture: Capture, seconds: u32) -> anyhow::Result<DnsRound> {
+    let capturer = match capture {
+        Capture::Nothing => None,
+        Capture::Collector => Some(start_collector()?),
+        Capture::Tcpdump => Some(start_tcpdump()?),
+    };
+    // A short unmeasured run first: each configuration is measured in its steady state
+    // (the collector's tables and dnsmasq's sockets warm), alike for all three.
+    dnsperf(None, 1)?;
+    let capture_cpu = |c: &Option<Child>| {
+        c.as_ref()
+            .map_or(Ok((0.0, 0)), |c| cpu_and_peak_rss(c.id()))
+    };
+    let (server0, _) = cpu_and_peak_rss(dns.child.id())?;
+    let (cap0, _) = capture_cpu(&capturer)?;
+    let started = Instant::now();
+    let run = dnsperf(None, seconds)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (server1, _) = cpu_and_peak_rss(dns.child.id())?;
+    let (cap1, peak) = capture_cpu(&capturer)?;
+    if let Some(c) = capturer {
+        stop(c);
+    }
+    let cpu = run.cpu_seconds + (server1 - server0) + (cap1 - cap0);
+    Ok(DnsRound {
+        qps: run.qps,
+        cpu_us_per_query: 1e6 * cpu / run.completed.max(1) as f64,
+        capture_cores: (cap1 - cap0) / elapsed,
+        capture_peak_kib: peak,
+    })
+}
+
 fn dns_throughput() -> anyhow::Result<()> {
     const SECONDS: u32 = 5;
-    let _dns = Dnsmasq::start()?;
-    let (mut base, mut ours, mut tcpdump) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut cpu, mut rss) = (Vec::new(), 0u64);
-    for _ in 0..ROUNDS {
-        base.push(dnsperf(None, SECONDS)?);
-
-        let collector = start_collector()?;
-        let (cpu0, _) = cpu_and_peak_rss(collector.id())?;
-        let started = Instant::now();
-        ours.push(dnsperf(None, SECONDS)?);
-        let (cpu1, peak) = cpu_and_peak_rss(collector.id())?;
-        cpu.push((cpu1 - cpu0) / started.elapsed().as_secs_f64());
-        rss = rss.max(peak);
-        stop(collector);
-
-        let dump = start_tcpdump()?;
-        tcpdump.push(dnsperf(None, SECONDS)?);
-        stop(dump);
+    const CONFIGS: [Capture; 3] = [Capture::Nothing, Capture::Collector, Capture::Tcpdump];
+    let dns = Dnsmasq::start()?;
+    dnsperf(None, 2)?;
+    let mut rounds: [Vec<DnsRound>; 3] = Default::default();
+    for round in 0..DNS_ROUNDS {
+        // Rotate the order so that drift and leftovers of one configuration do not always
+        // fall on the same next one.
+        for i in 0..CONFIGS.len() {
+            let at = (i + round) % CONFIGS.len();
+            rounds[at].push(dns_round(&dns, CONFIGS[at], SECONDS)?);
+        }
     }
-    let (b, o, t) = (median(&base), median(&ours), median(&tcpdump));
+    let qps = |rs: &[DnsRound]| median(&rs.iter().map(|r| r.qps).collect::<Vec<_>>());
+    let cost = |rs: &[DnsRound]| median(&rs.iter().map(|r| r.cpu_us_per_query).collect::<Vec<_>>());
+    let (b, o, t) = (qps(&rounds[0]), qps(&rounds[1]), qps(&rounds[2]));
+    let (cb, co, ct) = (cost(&rounds[0]), cost(&rounds[1]), cost(&rounds[2]));
     let (our_loss, dump_loss) = (1.0 - o / b, 1.0 - t / b);
-    println!(
-        "\n## DNS throughput (dnsperf → dnsmasq on loopback, {SECONDS} s, median of {ROUNDS})\n"
+    let cores = median(
+        &rounds[1]
+            .iter()
+            .map(|r| r.capture_cores)
+            .collect::<Vec<_>>(),
     );
-    println!("| configuration | queries/s | kept | target |");
-    println!("|---|---:|---:|---|");
-    println!("| nothing capturing | {b:.0} | 100.0% | |");
+    let rss = rounds[1]
+        .iter()
+        .map(|r| r.capture_peak_kib)
+        .max()
+        .unwrap_or(0);
     println!(
-        "| headroom-collector | {o:.0} | {:.1}% | ≥ 95%, loss ≤ ½ of tcpdump's |",
-        100.0 * o / b
+        "\n## DNS throughput (dnsperf → dnsmasq on loopback, {SECONDS} s after 1 s warm-up, median of {DNS_ROUNDS})\n"
     );
     println!(
-        "| tcpdump -w /dev/null port 53 | {t:.0} | {:.1}% | (peer) |",
-        100.0 * t / b
+        "CPU µs/query: dnsperf + dnsmasq + the capturing process, per completed query (less \
+         sensitive to other load on the machine than queries/s).\n"
+    );
+    println!("| configuration | queries/s | kept | CPU µs/query | added | target |");
+    println!("|---|---:|---:|---:|---:|---|");
+    println!("| nothing capturing | {b:.0} | 100.0% | {cb:.2} | | |");
+    println!(
+        "| headroom-collector | {o:.0} | {:.1}% | {co:.2} | {:+.2} | ≥ 95%, loss ≤ ½ of tcpdump's |",
+        100.0 * o / b,
+        co - cb
+    );
+    println!(
+        "| tcpdump -w /dev/null port 53 | {t:.0} | {:.1}% | {ct:.2} | {:+.2} | (peer) |",
+        100.0 * t / b,
+        ct - cb
     );
     println!(
         "\nloss: collector {:.1}%, tcpdump {:.1}% (ratio {:.2}); collector CPU {:.1}% of a core (median), peak RSS {:.1} MiB — targets ≤ 5% and ≤ 40 MiB",
@@ -469,7 +580,7 @@ fn dns_throughput() -> anyhow::Result<()> {
         } else {
             f64::NAN
         },
-        100.0 * median(&cpu),
+        100.0 * cores,
         rss as f64 / 1024.0
     );
     Ok(())
