@@ -297,7 +297,7 @@ struct Dnsmasq {
 
 impl Dnsmasq {
     fn start() -> anyhow::Result<Self> {
-        let child = Command::new("dnsmasq")
+        let mut child = Command::new("dnsmasq")
             .args([
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
@@ -329,6 +329,11 @@ impl Dnsmasq {
                 .output()
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.0.0.1"));
             if ok {
+                // Answered by this dnsmasq, not another one already on the address (whose
+                // CPU the per-query figures would then miss).
+                if let Some(status) = child.try_wait()? {
+                    bail!("dnsmasq exited ({status}): is another server on {DNS_ADDR}:53?");
+                }
                 return Ok(Self { child });
             }
             thread::sleep(Duration::from_millis(100));
