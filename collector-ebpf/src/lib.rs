@@ -25,6 +25,9 @@ pub mod map {
     pub const PORTS: &str = "PORTS";
     /// `RingBuf` of events (see [`crate::event`]) for user space.
     pub const EVENTS: &str = "EVENTS";
+    /// `PerCpuArray<u64>` indexed by [`crate::MapOp`]: entries the programs created in
+    /// and removed from the LRU maps, from which user space counts their evictions.
+    pub const MAP_OPS: &str = "MAP_OPS";
 }
 
 /// Names of the programs (their function names in the kernel object).
@@ -104,6 +107,24 @@ impl Drop {
         Self::SocketInsert,
         Self::TlsDesync,
     ];
+}
+
+/// What the programs do to the LRU maps, counted per CPU in `MAP_OPS`. An LRU map
+/// evicts silently; since only these operations add or remove entries, the evictions
+/// so far are `created − removed − entries now`, which user space works out.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    /// A new `TRAFFIC` key (a cgroup, endpoint kind and process seen for the first time).
+    TrafficCreated = 0,
+    /// A new `SOCKETS` entry (a socket to a measured endpoint, or one adopted).
+    SocketCreated = 1,
+    /// A `SOCKETS` entry removed because its socket was released.
+    SocketRemoved = 2,
+}
+
+impl MapOp {
+    pub const COUNT: u32 = 3;
 }
 
 /// An endpoint: an IPv6 address (IPv4 as IPv4-mapped `::ffff:a.b.c.d`) and a port.

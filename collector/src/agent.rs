@@ -3,6 +3,7 @@
 //! trackers become one metrics snapshot, named per identity (from the node's pod cache
 //! in a cluster), and the per-pod counters feed the profile store.
 pub mod endpoints;
+pub mod evictions;
 pub mod names;
 
 use std::{
@@ -10,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use collector_ebpf::{EndpointKind, capacity};
+use collector_ebpf::{EndpointKind, map};
 use tokio::sync::watch;
 
 pub use self::{
@@ -67,6 +68,8 @@ pub struct Agent {
     profiles: Option<SharedProfiles>,
     /// Events user space could not decode (a kernel/user mismatch).
     bad_events: u64,
+    /// What the LRU maps evicted so far.
+    evictions: evictions::Evictions,
 }
 
 impl Agent {
@@ -83,6 +86,7 @@ impl Agent {
             pods: SharedPods::new(DEFAULT_GRACE),
             profiles: None,
             bad_events: 0,
+            evictions: evictions::Evictions::default(),
         })
     }
 
@@ -168,6 +172,8 @@ impl Agent {
         };
 
         let mut snap = Snapshot::default();
+        // The op counters before the maps are read, and after (see `evictions`).
+        let ops_before = self.probes.map_ops()?;
         let traffic = self.probes.traffic()?;
         for (key, counters) in &traffic {
             if key.kind != EndpointKind::ApiServer as u32 {
@@ -210,13 +216,29 @@ impl Agent {
         let collector = &mut snap.collector;
         collector.record_kernel_drops(&drops);
         collector.events_lost = drops[collector_ebpf::Drop::EventLost as usize] + self.bad_events;
-        collector.maps.insert(
-            collector_ebpf::map::TRAFFIC.into(),
-            MapFill {
-                entries: traffic.len() as u64,
-                capacity: u64::from(capacity::TRAFFIC),
-            },
-        );
+        let read = evictions::MapRead {
+            before: ops_before,
+            traffic_entries: traffic.len() as u64,
+            socket_entries: self.probes.socket_entries(map::SOCKETS)?,
+            after: self.probes.map_ops()?,
+        };
+        let closing_entries = self.probes.socket_entries(map::CLOSING)?;
+        let evicted = self.evictions.update(&read);
+        for (name, entries) in [
+            (map::TRAFFIC, read.traffic_entries),
+            (map::SOCKETS, read.socket_entries),
+            (map::CLOSING, closing_entries),
+        ] {
+            let capacity = u64::from(self.probes.capacity(name)?);
+            collector
+                .maps
+                .insert(name.into(), MapFill { entries, capacity });
+        }
+        // CLOSING is left out: evicting its oldest entries is how it forgets sockets.
+        collector.evictions = BTreeMap::from([
+            (map::TRAFFIC.to_string(), evicted.traffic),
+            (map::SOCKETS.to_string(), evicted.sockets),
+        ]);
         collector.programs = crate::metrics::bpf_stats::program_runs(self.probes.ebpf())?;
         Ok(snap)
     }

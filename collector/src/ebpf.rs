@@ -13,7 +13,8 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr},
 };
 use collector_ebpf::{
-    EndpointKey, EndpointKind, EndpointValue, TrafficCounters, TrafficKey, map, program,
+    EndpointKey, EndpointKind, EndpointValue, MapOp, SocketInfo, TrafficCounters, TrafficKey, map,
+    program,
 };
 
 use crate::error::{Error, Result};
@@ -38,11 +39,22 @@ impl std::fmt::Debug for Probes {
 impl Probes {
     /// Loads the programs and attaches them to the cgroup v2 hierarchy at `cgroup_root`.
     pub fn attach(cgroup_root: &Path) -> Result<Self> {
+        Self::attach_sized(cgroup_root, &[])
+    }
+
+    /// [`Probes::attach`] with some maps given other capacities than `capacity`'s
+    /// (e.g. a test that fills a map to see its evictions counted).
+    pub fn attach_sized(cgroup_root: &Path, capacities: &[(&'static str, u32)]) -> Result<Self> {
         raise_memlock_limit();
         // No kernel BTF: the programs read no kernel structs, so the object has no CO-RE
         // relocations to resolve against it, and parsing /sys/kernel/btf/vmlinux (5 MiB
         // and more) would cost ~10 MiB of heap at start, the collector's peak RSS.
-        let mut ebpf = EbpfLoader::new().btf(None).load(OBJECT).map_err(|source| {
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        for &(name, entries) in capacities {
+            loader.map_max_entries(name, entries);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|source| {
             // SAFETY: geteuid has no preconditions.
             let uid = unsafe { libc::geteuid() };
             if uid != 0 {
@@ -187,6 +199,52 @@ impl Probes {
         Ok(out)
     }
 
+    /// What the programs did to the LRU maps, by [`collector_ebpf::MapOp`] index, summed
+    /// over CPUs.
+    pub fn map_ops(&self) -> Result<MapOps> {
+        let name = map::MAP_OPS;
+        let ops: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
+        let mut out = [0; MapOp::COUNT as usize];
+        for (i, slot) in (0..MapOp::COUNT).zip(out.iter_mut()) {
+            *slot = ops
+                .get(&i, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .map_err(|source| Error::Map { name, source })?;
+        }
+        Ok(MapOps(out))
+    }
+
+    /// Entries in the socket map `name` ([`map::SOCKETS`] or [`map::CLOSING`]) now; one
+    /// system call per entry, so its cost follows the sockets measured, not the capacity.
+    pub fn socket_entries(&self, name: &'static str) -> Result<u64> {
+        let sockets: HashMap<&MapData, u64, SocketInfo> =
+            HashMap::try_from(self.ebpf.map(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
+        let mut n = 0;
+        for key in sockets.keys() {
+            key.map_err(|source| Error::Map { name, source })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The capacity the loaded map `name` was created with.
+    pub fn capacity(&self, name: &'static str) -> Result<u32> {
+        let map = self.ebpf.map(name).ok_or(Error::MapNotFound { name })?;
+        let data: &MapData = match map {
+            aya::maps::Map::HashMap(d)
+            | aya::maps::Map::LruHashMap(d)
+            | aya::maps::Map::PerCpuHashMap(d)
+            | aya::maps::Map::PerCpuLruHashMap(d) => d,
+            _ => return Err(Error::MapNotFound { name }),
+        };
+        data.info()
+            .map(|info| info.max_entries())
+            .map_err(|source| Error::Map { name, source })
+    }
+
     /// Events the kernel programs could not record, by [`collector_ebpf::Drop`] index.
     pub fn drops(&self) -> Result<Vec<u64>> {
         let name = map::DROPS;
@@ -201,6 +259,16 @@ impl Probes {
                     .map_err(|source| Error::Map { name, source })
             })
             .collect()
+    }
+}
+
+/// The `MAP_OPS` counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapOps(pub [u64; MapOp::COUNT as usize]);
+
+impl MapOps {
+    pub fn get(&self, op: MapOp) -> u64 {
+        self.0[op as usize]
     }
 }
 

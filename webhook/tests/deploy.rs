@@ -733,7 +733,7 @@ fn collector_metric_names() -> BTreeSet<String> {
         }
     }
     // How each family is encoded (collector/src/metrics/exposition.rs, watches.rs).
-    let kinds: [(&str, &str); 23] = [
+    let kinds: [(&str, &str); 24] = [
         ("apiserver_requests", "counter"),
         ("apiserver_connections", "counter"),
         ("apiserver_sent", "counter"),
@@ -750,6 +750,7 @@ fn collector_metric_names() -> BTreeSet<String> {
         ("collector_kernel_drops", "counter"),
         ("collector_map_entries", "gauge"),
         ("collector_map_capacity", "gauge"),
+        ("collector_map_evictions", "counter"),
         ("collector_program_runs", "counter"),
         ("collector_program_run", "counter"),
         ("collector_build", "info"),

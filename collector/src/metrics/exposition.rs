@@ -191,6 +191,10 @@ const KERNEL_DROPS: Family = Family::new(
 );
 const MAP_ENTRIES: Family = Family::new("collector_map_entries", "Entries in use in a BPF map.");
 const MAP_CAPACITY: Family = Family::new("collector_map_capacity", "Maximum entries of a BPF map.");
+const MAP_EVICTIONS: Family = Family::new(
+    "collector_map_evictions",
+    "Entries an LRU BPF map evicted to make room; what they held was lost.",
+);
 const PROGRAM_RUNS: Family = Family::new(
     "collector_program_runs",
     "Runs of a kernel program, from the kernel's BPF run-time stats.",
@@ -314,6 +318,12 @@ impl Collector for SnapshotCollector {
             .map(|(name, fill)| (map_labels(name), ConstGauge::new(fill.capacity)))
             .collect();
         MAP_CAPACITY.encode(&mut encoder, &capacity)?;
+        let evictions: Vec<_> = own
+            .evictions
+            .iter()
+            .map(|(name, &n)| (map_labels(name), ConstCounter::new(n)))
+            .collect();
+        MAP_EVICTIONS.encode(&mut encoder, &evictions)?;
         let program_labels = |name: &String| ProgramLabels {
             program: name.clone(),
         };

@@ -221,6 +221,9 @@ pub struct CollectorStats {
     pub kernel_drops: BTreeMap<String, u64>,
     /// Entries in use per map, against its capacity.
     pub maps: BTreeMap<String, MapFill>,
+    /// Entries each LRU map evicted to make room, whose data was lost (see
+    /// [`crate::agent::evictions`]).
+    pub evictions: BTreeMap<String, u64>,
     /// Per-program run statistics from the kernel (see [`super::bpf_stats`]).
     pub programs: BTreeMap<String, ProgramRuns>,
 }

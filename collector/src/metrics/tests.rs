@@ -48,6 +48,7 @@ fn sample() -> Snapshot {
             capacity: 16_384,
         },
     );
+    own.evictions.insert("SOCKETS".into(), 3);
     own.programs.insert(
         "headroom_skb_egress".into(),
         ProgramRuns {
@@ -211,6 +212,7 @@ fn self_metrics() {
         r#"headroom_collector_kernel_drops_total{reason="traffic_insert"} 1"#,
         r#"headroom_collector_map_entries{map="TRAFFIC"} 17"#,
         r#"headroom_collector_map_capacity{map="TRAFFIC"} 16384"#,
+        r#"headroom_collector_map_evictions_total{map="SOCKETS"} 3"#,
         r#"headroom_collector_program_runs_total{program="headroom_skb_egress"} 1000"#,
         r#"headroom_collector_program_run_seconds_total{program="headroom_skb_egress"} 0.0025"#,
         concat!(

@@ -8,6 +8,7 @@ mod support;
 
 mod apiserver;
 mod dns;
+mod maps;
 mod self_client;
 mod traffic;
 

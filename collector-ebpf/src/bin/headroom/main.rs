@@ -27,7 +27,7 @@ mod programs {
         programs::{SkBuffContext, SockAddrContext, SockContext},
     };
     use collector_ebpf::{
-        Drop, EndpointKind, SocketInfo, TlsCursor, TrafficKey,
+        Drop, EndpointKind, MapOp, SocketInfo, TlsCursor, TrafficKey,
         event::{self, MAX_RECORDS, Record, Segment},
     };
 
@@ -195,11 +195,15 @@ mod programs {
             comm: [0; 16],
             tls: [lost; 2],
         };
-        if maps::SOCKETS.insert(cookie, info, 0).is_err() {
-            maps::count_drop(Drop::SocketInsert);
-            return None;
+        // Another CPU may adopt the same socket at once; the entry is created only once.
+        if maps::SOCKETS.insert(cookie, info, maps::CREATE).is_ok() {
+            maps::count_op(MapOp::SocketCreated);
         }
-        maps::SOCKETS.get_ptr_mut(cookie)
+        let adopted = maps::SOCKETS.get_ptr_mut(cookie);
+        if adopted.is_none() {
+            maps::count_drop(Drop::SocketInsert);
+        }
+        adopted
     }
 
     #[panic_handler]

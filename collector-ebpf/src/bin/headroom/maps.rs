@@ -1,12 +1,13 @@
 //! The maps, shared by every program. A static's name is the map's name in the object:
 //! each must equal its `collector_ebpf::map` constant (user space looks them up by it).
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use collector_ebpf::{
-    Drop, EndpointKey, EndpointValue, PORT_WORDS, SocketInfo, TrafficCounters, TrafficKey, capacity,
+    Drop, EndpointKey, EndpointValue, MapOp, PORT_WORDS, SocketInfo, TrafficCounters, TrafficKey,
+    capacity,
 };
 
 #[map]
@@ -19,6 +20,9 @@ pub static TRAFFIC: LruPerCpuHashMap<TrafficKey, TrafficCounters> =
 
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Drop::COUNT, 0);
+
+#[map]
+pub static MAP_OPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MapOp::COUNT, 0);
 
 #[map]
 pub static SOCKETS: LruHashMap<u64, SocketInfo> =
@@ -71,6 +75,17 @@ pub fn count_drop(what: Drop) {
     }
 }
 
+pub fn count_op(what: MapOp) {
+    if let Some(n) = MAP_OPS.get_ptr_mut(what as u32) {
+        // SAFETY: per-CPU slot, single writer on this CPU.
+        unsafe { *n += 1 };
+    }
+}
+
+/// Flags for an insert that must create the entry: of two CPUs creating the same key at
+/// once only one succeeds, so each entry is counted as created once.
+pub const CREATE: u64 = BPF_NOEXIST as u64;
+
 /// Applies `update` to this CPU's counters for `key`, creating them if needed.
 #[inline(always)]
 pub fn with_counters(key: &TrafficKey, update: impl Fn(&mut TrafficCounters)) {
@@ -81,7 +96,14 @@ pub fn with_counters(key: &TrafficKey, update: impl Fn(&mut TrafficCounters)) {
     }
     let mut fresh = TrafficCounters::default();
     update(&mut fresh);
-    if TRAFFIC.insert(key, fresh, 0).is_err() {
-        count_drop(Drop::TrafficInsert);
+    if TRAFFIC.insert(key, fresh, CREATE).is_ok() {
+        count_op(MapOp::TrafficCreated);
+        return;
+    }
+    // Another CPU created the key meanwhile: add to this CPU's (zeroed) share of it.
+    match TRAFFIC.get_ptr_mut(key) {
+        // SAFETY: as above.
+        Some(counters) => update(unsafe { &mut *counters }),
+        None => count_drop(Drop::TrafficInsert),
     }
 }

@@ -8,7 +8,7 @@ use core::{
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::bpf_sock_addr,
+    bindings::{BPF_EXIST, bpf_sock_addr},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_socket_cookie, bpf_ktime_get_ns,
@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockContext},
 };
 use collector_ebpf::{
-    Drop, EndpointKey, SocketInfo, TlsCursor, TrafficKey,
+    Drop, EndpointKey, MapOp, SocketInfo, TlsCursor, TrafficKey,
     event::{self, Header},
 };
 
@@ -106,7 +106,9 @@ pub fn on_release(ctx: &SockContext) -> Option<()> {
     let cookie = cookie(ctx.as_ptr());
     // SAFETY: plain data read.
     let info = unsafe { SOCKETS.get(cookie) }.copied()?;
-    let _ = SOCKETS.remove(cookie);
+    if SOCKETS.remove(cookie).is_ok() {
+        maps::count_op(MapOp::SocketRemoved);
+    }
     // Keep the owner a little longer for the connection's last packets.
     let _ = CLOSING.insert(cookie, info, 0);
     let header = header(event::CLOSE, 0, &info, cookie);
@@ -136,10 +138,15 @@ fn remember(ctx: *mut c_void, kind: u32) -> Option<SocketInfo> {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         tls: [TlsCursor::default(); 2],
     };
-    if SOCKETS.insert(cookie(ctx), info, 0).is_err() {
+    let cookie = cookie(ctx);
+    if SOCKETS.insert(cookie, info, maps::CREATE).is_ok() {
+        maps::count_op(MapOp::SocketCreated);
+    } else if SOCKETS.insert(cookie, info, u64::from(BPF_EXIST)).is_err() {
+        // Neither new nor there (evicted in between): the socket goes unowned.
         maps::count_drop(Drop::SocketInsert);
         return None;
     }
+    // (An existing entry, e.g. a UDP socket connected again, takes the new owner.)
     Some(info)
 }
 

@@ -1,0 +1,185 @@
+//! Bounded maps lose nothing silently: with maps far smaller than the traffic, what the
+//! agent reports as evicted plus what the map still holds is everything that happened.
+use std::{
+    net::TcpListener,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use collector::{agent::Agent, dns::DnsConfig, ebpf::Probes, endpoint};
+use collector_ebpf::{EndpointKind, MapOp, map};
+
+use crate::{child_group, require_root, run_in_cgroup};
+
+/// A loopback listener that accepts and drops connections, counting them.
+fn accepting_server() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback listener");
+    let addr = listener.local_addr().expect("listener address");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    thread::spawn(move || {
+        // Held open until the test ends, so that clients decide when sockets close.
+        let mut open = Vec::new();
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            open.push(stream);
+        }
+    });
+    (addr, accepted)
+}
+
+fn wait_accepted(accepted: &AtomicU64, n: u64) {
+    let start = Instant::now();
+    while accepted.load(Ordering::SeqCst) < n && start.elapsed() < Duration::from_secs(60) {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), n, "connections accepted");
+}
+
+#[test]
+fn evictions_of_small_maps_account_for_everything() {
+    require_root();
+    const TRAFFIC_CAPACITY: u32 = 256;
+    const SOCKETS_CAPACITY: u32 = 256;
+    // One process per connection: each is a new (cgroup, kind, process) TRAFFIC key.
+    const PROCESSES: u64 = 1200;
+    // Connections one process holds open at once: more sockets than SOCKETS holds.
+    const HELD: u64 = 700;
+
+    let root = collector::cgroup::find_root().expect("cgroup v2 mount");
+    let mut probes = Probes::attach_sized(
+        &root,
+        &[
+            (map::TRAFFIC, TRAFFIC_CAPACITY),
+            (map::SOCKETS, SOCKETS_CAPACITY),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
+    assert_eq!(
+        probes.capacity(map::TRAFFIC).expect("capacity"),
+        TRAFFIC_CAPACITY
+    );
+    let (addr, accepted) = accepting_server();
+    probes
+        .add_endpoint(endpoint::key_of(addr), EndpointKind::ApiServer)
+        .expect("add endpoint");
+    let mut agent = Agent::new(probes, DnsConfig::default()).expect("agent");
+    let pod = child_group("map-evictions");
+    let port = addr.port();
+
+    // Many short-lived processes, each connecting once and closing.
+    run_in_cgroup(
+        &pod,
+        &format!("for i in $(seq {PROCESSES}); do (exec 3<>/dev/tcp/127.0.0.1/{port}); done"),
+    );
+    wait_accepted(&accepted, PROCESSES);
+    // One process holding many connections open at once.
+    run_in_cgroup(
+        &pod,
+        &format!(
+            "ulimit -n 4096; for i in $(seq {HELD}); do exec {{fd}}<>/dev/tcp/127.0.0.1/{port}; done; \
+             exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 0.2"
+        ),
+    );
+    wait_accepted(&accepted, PROCESSES + HELD + 1);
+
+    let snapshot = agent
+        .snapshot(collector::agent::monotonic_ns())
+        .expect("snapshot");
+    let own = &snapshot.collector;
+    let probes = agent.probes_mut();
+    let ops = probes.map_ops().expect("map ops");
+    let traffic = probes.traffic().expect("traffic");
+    let traffic_entries = traffic.len() as u64;
+    let traffic_evicted = own.evictions[map::TRAFFIC];
+    let sockets_evicted = own.evictions[map::SOCKETS];
+    println!(
+        "TRAFFIC: {} created, {traffic_entries} held, {traffic_evicted} evicted; \
+         SOCKETS: {} created, {} removed, {} held, {sockets_evicted} evicted",
+        ops.get(MapOp::TrafficCreated),
+        ops.get(MapOp::SocketCreated),
+        ops.get(MapOp::SocketRemoved),
+        own.maps[map::SOCKETS].entries,
+    );
+
+    // Ground truth: PROCESSES + 1 processes connected, so many keys were created (one
+    // more, of no process, if the last packets of a socket whose entry was evicted came
+    // after its release); the map holds at most its capacity, the rest it evicted.
+    let processes = PROCESSES + 1;
+    let created = ops.get(MapOp::TrafficCreated);
+    assert!(
+        created == processes || created == processes + 1,
+        "{created} TRAFFIC keys created by {processes} connecting processes"
+    );
+    assert!(
+        traffic_entries <= u64::from(TRAFFIC_CAPACITY),
+        "{traffic_entries} entries in a map of {TRAFFIC_CAPACITY}"
+    );
+    assert!(
+        traffic_evicted >= processes - u64::from(TRAFFIC_CAPACITY),
+        "{traffic_evicted} TRAFFIC keys evicted"
+    );
+    assert_eq!(
+        traffic_evicted + traffic_entries,
+        created,
+        "evicted + held TRAFFIC keys vs created"
+    );
+
+    // Every connection made a socket entry; the short-lived ones were removed when
+    // released (or had been evicted before); the held ones overflow the map.
+    let connections = PROCESSES + HELD + 1;
+    assert_eq!(
+        ops.get(MapOp::SocketCreated),
+        connections,
+        "socket entries created"
+    );
+    assert!(
+        sockets_evicted >= HELD + 1 - u64::from(SOCKETS_CAPACITY),
+        "{sockets_evicted} socket entries evicted; {HELD} held open in a map of {SOCKETS_CAPACITY}"
+    );
+    assert_eq!(
+        sockets_evicted + ops.get(MapOp::SocketRemoved) + own.maps[map::SOCKETS].entries,
+        connections,
+        "evicted + removed + held socket entries vs connections"
+    );
+    assert_eq!(
+        own.maps[map::TRAFFIC].capacity,
+        u64::from(TRAFFIC_CAPACITY),
+        "fill is reported against the loaded capacity"
+    );
+}
+
+#[test]
+fn maps_that_never_fill_report_no_evictions() {
+    require_root();
+    let root = collector::cgroup::find_root().expect("cgroup v2 mount");
+    let mut probes = Probes::attach(&root)
+        .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
+    let (addr, accepted) = accepting_server();
+    probes
+        .add_endpoint(endpoint::key_of(addr), EndpointKind::ApiServer)
+        .expect("add endpoint");
+    let mut agent = Agent::new(probes, DnsConfig::default()).expect("agent");
+    let pod = child_group("map-no-evictions");
+    run_in_cgroup(
+        &pod,
+        &format!(
+            "for i in $(seq 20); do (exec 3<>/dev/tcp/127.0.0.1/{}); done",
+            addr.port()
+        ),
+    );
+    wait_accepted(&accepted, 20);
+    let snapshot = agent
+        .snapshot(collector::agent::monotonic_ns())
+        .expect("snapshot");
+    let ops = agent.probes_mut().map_ops().expect("map ops");
+    assert_eq!(ops.get(MapOp::TrafficCreated), 20);
+    assert_eq!(ops.get(MapOp::SocketCreated), 20);
+    assert_eq!(snapshot.collector.evictions[map::TRAFFIC], 0);
+    assert_eq!(snapshot.collector.evictions[map::SOCKETS], 0);
+    assert_eq!(snapshot.collector.maps[map::TRAFFIC].entries, 20);
+}
