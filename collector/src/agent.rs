@@ -274,8 +274,10 @@ pub fn pod_start_times<'a>(
         .workloads
         .keys()
         .filter_map(|identity| {
-            let started = pod_of(identity)?.started_at()?;
-            Some((PodLabels::from(identity), profile::unix_seconds(started)))
+            let pod = pod_of(identity)?;
+            let started = pod.started_at()?;
+            let labels = PodLabels::new(identity, pod.image());
+            Some((labels, profile::unix_seconds(started)))
         })
         .collect()
 }

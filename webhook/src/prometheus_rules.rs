@@ -25,6 +25,9 @@
 //!   `headroom:workload_dns_queries:rate5m`
 //! - what the figures rest on: `headroom:workload_pods:count` (pods measured) and
 //!   `headroom:workload_measured_minutes:max`.
+//! - the workload's images (label `image`), each valued at the newest start of a pod
+//!   running it, the highest being the workload's image:
+//!   `headroom:workload_image:newest_start_time`.
 
 use crate::load::Dimension;
 
@@ -56,6 +59,7 @@ pub fn workload_current(d: Dimension) -> String {
 
 pub const WORKLOAD_PODS: &str = "headroom:workload_pods:count";
 pub const WORKLOAD_MINUTES: &str = "headroom:workload_measured_minutes:max";
+pub const WORKLOAD_IMAGE: &str = "headroom:workload_image:newest_start_time";
 
 /// Labels on the per-workload rules.
 pub const LABEL_NAMESPACE: &str = "namespace";
@@ -74,6 +78,7 @@ pub fn all() -> Vec<String> {
     }
     names.push(WORKLOAD_PODS.to_owned());
     names.push(WORKLOAD_MINUTES.to_owned());
+    names.push(WORKLOAD_IMAGE.to_owned());
     names
 }
 
@@ -85,7 +90,7 @@ mod tests {
     fn names_match_the_doc_comment() {
         let doc = include_str!("prometheus_rules.rs");
         let names = all();
-        assert_eq!(names.len(), 18);
+        assert_eq!(names.len(), 19);
         for name in names {
             assert!(
                 doc.contains(&format!("`{name}`")),

@@ -240,7 +240,7 @@ fn profile_rows_and_start_times_come_from_the_pod() {
     assert_eq!(
         pod_start_times(&snap, pod_of),
         BTreeMap::from([(
-            PodLabels::from(&app),
+            PodLabels::new(&app, "nginx:1.27"),
             started.as_millisecond() as f64 / 1000.0
         )])
     );

@@ -178,7 +178,7 @@ const DNS_QUERY_DURATION: Family = Family::with_unit(
 );
 const POD_START_TIME: Family = Family::with_unit(
     "pod_start_time",
-    "Unix time the pod's first container started.",
+    "Unix time the pod's first container started; image: its first app container's.",
     Unit::Seconds,
 );
 const EVENTS_LOST: Family = Family::new(

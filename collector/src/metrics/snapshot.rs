@@ -62,15 +62,20 @@ pub struct PodLabels {
     pub workload_kind: String,
     pub workload: String,
     pub pod: String,
+    /// The pod's first app container's image: what the rules name a workload's image by,
+    /// for the image fallback of a workload not measured yet.
+    pub image: String,
 }
 
-impl From<&Identity> for PodLabels {
-    fn from(id: &Identity) -> Self {
+impl PodLabels {
+    /// The pod labels of `id`, whose pod runs `image`.
+    pub fn new(id: &Identity, image: &str) -> Self {
         Self {
             namespace: id.namespace.clone(),
             workload_kind: id.workload_kind.clone(),
             workload: id.workload.clone(),
             pod: id.pod.clone(),
+            image: image.to_owned(),
         }
     }
 }

@@ -359,13 +359,13 @@ fn pod_start_time_per_pod_without_container() {
     let mut snapshot = sample();
     snapshot
         .pod_start_times
-        .insert(PodLabels::from(&web()), 1_767_225_600.5);
+        .insert(PodLabels::new(&web(), "nginx:1.27"), 1_767_225_600.5);
     let text = render(snapshot);
     let expected = "\
-# HELP headroom_pod_start_time_seconds Unix time the pod's first container started.
+# HELP headroom_pod_start_time_seconds Unix time the pod's first container started; image: its first app container's.
 # TYPE headroom_pod_start_time_seconds gauge
 # UNIT headroom_pod_start_time_seconds seconds
-headroom_pod_start_time_seconds{namespace=\"ns1\",workload_kind=\"Deployment\",workload=\"web\",pod=\"web-abc\"} 1767225600.5
+headroom_pod_start_time_seconds{namespace=\"ns1\",workload_kind=\"Deployment\",workload=\"web\",pod=\"web-abc\",image=\"nginx:1.27\"} 1767225600.5
 ";
     assert!(text.contains(expected), "{text}");
     // Without pods the family is left out.

@@ -146,6 +146,21 @@ pub async fn fetch(base: &str) -> Result<Snapshot, Error> {
             }
         }
     }
+    // Each measured workload's image: the one its newest pod runs. An image alone is no
+    // profile, so workloads measured in no dimension are not added.
+    let mut newest: HashMap<WorkloadRef, f64> = HashMap::new();
+    for (labels, started) in query(base, rules::WORKLOAD_IMAGE).await? {
+        let (Some(w), Some(image)) = (workload_of(&labels), labels.get(rules::LABEL_IMAGE)) else {
+            continue;
+        };
+        let Some(item) = items.get_mut(&w) else {
+            continue;
+        };
+        if newest.get(&w).is_none_or(|&at| started > at) {
+            item.image.clone_from(image);
+            newest.insert(w, started);
+        }
+    }
     snapshot.workloads = items;
     snapshot.index_images();
     Ok(snapshot)

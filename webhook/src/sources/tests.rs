@@ -58,23 +58,39 @@ fn profiles_url_forms() {
 async fn reads_recording_rules_from_the_prometheus_api() {
     async fn answer(Query(q): Query<std::collections::HashMap<String, String>>) -> String {
         let query = q.get("query").cloned().unwrap_or_default();
-        let labels = r#"{"namespace":"default","workload_kind":"Deployment","workload":"web","image":"nginx:1.27"}"#;
-        let value = if query == rules::cluster_total(Dimension::ApiserverRequests) {
-            Some(("{}", "120"))
-        } else if query == rules::pod_steady(Dimension::ApiserverRequests) {
-            Some((labels, "1.5"))
-        } else if query == rules::pod_startup(Dimension::ApiserverReceivedBytes) {
-            Some((labels, "65536"))
-        } else if query == rules::WORKLOAD_PODS {
-            Some((labels, "8"))
-        } else if query == rules::WORKLOAD_MINUTES {
-            Some((labels, "42"))
-        } else {
-            None
+        let labels = r#"{"namespace":"default","workload_kind":"Deployment","workload":"web"}"#;
+        let image = |image: &str| {
+            format!(
+                r#"{{"namespace":"default","workload_kind":"Deployment","workload":"web","image":"{image}"}}"#
+            )
         };
-        let result = value.map_or(String::new(), |(m, v)| {
-            format!(r#"{{"metric":{m},"value":[1700000000,"{v}"]}}"#)
-        });
+        let other = r#"{"namespace":"default","workload_kind":"Deployment","workload":"unmeasured","image":"redis:8"}"#;
+        let values: Vec<(String, &str)> =
+            if query == rules::cluster_total(Dimension::ApiserverRequests) {
+                vec![("{}".into(), "120")]
+            } else if query == rules::pod_steady(Dimension::ApiserverRequests) {
+                vec![(labels.into(), "1.5")]
+            } else if query == rules::pod_startup(Dimension::ApiserverReceivedBytes) {
+                vec![(labels.into(), "65536")]
+            } else if query == rules::WORKLOAD_PODS {
+                vec![(labels.into(), "8")]
+            } else if query == rules::WORKLOAD_MINUTES {
+                vec![(labels.into(), "42")]
+            } else if query == rules::WORKLOAD_IMAGE {
+                // Mid-rollout: the newer image's pods started later.
+                vec![
+                    (image("nginx:1.28"), "1700000600"),
+                    (image("nginx:1.27"), "1700000000"),
+                    (other.into(), "1700000000"),
+                ]
+            } else {
+                Vec::new()
+            };
+        let result = values
+            .iter()
+            .map(|(m, v)| format!(r#"{{"metric":{m},"value":[1700000000,"{v}"]}}"#))
+            .collect::<Vec<_>>()
+            .join(",");
         format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{result}]}}}}"#)
     }
     let url = serve(Router::new().route("/api/v1/query", get(answer))).await;
@@ -85,7 +101,9 @@ async fn reads_recording_rules_from_the_prometheus_api() {
     assert_eq!((web.pods, web.minutes), (8, 42));
     assert_eq!(web.steady.apiserver_requests_per_second, 1.5);
     assert_eq!(web.startup.apiserver_received_bytes_per_second, 65536.0);
-    assert_eq!(web.image, "nginx:1.27");
+    assert_eq!(web.image, "nginx:1.28", "the newest pod's image");
+    assert_eq!(snapshot.images["nginx:1.28"], web.workload);
+    assert_eq!(snapshot.workloads.len(), 1, "an image alone is no profile");
 
     let err = Source::Prometheus("http://127.0.0.1:1".into())
         .fetch()
