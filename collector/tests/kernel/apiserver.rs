@@ -2,9 +2,9 @@
 //! (curl, kubectl, a Rust HTTP/2 client) in child cgroups that stand for pods, against the
 //! loopback TLS stand-in API server, whose counters are the ground truth. Connections
 //! exact, bytes within 1 %, estimated requests within 10 % of the requests served, a watch
-//! open while it streams.
+//! open while it streams; over IPv4 and IPv6.
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     process::{Command, Output, Stdio},
     thread,
     time::{Duration, Instant},
@@ -31,6 +31,10 @@ const PODS: &str = "/api/v1/namespaces/default/pods";
 const CLIENT_PATIENCE: Duration = Duration::from_secs(60);
 /// Longest the collector may take to see what happened (events, closes, judgements).
 const COLLECTOR_PATIENCE: Duration = Duration::from_secs(10);
+/// Where the stand-in listens: IPv4 loopback, or IPv6 loopback (clients then connect
+/// through `cgroup/connect6` and the packet hooks read IPv6 headers).
+const IPV4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const IPV6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 
 /// The collector as the binary runs it — kernel programs attached at the cgroup root,
 /// endpoints in their map, events fed to the [`Agent`] — except that the test drains the
@@ -373,9 +377,15 @@ fn all_closed(snap: &Snapshot, who: &[&Identity]) -> bool {
 /// socket: the server counts it written, or the kernel counts it sent, and the other side
 /// never sees it. Real API server traffic dwarfs that; tiny test responses must too.
 fn start_server(tls12_only: bool) -> ApiServer {
+    start_server_on(IPV4, tls12_only)
+}
+
+/// [`start_server`] listening on `bind`.
+fn start_server_on(bind: IpAddr, tls12_only: bool) -> ApiServer {
     ApiServer::start(ServerConfig {
         pods: 20,
         tls12_only,
+        bind,
         ..ServerConfig::default()
     })
 }
@@ -539,6 +549,19 @@ fn curl_urls(server: &ApiServer, flags: &[&str], paths: &[&str]) -> Command {
     command
 }
 
+/// curl's `--connect-to` that sends it through an IPv6 socket to the IPv4 server's
+/// v4-mapped address (`::ffff:127.0.0.1`), as a dual-stack client connects; the URLs and
+/// the certificate check keep the IPv4 address.
+fn via_v4_mapped(server: &ApiServer) -> String {
+    let IpAddr::V4(ip) = server.addr().ip() else {
+        panic!(
+            "a v4-mapped address needs an IPv4 server, not {}",
+            server.addr()
+        );
+    };
+    format!("::[{}]:{}", ip.to_ipv6_mapped(), server.addr().port())
+}
+
 const KEEPALIVE_PATHS: [&str; 8] = [
     "/version", "/api", "/apis", "/api/v1", PODS, PODS, "/api", PODS,
 ];
@@ -554,6 +577,15 @@ const PATTERNS: &[Pattern] = &[
         name: "curl-h1-keepalive",
         tls12_only: false,
         clients: |s| vec![curl_urls(s, &["--http1.1"], &KEEPALIVE_PATHS)],
+    },
+    Pattern {
+        name: "curl-h1-keepalive-v4-mapped",
+        tls12_only: false,
+        // cgroup/connect6 sees ::ffff:127.0.0.1; the packets are IPv4.
+        clients: |s| {
+            let flags = ["--http1.1", "--connect-to", &via_v4_mapped(s)];
+            vec![curl_urls(s, &flags, &KEEPALIVE_PATHS)]
+        },
     },
     Pattern {
         name: "curl-h1-conn-per-request",
@@ -613,16 +645,19 @@ const PATTERNS: &[Pattern] = &[
     },
 ];
 
-/// Runs one pattern's clients in a cgroup of their own and holds the collector's numbers
-/// for that cgroup to the server's.
-fn check(name: &str) {
+/// Runs one pattern's clients in a cgroup of their own against the stand-in on `bind`
+/// and holds the collector's numbers for that cgroup to the server's.
+fn check(name: &str, bind: IpAddr) {
     require_root();
     let pattern = PATTERNS
         .iter()
         .find(|p| p.name == name)
         .unwrap_or_else(|| panic!("no pattern {name}"));
-    let server = start_server(pattern.tls12_only);
-    let pod = child_group(&format!("api-{name}"));
+    let server = start_server_on(bind, pattern.tls12_only);
+    let family = if bind.is_ipv6() { "ipv6" } else { "ipv4" };
+    // The same pattern runs over both families at once: a cgroup for each.
+    let pod = child_group(&format!("api-{name}-{family}"));
+    let label = format!("{name} over {family} ({})", server.addr());
     let mut collector = Collector::attach(&[(server.addr(), EndpointKind::ApiServer)]);
     let clients = (pattern.clients)(&server);
     for client in &clients {
@@ -632,40 +667,45 @@ fn check(name: &str) {
     let who = identity_of(&pod);
     let snap = collector.snapshot_when(|snap| all_closed(snap, &[&who]));
     assert_measured(
-        name,
+        &label,
         Served::of(&server),
         apiserver_of(&snap, &who),
         &collector.evidence(&pod),
     );
     assert_eq!(
         snap.collector.events_lost, 0,
-        "{name}: events lost: {:?}",
+        "{label}: events lost: {:?}",
         snap.collector
     );
 }
 
 macro_rules! pattern_tests {
-    ($($test:ident => $name:literal,)*) => {$(
+    ($($test:ident => $name:literal on $bind:expr,)*) => {$(
         #[test]
         fn $test() {
-            check($name);
+            check($name, $bind);
         }
     )*};
 }
 
 pattern_tests! {
-    curl_http1_keepalive => "curl-h1-keepalive",
-    curl_http1_connection_per_request => "curl-h1-conn-per-request",
-    curl_http2_multiplexed => "curl-h2-multiplexed",
-    curl_http2_multiplexed_tls12 => "curl-h2-multiplexed-tls12",
-    kubectl_discovery_list_and_raw_get => "kubectl",
+    curl_http1_keepalive => "curl-h1-keepalive" on IPV4,
+    curl_http1_connection_per_request => "curl-h1-conn-per-request" on IPV4,
+    curl_http2_multiplexed => "curl-h2-multiplexed" on IPV4,
+    curl_http2_multiplexed_tls12 => "curl-h2-multiplexed-tls12" on IPV4,
+    kubectl_discovery_list_and_raw_get => "kubectl" on IPV4,
+    // IPv6: connect6 sees the client's sockaddr_in6, the skb hooks IPv6 headers.
+    curl_http1_keepalive_over_ipv6 => "curl-h1-keepalive" on IPV6,
+    curl_http2_multiplexed_over_ipv6 => "curl-h2-multiplexed" on IPV6,
+    // An IPv6 socket to a v4-mapped address: connect6 with the IPv4 endpoint's key.
+    curl_http1_keepalive_v4_mapped => "curl-h1-keepalive-v4-mapped" on IPV4,
 }
 
 /// The Rust (hyper) HTTP/2 client with requests in flight together: it coalesces the
 /// HEADERS of the requests it has queued into one record.
 #[test]
 fn rust_http2_client_multiplexed() {
-    check("rust-h2-multiplexed");
+    check("rust-h2-multiplexed", IPV4);
 }
 
 /// Two pods in the root network namespace (like hostNetwork pods: same addresses, same

@@ -2,8 +2,8 @@
 //! a pod's resolv.conf in a mount namespace of its own) in child cgroups that stand for
 //! pods, against dnsmasq on a loopback address of its own. dnsmasq's log is the ground
 //! truth: queries per qtype and NXDOMAIN answers exact, search-list tries counted as
-//! expansions, every answer's latency observed, TCP counted like UDP; and 10,000 distinct
-//! names leave the series and the memory where they were.
+//! expansions, every answer's latency observed, TCP counted like UDP, IPv6 like IPv4; and
+//! 10,000 distinct names leave the series and the memory where they were.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
@@ -91,9 +91,22 @@ fn succeeded(output: &Output) -> &Output {
 #[test]
 fn dig_queries_and_nxdomain_are_exact_over_udp_and_tcp() {
     require_root();
-    let server = Dnsmasq::start();
-    let udp_pod = child_group("dns-dig-udp");
-    let tcp_pod = child_group("dns-dig-tcp");
+    check_digs(&Dnsmasq::start(), "ipv4");
+}
+
+/// The same over IPv6, dnsmasq on ::1 (at a port of its own): dig's sockets connect
+/// through `cgroup/connect6`, and the packet hooks read IPv6 headers.
+#[test]
+fn dig_queries_and_nxdomain_are_exact_over_ipv6_udp_and_tcp() {
+    require_root();
+    check_digs(&Dnsmasq::start_ipv6(), "ipv6");
+}
+
+/// dig's UDP and TCP queries from two pods (cgroup names tagged `family`), held to the
+/// server's log.
+fn check_digs(server: &Dnsmasq, family: &str) {
+    let udp_pod = child_group(&format!("dns-dig-udp-{family}"));
+    let tcp_pod = child_group(&format!("dns-dig-tcp-{family}"));
     let mut collector = Collector::attach(&[(server.socket_addr(), EndpointKind::Dns)]);
     let (udp_id, tcp_id) = (identity_of(&udp_pod), identity_of(&tcp_pod));
 
@@ -118,13 +131,14 @@ fn dig_queries_and_nxdomain_are_exact_over_udp_and_tcp() {
     let tcp_queries = &all[udp.len()..];
 
     let snap = answered(&mut collector, &[&udp_id, &tcp_id], all.len() as u64);
+    let at = server.socket_addr();
     for (label, who, queries) in [
-        ("dig (UDP)", &udp_id, &udp_queries[..]),
-        ("dig +tcp", &tcp_id, tcp_queries),
+        (format!("dig @{at} (UDP)"), &udp_id, &udp_queries[..]),
+        (format!("dig @{at} +tcp"), &tcp_id, tcp_queries),
     ] {
         let dns = dns_of(&snap, who);
-        let (expected, nx) = (per_qtype(queries), nxdomains(&server, queries));
-        print_dns(label, &expected, nx, &dns);
+        let (expected, nx) = (per_qtype(queries), nxdomains(server, queries));
+        print_dns(&label, &expected, nx, &dns);
         let total = queries.len() as u64;
         assert_eq!(dns.queries, expected, "{label}: queries per qtype");
         assert_eq!(
@@ -284,7 +298,9 @@ fn dig_batch(server: &Dnsmasq, file: &Path) -> Command {
     let mut command = Command::new("dig");
     command
         .arg(format!("@{}", server.addr()))
-        .args(["-p", "53", "+tries=1", "+time=3", "+short", "-f"])
+        .arg("-p")
+        .arg(server.socket_addr().port().to_string())
+        .args(["+tries=1", "+time=3", "+short", "-f"])
         .arg(file);
     command
 }

@@ -10,6 +10,7 @@ mod apiserver;
 mod dns;
 mod maps;
 mod self_client;
+mod shutdown;
 mod traffic;
 
 use std::process::Command;

@@ -25,7 +25,7 @@ use std::{
     convert::Infallible,
     fmt::Write as _,
     io,
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     pin::Pin,
     process::Command,
@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub watch_interval: Duration,
     /// Offer TLS 1.2 only (the default offers 1.3 and 1.2, clients pick 1.3).
     pub tls12_only: bool,
+    /// The loopback address to listen on: 127.0.0.1 (the default) or ::1; the
+    /// certificate covers both.
+    pub bind: IpAddr,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             pods: 3,
             watch_interval: Duration::from_millis(200),
             tls12_only: false,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 }
@@ -327,8 +331,8 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Starts the server on 127.0.0.1 (a free port) on its own runtime, so sync and async
-    /// tests can both use it.
+    /// Starts the server on [`ServerConfig::bind`] (a free port) on its own runtime, so
+    /// sync and async tests can both use it.
     pub fn start(config: ServerConfig) -> Self {
         let dir = scratch_dir("apiserver");
         let (ca_pem, tls) = make_tls(config.tls12_only);
@@ -340,8 +344,8 @@ impl ApiServer {
             .build()
             .expect("build the test API server's runtime");
         let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
+            .block_on(TcpListener::bind((config.bind, 0)))
+            .unwrap_or_else(|e| panic!("bind {}: {e}", SocketAddr::new(config.bind, 0)));
         let addr = listener.local_addr().expect("listener address");
         let shared = Arc::new(Shared::default());
         let config = Arc::new(config);
@@ -366,7 +370,7 @@ impl ApiServer {
         self.addr
     }
 
-    /// `https://127.0.0.1:PORT` followed by `path`.
+    /// `https://127.0.0.1:PORT` (or `https://[::1]:PORT`) followed by `path`.
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
     }
@@ -660,7 +664,7 @@ impl KernelEvent {
     }
 }
 
-/// A fresh test CA and a certificate for 127.0.0.1 and localhost signed by it, for other
+/// A fresh test CA and a certificate for 127.0.0.1, ::1 and localhost signed by it, for other
 /// stand-in servers: the CA's PEM and a rustls config (TLS 1.3 and 1.2; ALPN `h2` and
 /// `http/1.1`, which a server that speaks only one should narrow).
 pub fn server_tls() -> (String, rustls::ServerConfig) {
@@ -684,6 +688,7 @@ fn make_tls(tls12_only: bool) -> (String, rustls::ServerConfig) {
     let key = rcgen::KeyPair::generate().expect("server key");
     let mut params = rcgen::CertificateParams::new(vec![
         "127.0.0.1".to_owned(),
+        "::1".to_owned(),
         "localhost".to_owned(),
         "kubernetes.default.svc".to_owned(),
     ])
@@ -1088,7 +1093,7 @@ async fn h2_client(
         .expect("connect to test API server");
     let _ = tcp.set_nodelay(true);
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").expect("server name"), tcp)
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
         .await
         .expect("TLS handshake");
     let (sender, connection) =

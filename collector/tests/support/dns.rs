@@ -2,7 +2,9 @@
 //! Headroom's DNS measurements.
 //!
 //! [`Dnsmasq`] runs `/usr/sbin/dnsmasq` on its own loopback address (127.53.x.y, port 53:
-//! getent can only use port 53), with no upstream and no /etc/hosts. It answers
+//! getent can only use port 53), or for IPv6 on ::1 at a port of its own
+//! ([`Dnsmasq::start_ipv6`]: there is one IPv6 loopback address; dig asks any port), with
+//! no upstream and no /etc/hosts. It answers
 //! [`EXAMPLE_COM`] (A and AAAA), [`KUBERNETES`] (A only: AAAA is an empty NOERROR) and the
 //! SRV record [`KUBERNETES_SRV`]; every other name under `cluster.local` is NXDOMAIN, any
 //! other name REFUSED (which glibc asks again once). Its query log, parsed by
@@ -24,7 +26,7 @@
 use std::{
     fs,
     io::ErrorKind,
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -80,30 +82,55 @@ pub struct LoggedReply {
 /// A running dnsmasq; stopped, and its files removed, on drop.
 #[derive(Debug)]
 pub struct Dnsmasq {
-    addr: Ipv4Addr,
+    addr: IpAddr,
+    port: u16,
     child: Child,
     dir: PathBuf,
 }
 
 impl Dnsmasq {
-    /// Starts dnsmasq on a loopback address no other server here uses (tests run in
-    /// parallel, in several processes). Panics, saying why, if it cannot.
+    /// Starts dnsmasq on port 53 of a loopback address no other server here uses (tests
+    /// run in parallel, in several processes). Panics, saying why, if it cannot.
     pub fn start() -> Self {
+        // Spread processes over the third octet, servers of one process over the fourth.
+        Self::start_at("a 127.53.x.y address", |pid, n| {
+            let addr = Ipv4Addr::new(127, 53, (pid % 251) as u8 + 1, (n % 251) as u8 + 1);
+            (IpAddr::V4(addr), 53)
+        })
+    }
+
+    /// Starts dnsmasq on ::1 at a port no other server here uses: below the ephemeral
+    /// range, processes spread over blocks of 32 ports. Only dig can ask it (glibc asks
+    /// port 53 only). Panics, saying why, if it cannot.
+    pub fn start_ipv6() -> Self {
+        Self::start_at("::1", |pid, n| {
+            let port = 20_000 + (pid % 251) as u16 * 32 + (n % 32) as u16;
+            (IpAddr::V6(Ipv6Addr::LOCALHOST), port)
+        })
+    }
+
+    /// Tries the addresses `candidate(pid, n)` gives for the n-th server of this process
+    /// until dnsmasq starts on one that nothing else holds.
+    fn start_at(what: &str, candidate: impl Fn(u32, u32) -> (IpAddr, u16)) -> Self {
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let pid = std::process::id();
         let mut last_error = String::new();
         for _ in 0..32 {
             let n = STARTED.fetch_add(1, Ordering::Relaxed);
-            // Spread processes over the third octet, servers of one process over the fourth.
-            let addr = Ipv4Addr::new(127, 53, (pid % 251) as u8 + 1, (n % 251) as u8 + 1);
-            if !port_53_free(addr) {
+            let (addr, port) = candidate(pid, n);
+            if !port_free(addr, port) {
                 continue;
             }
             let dir = std::env::temp_dir().join(format!("headroom-dnsmasq-{pid}-{n}"));
             fs::create_dir_all(&dir).expect("create the dnsmasq scratch directory");
-            match Self::spawn(addr, &dir) {
+            match Self::spawn(addr, port, &dir) {
                 Ok(child) => {
-                    let server = Self { addr, child, dir };
+                    let server = Self {
+                        addr,
+                        port,
+                        child,
+                        dir,
+                    };
                     server.write_client_files();
                     return server;
                 }
@@ -113,10 +140,10 @@ impl Dnsmasq {
                 }
             }
         }
-        panic!("could not start {DNSMASQ} on a 127.53.x.y address: {last_error}");
+        panic!("could not start {DNSMASQ} on {what}: {last_error}");
     }
 
-    fn spawn(addr: Ipv4Addr, dir: &Path) -> Result<Child, String> {
+    fn spawn(addr: IpAddr, port: u16, dir: &Path) -> Result<Child, String> {
         let log = dir.join("queries.log");
         let mut child = Command::new(DNSMASQ)
             .args([
@@ -126,7 +153,7 @@ impl Dnsmasq {
                 "--no-hosts",
                 "--bind-interfaces",
                 &format!("--listen-address={addr}"),
-                "--port=53",
+                &format!("--port={port}"),
                 "--pid-file=",
                 "--user=root",
                 "--cache-size=0",
@@ -150,20 +177,22 @@ impl Dnsmasq {
                     .map(|o| o.stderr)
                     .unwrap_or_default();
                 return Err(format!(
-                    "dnsmasq on {addr} exited with {status}: {}",
+                    "dnsmasq on {} exited with {status}: {}",
+                    SocketAddr::new(addr, port),
                     String::from_utf8_lossy(&output).trim()
                 ));
             }
             // Started once it logged so and holds the port (our own bind is refused).
             let started = fs::read_to_string(&log).is_ok_and(|text| text.contains("started"));
-            if started && !port_53_free(addr) {
+            if started && !port_free(addr, port) {
                 return Ok(child);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "dnsmasq on {addr} did not start within {PATIENCE:?}"
+                    "dnsmasq on {} did not start within {PATIENCE:?}",
+                    SocketAddr::new(addr, port)
                 ));
             }
             thread::sleep(Duration::from_millis(10));
@@ -181,16 +210,17 @@ impl Dnsmasq {
         fs::write(self.nsswitch_conf(), "hosts: dns\n").expect("write nsswitch.conf");
     }
 
-    pub fn addr(&self) -> Ipv4Addr {
+    pub fn addr(&self) -> IpAddr {
         self.addr
     }
 
     /// The server's address and port, e.g. for the collector's DNS endpoint map.
     pub fn socket_addr(&self) -> SocketAddr {
-        SocketAddr::from((self.addr, 53))
+        SocketAddr::new(self.addr, self.port)
     }
 
-    /// The resolv.conf the getent clients use.
+    /// The resolv.conf the getent clients use (right only on port 53: resolv.conf names
+    /// no port).
     pub fn resolv_conf(&self) -> PathBuf {
         self.dir.join("resolv.conf")
     }
@@ -259,7 +289,7 @@ impl Dnsmasq {
             "dig",
             &format!("@{}", self.addr),
             "-p",
-            "53",
+            &self.port.to_string(),
             "+tries=1",
             "+time=3",
             name,
@@ -281,6 +311,10 @@ impl Dnsmasq {
     }
 
     fn getent(&self, database: &str, name: &str) -> Client {
+        assert_eq!(
+            self.port, 53,
+            "glibc asks nameservers on port 53 only: start this server with Dnsmasq::start"
+        );
         // The files are passed as arguments, not spliced into the script: no quoting.
         let script = "mount --bind \"$0\" /etc/resolv.conf \
                       && mount --bind \"$1\" /etc/nsswitch.conf \
@@ -309,14 +343,14 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// Whether nothing holds `addr`:53 (UDP or TCP): we can bind both ourselves.
-fn port_53_free(addr: Ipv4Addr) -> bool {
-    let udp = UdpSocket::bind((addr, 53));
-    let tcp = TcpListener::bind((addr, 53));
+/// Whether nothing holds `addr`:`port` (UDP or TCP): we can bind both ourselves.
+fn port_free(addr: IpAddr, port: u16) -> bool {
+    let udp = UdpSocket::bind((addr, port));
+    let tcp = TcpListener::bind((addr, port));
     match (udp, tcp) {
         (Ok(_), Ok(_)) => true,
         (Err(e), _) | (_, Err(e)) if e.kind() == ErrorKind::PermissionDenied => {
-            panic!("binding port 53 needs root (run the DNS tests as root): {e}")
+            panic!("binding port {port} needs root (run the DNS tests as root): {e}")
         }
         _ => false,
     }

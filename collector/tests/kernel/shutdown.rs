@@ -1,0 +1,338 @@
+//! The collector binary loads and attaches its programs at start and detaches everything
+//! when it is stopped: SIGTERM (the kubelet stopping its pod) and SIGINT (Ctrl-C) each end
+//! it with exit status 0, and none of the BPF programs and links it held stays in the
+//! kernel. Other kernel tests load the same programs at the same time, from this process,
+//! so the test follows this collector's own ids (from its /proc/PID/fdinfo), never global
+//! counts.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    str::FromStr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use collector::cgroup;
+use collector_ebpf::program;
+
+use crate::require_root;
+
+/// The kernel programs: the collector attaches each one with a bpf link of its own.
+const PROGRAMS: [&str; 7] = [
+    program::CONNECT4,
+    program::CONNECT6,
+    program::SENDMSG4,
+    program::SENDMSG6,
+    program::SOCK_RELEASE,
+    program::SKB_EGRESS,
+    program::SKB_INGRESS,
+];
+/// Their links' attach types (`enum bpf_attach_type` of linux/bpf.h), in order.
+const ATTACH_TYPES: [u32; 7] = [
+    0,  // BPF_CGROUP_INET_INGRESS
+    1,  // BPF_CGROUP_INET_EGRESS
+    10, // BPF_CGROUP_INET4_CONNECT
+    11, // BPF_CGROUP_INET6_CONNECT
+    14, // BPF_CGROUP_UDP4_SENDMSG
+    15, // BPF_CGROUP_UDP6_SENDMSG
+    34, // BPF_CGROUP_INET_SOCK_RELEASE
+];
+/// How long the collector may take to start, and to exit once signalled.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// How long the kernel may take to free programs and links after their last holder went
+/// (freeing waits for an RCU grace period, asynchronously).
+const FREEING_PATIENCE: Duration = Duration::from_secs(10);
+
+/// A bpf link as its fdinfo shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HeldLink {
+    id: u32,
+    program: u32,
+    link_type: String,
+    cgroup_id: u64,
+    attach_type: u32,
+}
+
+/// The BPF programs and links a process holds file descriptors of.
+#[derive(Debug, Default)]
+struct Held {
+    programs: BTreeSet<u32>,
+    links: Vec<HeldLink>,
+}
+
+fn field<T: FromStr>(fields: &BTreeMap<&str, &str>, key: &str) -> Option<T> {
+    fields.get(key).and_then(|v| v.parse().ok())
+}
+
+/// Reads `/proc/PID/fdinfo/*`: a bpf link's shows `link_id:` (and its program's
+/// `prog_id:`), a bpf program's shows `prog_id:` alone.
+fn held_by(pid: u32) -> Held {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut held = Held::default();
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {dir}: {e}")) {
+        // An fd closed since the listing has no fdinfo any more.
+        let Ok(text) = fs::read_to_string(entry.expect("fdinfo entry").path()) else {
+            continue;
+        };
+        let fields: BTreeMap<&str, &str> = text
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(key, value)| (key.trim(), value.trim()))
+            .collect();
+        if let (Some(id), Some(program)) = (field(&fields, "link_id"), field(&fields, "prog_id")) {
+            held.links.push(HeldLink {
+                id,
+                program,
+                link_type: field(&fields, "link_type").unwrap_or_default(),
+                cgroup_id: field(&fields, "cgroup_id").unwrap_or_default(),
+                attach_type: field(&fields, "attach_type").unwrap_or(u32::MAX),
+            });
+        } else if let Some(program) = field(&fields, "prog_id") {
+            held.programs.insert(program);
+        }
+    }
+    held.links.sort_by_key(|l| l.attach_type);
+    held
+}
+
+/// Every program loaded in the kernel now: id → name. Programs unloaded during the walk
+/// are skipped.
+fn loaded_programs() -> BTreeMap<u32, String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// Every bpf link in the kernel now: id → its program's id.
+fn loaded_links() -> BTreeMap<u32, u32> {
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .map(|l| (l.id(), l.program_id()))
+        .collect()
+}
+
+/// A program's name as the kernel keeps it (`BPF_OBJ_NAME_LEN`: 15 bytes and a NUL).
+fn kernel_name(name: &str) -> &str {
+    &name[..name.len().min(15)]
+}
+
+/// The collector binary, standalone; killed and reaped when dropped, also on failure.
+struct Running {
+    child: Child,
+    log: PathBuf,
+    listen: SocketAddr,
+}
+
+impl Running {
+    fn start(tag: &str) -> Self {
+        let listen = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let log = std::env::temp_dir().join(format!(
+            "headroom-shutdown-{tag}-{}.log",
+            std::process::id()
+        ));
+        let output = fs::File::create(&log).expect("collector log");
+        let child = Command::new(env!("CARGO_BIN_EXE_headroom-collector"))
+            .args([
+                "--standalone",
+                "--node-name",
+                "shutdown-test",
+                "--listen",
+                &listen.to_string(),
+            ])
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("HEADROOM_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("log handle"))
+            .stderr(output)
+            .spawn()
+            .expect("run headroom-collector");
+        Self { child, log, listen }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether /readyz answers 200: programs attached and the event loop running.
+    fn ready(&mut self) -> bool {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the collector exited ({status}):\n{}", self.log());
+        }
+        let Ok(mut stream) = TcpStream::connect(self.listen) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!(
+            "GET /readyz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.listen
+        );
+        let mut response = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut response).is_ok()
+            && response.starts_with("HTTP/1.1 200")
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "the collector was not ready within {PATIENCE:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `signal` and waits for the collector to exit.
+    fn stop(&mut self, signal: libc::c_int) -> ExitStatus {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid");
+        // SAFETY: kill has no memory preconditions; the pid is our unreaped child's.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the collector") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the collector still runs {PATIENCE:?} after signal {signal}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// Starts the collector, checks that it holds exactly its programs, each attached at the
+/// cgroup root by a link of its own, stops it with `signal` and checks that it exited 0
+/// and that none of those programs and links is left.
+fn stop_with(signal: libc::c_int, name: &str) {
+    require_root();
+    let root = cgroup::find_root().expect("cgroup v2 mount");
+    let root_id = cgroup::id_of(&root).expect("the root cgroup's id");
+    let mut collector = Running::start(name);
+    collector.wait_ready();
+
+    let held = held_by(collector.pid());
+    let log = collector.log();
+    let linked: BTreeSet<u32> = held.links.iter().map(|l| l.program).collect();
+    println!(
+        "{name}: collector pid {} holds programs {:?}, links (id → program, attach type) {:?}",
+        collector.pid(),
+        held.programs,
+        held.links
+            .iter()
+            .map(|l| (l.id, l.program, l.attach_type))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        held.links.iter().map(|l| l.attach_type).collect::<Vec<_>>(),
+        ATTACH_TYPES,
+        "{name}: one link per hook: {held:?}\n{log}"
+    );
+    for link in &held.links {
+        assert_eq!(
+            (link.link_type.as_str(), link.cgroup_id),
+            ("cgroup", root_id),
+            "{name}: link {link:?} should be attached at the cgroup root {} (id {root_id})",
+            root.display()
+        );
+    }
+    assert_eq!(
+        linked, held.programs,
+        "{name}: every program held is attached, each by its own link: {held:?}"
+    );
+    let loaded = loaded_programs();
+    let mut names: Vec<&str> = held
+        .programs
+        .iter()
+        .map(|id| loaded.get(id).map_or("(not loaded)", String::as_str))
+        .collect();
+    names.sort_unstable();
+    let mut expected: Vec<&str> = PROGRAMS.iter().map(|n| kernel_name(n)).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        names, expected,
+        "{name}: the loaded programs of this collector, by kernel name"
+    );
+    let links = loaded_links();
+    for link in &held.links {
+        assert_eq!(
+            links.get(&link.id),
+            Some(&link.program),
+            "{name}: link {} of program {} among the kernel's links",
+            link.id,
+            link.program
+        );
+    }
+
+    let status = collector.stop(signal);
+    let log = collector.log();
+    println!("{name}: collector exited with {status}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{name}: exit status {status}\n{log}"
+    );
+    let link_ids: BTreeSet<u32> = held.links.iter().map(|l| l.id).collect();
+    let leftovers = || {
+        let programs: BTreeSet<u32> = loaded_programs()
+            .into_keys()
+            .filter(|id| held.programs.contains(id))
+            .collect();
+        let links: BTreeSet<u32> = loaded_links()
+            .into_keys()
+            .filter(|id| link_ids.contains(id))
+            .collect();
+        (programs, links)
+    };
+    let deadline = Instant::now() + FREEING_PATIENCE;
+    let mut left = leftovers();
+    while (!left.0.is_empty() || !left.1.is_empty()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        left = leftovers();
+    }
+    println!(
+        "{name}: after exit, of its programs still loaded {:?}, of its links {:?}",
+        left.0, left.1
+    );
+    assert_eq!(
+        left,
+        (BTreeSet::new(), BTreeSet::new()),
+        "{name}: programs and links left in the kernel {FREEING_PATIENCE:?} after the \
+         collector exited\n{log}"
+    );
+}
+
+/// SIGTERM, as the kubelet stops a pod.
+#[test]
+fn sigterm_detaches_every_program_and_exits_0() {
+    stop_with(libc::SIGTERM, "SIGTERM");
+}
+
+/// SIGINT, as Ctrl-C stops it in a terminal.
+#[test]
+fn sigint_detaches_every_program_and_exits_0() {
+    stop_with(libc::SIGINT, "SIGINT");
+}
