@@ -23,6 +23,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("dnsmasq-base", "tests: the real DNS server"),
     ("dnsutils", "tests: dig"),
     (
+        "nftables",
+        "tests: kube-proxy's DNAT of Service addresses, in a test network namespace",
+    ),
+    (
         "prometheus",
         "tests: a real Prometheus scraping the collector; promtool",
     ),

@@ -1,8 +1,10 @@
 //! Where the API server and cluster DNS are: the `kubernetes` Service address from the
 //! environment plus the EndpointSlices of `default/kubernetes` (pods connect to the
-//! Service address, which the kernel hook sees before kube-proxy rewrites it; the
-//! kubelet and host-network agents connect to the endpoints), and the kube-dns
-//! Service addresses plus the node's resolv.conf name servers.
+//! Service address; the kubelet and host-network agents connect to the endpoints), and
+//! the kube-dns Service addresses plus the node's resolv.conf name servers. The connect
+//! and sendmsg hooks see a Service address before kube-proxy's DNAT rewrites it and
+//! record the socket; the packet hooks, which see the rewritten address, go by that
+//! record when the address is not in the table (so the CoreDNS pods need not be).
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},

@@ -9,6 +9,7 @@ mod support;
 mod apiserver;
 mod dns;
 mod maps;
+mod nat;
 mod self_client;
 mod shutdown;
 mod traffic;

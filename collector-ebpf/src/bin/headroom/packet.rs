@@ -3,7 +3,7 @@
 //! endpoint — reads the few fields needed for the endpoint lookup and stops there.
 use core::ptr::{addr_of, read_volatile};
 
-use aya_ebpf::programs::SkBuffContext;
+use aya_ebpf::{EbpfContext as _, helpers::bpf_get_socket_cookie, programs::SkBuffContext};
 use collector_ebpf::EndpointKey;
 
 use crate::maps;
@@ -63,7 +63,13 @@ pub fn measured(ctx: &SkBuffContext, dir: Direction) -> Option<Packet> {
         Some(addr) => addr,
         None => loaded_remote_addr(ctx, dir)?,
     };
-    let kind = maps::endpoint_kind(&EndpointKey::v6(remote_addr, remote_port))?;
+    let kind = match maps::endpoint_kind(&EndpointKey::v6(remote_addr, remote_port)) {
+        Some(kind) => kind,
+        // NAT rewrote the destination before egress (kube-proxy's DNAT of a Service
+        // address to a pod); connect/sendmsg saw the Service address and recorded the
+        // socket. Replies come back with the Service address restored, and match above.
+        None => rewritten_kind(ctx)?,
+    };
 
     let (header_len, seq) = if proto == IPPROTO_TCP {
         let seq: [u8; 4] = ctx.load(l4 as usize + 4).ok()?;
@@ -81,6 +87,16 @@ pub fn measured(ctx: &SkBuffContext, dir: Direction) -> Option<Packet> {
         local_port,
         seq,
     })
+}
+
+/// The kind of endpoint the packet's socket was recorded going to, if it was.
+#[inline(always)]
+fn rewritten_kind(ctx: &SkBuffContext) -> Option<u32> {
+    // SAFETY: the helper reads this program's skb's socket; the map value is plain data.
+    unsafe {
+        let cookie = bpf_get_socket_cookie(ctx.as_ptr());
+        maps::SOCKETS.get(cookie).map(|s| s.kind)
+    }
 }
 
 /// (protocol, transport offset, remote port, local port) from the linear packet data, or
