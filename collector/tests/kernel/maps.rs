@@ -15,9 +15,13 @@ use collector_ebpf::{EndpointKind, MapOp, map};
 
 use crate::{child_group, require_root, run_in_cgroup};
 
-/// A loopback listener that accepts and drops connections, counting them.
-fn accepting_server() -> (std::net::SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback listener");
+/// A listener that accepts connections and holds them, counting them. It listens on a
+/// loopback address of this test's own (`host` and the process id pick it), so no other
+/// test's connection can reach its endpoint (another test polling a port it once found
+/// free could otherwise hit this one's).
+fn accepting_server(host: u8) -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    let ip = std::net::Ipv4Addr::new(127, 77, (std::process::id() % 250) as u8 + 1, host);
+    let listener = TcpListener::bind((ip, 0)).expect("bind loopback listener");
     let addr = listener.local_addr().expect("listener address");
     let accepted = Arc::new(AtomicU64::new(0));
     let count = accepted.clone();
@@ -63,26 +67,26 @@ fn evictions_of_small_maps_account_for_everything() {
         probes.capacity(map::TRAFFIC).expect("capacity"),
         TRAFFIC_CAPACITY
     );
-    let (addr, accepted) = accepting_server();
+    let (addr, accepted) = accepting_server(1);
     probes
         .add_endpoint(endpoint::key_of(addr), EndpointKind::ApiServer)
         .expect("add endpoint");
     let mut agent = Agent::new(probes, DnsConfig::default()).expect("agent");
     let pod = child_group("map-evictions");
-    let port = addr.port();
+    let (ip, port) = (addr.ip(), addr.port());
 
     // Many short-lived processes, each connecting once and closing.
     run_in_cgroup(
         &pod,
-        &format!("for i in $(seq {PROCESSES}); do (exec 3<>/dev/tcp/127.0.0.1/{port}); done"),
+        &format!("for i in $(seq {PROCESSES}); do (exec 3<>/dev/tcp/{ip}/{port}); done"),
     );
     wait_accepted(&accepted, PROCESSES);
     // One process holding many connections open at once.
     run_in_cgroup(
         &pod,
         &format!(
-            "ulimit -n 4096; for i in $(seq {HELD}); do exec {{fd}}<>/dev/tcp/127.0.0.1/{port}; done; \
-             exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 0.2"
+            "ulimit -n 4096; for i in $(seq {HELD}); do exec {{fd}}<>/dev/tcp/{ip}/{port}; done; \
+             exec 3<>/dev/tcp/{ip}/{port}; sleep 0.2"
         ),
     );
     wait_accepted(&accepted, PROCESSES + HELD + 1);
@@ -130,13 +134,16 @@ fn evictions_of_small_maps_account_for_everything() {
         "evicted + held TRAFFIC keys vs created"
     );
 
-    // Every connection made a socket entry; the short-lived ones were removed when
-    // released (or had been evicted before); the held ones overflow the map.
+    // Every connection made a socket entry, or failed to and counted the drop (a tiny
+    // LRU map under load can find no node to take); the short-lived ones were removed
+    // when released (or had been evicted before); the held ones overflow the map.
     let connections = PROCESSES + HELD + 1;
+    let drops = probes.drops().expect("drops");
+    let created = ops.get(MapOp::SocketCreated);
     assert_eq!(
-        ops.get(MapOp::SocketCreated),
+        created + drops[collector_ebpf::Drop::SocketInsert as usize],
         connections,
-        "socket entries created"
+        "socket entries created, plus inserts dropped, vs connections"
     );
     assert!(
         sockets_evicted >= HELD + 1 - u64::from(SOCKETS_CAPACITY),
@@ -144,8 +151,8 @@ fn evictions_of_small_maps_account_for_everything() {
     );
     assert_eq!(
         sockets_evicted + ops.get(MapOp::SocketRemoved) + own.maps[map::SOCKETS].entries,
-        connections,
-        "evicted + removed + held socket entries vs connections"
+        created,
+        "evicted + removed + held socket entries vs created"
     );
     assert_eq!(
         own.maps[map::TRAFFIC].capacity,
@@ -160,7 +167,7 @@ fn maps_that_never_fill_report_no_evictions() {
     let root = collector::cgroup::find_root().expect("cgroup v2 mount");
     let mut probes = Probes::attach(&root)
         .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
-    let (addr, accepted) = accepting_server();
+    let (addr, accepted) = accepting_server(2);
     probes
         .add_endpoint(endpoint::key_of(addr), EndpointKind::ApiServer)
         .expect("add endpoint");
@@ -169,7 +176,8 @@ fn maps_that_never_fill_report_no_evictions() {
     run_in_cgroup(
         &pod,
         &format!(
-            "for i in $(seq 20); do (exec 3<>/dev/tcp/127.0.0.1/{}); done",
+            "for i in $(seq 20); do (exec 3<>/dev/tcp/{}/{}); done",
+            addr.ip(),
             addr.port()
         ),
     );
@@ -179,17 +187,24 @@ fn maps_that_never_fill_report_no_evictions() {
         .expect("snapshot");
     let probes = agent.probes_mut();
     let ops = probes.map_ops().expect("map ops");
-    let traffic = probes.traffic().expect("traffic");
+    let traffic: std::collections::BTreeMap<_, _> = probes
+        .traffic()
+        .expect("traffic")
+        .into_iter()
+        .filter(|(k, _)| k.cgroup_id == pod.id())
+        .collect();
     // Each of the 20 processes connected once: 20 connects under 20 process keys (keys
     // of no process, for the kernel's own packets, may come on top).
     let owned: Vec<_> = traffic.iter().filter(|(k, _)| k.tgid != 0).collect();
     let connects: u64 = traffic.values().map(|c| c.connects).sum();
     assert_eq!(connects, 20, "connects counted: {traffic:?}");
     assert_eq!(owned.len(), 20, "process keys: {traffic:?}");
+    let dropped = probes.drops().expect("drops")[collector_ebpf::Drop::SocketInsert as usize];
+    assert_eq!(dropped, 0, "a map far from full drops nothing");
     assert_eq!(ops.get(MapOp::SocketCreated), 20, "socket entries created");
     assert_eq!(
         ops.get(MapOp::TrafficCreated),
-        traffic.len() as u64,
+        probes.traffic().expect("traffic").len() as u64,
         "nothing evicted: every key created is there"
     );
     assert_eq!(snapshot.collector.evictions[map::TRAFFIC], 0);

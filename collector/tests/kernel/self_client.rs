@@ -501,18 +501,27 @@ fn the_collector_measures_its_own_watches_within_their_bound() {
             .iter()
             .all(|p| resumed.iter().any(|s| s.path == *p && s.watch))
     });
-    // Connections come from the snapshot the collector publishes every 2 s, watch errors
-    // from its watches as they happen: scrape until both have caught up with the outage
-    // (on a loaded machine one publish can lag), then hold them to each other.
+    // Connections and requests come from the snapshot the collector publishes every 2 s,
+    // watch errors from its watches as they happen: on a loaded machine the snapshot can
+    // lag, so scrape until it agrees with the server (or time is up; the assertions below
+    // then say what is missing).
     thread::sleep(Duration::from_secs(3));
     let refused_of = |end: &Metrics| {
         end.own("headroom_apiserver_connections_total")
             - own_connections
             - (server.connections_accepted() - accepted_at_restart)
     };
-    let settle = Instant::now() + Duration::from_secs(10);
+    let caught_up = |end: &Metrics| {
+        let (refused, failed) = (refused_of(end), end.watch_errors("watch_failed"));
+        let (own, served) = (
+            end.own("headroom_apiserver_requests_total"),
+            server.requests() as u64,
+        );
+        refused <= failed && failed <= refused + WATCHES && own.abs_diff(served) * 10 <= served
+    };
+    let settle = Instant::now() + Duration::from_secs(20);
     let mut end = collector.scrape();
-    while refused_of(&end) != end.watch_errors("watch_failed") && Instant::now() < settle {
+    while !caught_up(&end) && Instant::now() < settle {
         thread::sleep(Duration::from_millis(500));
         end = collector.scrape();
     }
@@ -532,9 +541,11 @@ fn the_collector_measures_its_own_watches_within_their_bound() {
         "{refused} reconnect attempts in {OUTAGE:?}, bound {attempt_bound}\n{}",
         log(&collector)
     );
-    assert_eq!(
-        refused, failed,
-        "each refused connect is one failed watch start\n{}",
+    // Each refused connect fails one watch start; a watch whose pooled connection was
+    // cut may fail once more without connecting.
+    assert!(
+        refused <= failed && failed <= refused + WATCHES,
+        "{refused} refused connects against {failed} failed watch starts ({WATCHES} watches)\n{}",
         end.0
     );
     assert_eq!(
