@@ -2,12 +2,14 @@
 //! estimator as they arrive; every publish interval the kernel's counters and both
 //! trackers become one metrics snapshot, named per identity (from the node's pod cache
 //! in a cluster), and the per-pod counters feed the profile store.
+pub mod carry;
 pub mod endpoints;
 pub mod evictions;
+pub mod gone;
 pub mod names;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -15,7 +17,9 @@ use collector_ebpf::{EndpointKind, map};
 use tokio::sync::watch;
 
 pub use self::{
+    carry::Carried,
     endpoints::Discovered,
+    gone::{GoneCgroups, Referenced},
     names::{Named, Names, node_identity},
 };
 use crate::{
@@ -25,7 +29,7 @@ use crate::{
     ebpf::Probes,
     error::Result,
     events::{Event, EventReader},
-    identity::PodInfo,
+    identity::{PodIndex, PodInfo},
     metrics::{
         DnsStats, DurationHistogram, Identity, MapFill, PodLabels, SharedSnapshot, Snapshot,
         WorkloadStats,
@@ -62,6 +66,10 @@ pub struct Agent {
     dns: DnsTracker,
     api: Estimator,
     names: Names,
+    /// Cgroups gone (named through their grace) or retired (series dropped).
+    gone: GoneCgroups,
+    /// Counts of retired cgroups, kept by identities still measured.
+    carried: Carried,
     /// This node's pods (empty without a cluster).
     pods: SharedPods,
     /// Where each tick's per-pod counters go, when profiles are served.
@@ -82,6 +90,8 @@ impl Agent {
             })?,
             api: Estimator::new(EstimatorConfig::default()),
             names,
+            gone: GoneCgroups::new(DEFAULT_GRACE),
+            carried: Carried::default(),
             probes,
             pods: SharedPods::new(DEFAULT_GRACE),
             profiles: None,
@@ -94,6 +104,13 @@ impl Agent {
     /// past the cache's grace period.
     pub fn with_pods(mut self, pods: SharedPods) -> Self {
         self.pods = pods;
+        self
+    }
+
+    /// Keeps the series of a gone cgroup for `grace` after it was noticed gone (the
+    /// configured series grace period; the pod cache has its own).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.gone = GoneCgroups::new(grace);
         self
     }
 
@@ -126,6 +143,7 @@ impl Agent {
         match event {
             Ok(Event::Connect(c)) => {
                 self.names.learn_comm(c.header.tgid, &c.comm);
+                self.note_cgroup(c.header.cgroup_id);
                 if c.header.endpoint_kind == EndpointKind::ApiServer as u32 && c.protocol == 6 {
                     self.api.on_connect(&c);
                 }
@@ -137,52 +155,106 @@ impl Agent {
                 }
             }
             Ok(Event::Dns(d)) => {
+                self.note_cgroup(d.header.cgroup_id);
                 let _ = self.dns.record(&d);
             }
             Err(_) => self.bad_events += 1,
         }
     }
 
+    fn note_cgroup(&mut self, cgroup_id: u64) {
+        // A dropped cgroup's path is forgotten; it needs no name.
+        if !self.gone.is_dropped(cgroup_id) {
+            self.names.note(cgroup_id);
+        }
+    }
+
+    /// Names the cgroups first seen in events since the last call, in one walk of the
+    /// hierarchy. The run loop calls it after draining events, so a short-lived pod's
+    /// container is named while it is still there, not as `cgroup-<id>` at the next
+    /// snapshot.
+    pub fn name_new_cgroups(&mut self) {
+        self.names.name_new();
+    }
+
     /// Builds the metrics snapshot from the kernel maps and both trackers, and records
     /// its per-pod counters in the profile store.
     pub fn snapshot(&mut self, now_ns: u64) -> Result<Snapshot> {
+        let now = Instant::now();
         self.api.tick(now_ns);
         self.dns.expire(now_ns);
         let _ = self.api.drain_requests().count();
         // The grace period: a pod deleted long enough ago loses its series.
-        let gone = self.pods.sweep(Instant::now());
-        for cgroup_id in self.names.drop_pods(&gone) {
-            self.dns.forget_cgroup(cgroup_id);
+        let swept = self.pods.sweep(now);
+
+        let mut snap = Snapshot::default();
+        // The op counters before the maps are read, and after (see `evictions`).
+        let ops_before = self.probes.map_ops()?;
+        let traffic = self.probes.traffic()?;
+        let dns = self.dns.snapshot();
+        let refs = Referenced::new(
+            traffic.keys().map(|k| (k.cgroup_id, k.tgid)),
+            self.api
+                .owners()
+                .map(|(o, _)| (o.cgroup_id, o.tgid))
+                .chain(dns.owners.iter().map(|o| (o.owner.cgroup_id, o.owner.tgid))),
+        );
+        let names = &mut self.names;
+        let gone = &mut self.gone;
+        names.resolve(
+            refs.cgroups
+                .iter()
+                .copied()
+                .filter(|&id| !gone.is_dropped(id)),
+        );
+        let swept_cgroups = names.cgroups_of_pods(&swept);
+        // Cgroups whose series end with this tick: their last counts go to `retired`.
+        let retiring: HashSet<u64> = gone
+            .tick(now, &refs.cgroups, &swept_cgroups, |id| names.exists(id))
+            .into_iter()
+            .collect();
+        let swept_cgroups: HashSet<u64> = swept_cgroups.into_iter().collect();
+        // A pod swept just now still names its cgroups' last counts.
+        let mut swept_pods = PodIndex::default();
+        for pod in swept {
+            swept_pods.upsert(pod);
         }
+        let mut retired = Snapshot::default();
 
         let cache = self.pods.read();
         let index = cache.index();
-        let names = &mut self.names;
+        let gone = &self.gone;
         // The pod of each identity named from the pod cache.
         let mut pod_uids: HashMap<Identity, String> = HashMap::new();
-        let mut name = |names: &mut Names, cgroup_id: u64, tgid: u32| -> Option<Identity> {
-            if names.is_dropped(cgroup_id) {
+        // An identity, and whether its counts are the last of a retiring cgroup.
+        let mut name = |names: &Names, cgroup_id: u64, tgid: u32| -> Option<(Identity, bool)> {
+            if retiring.contains(&cgroup_id) {
+                let pods = if swept_cgroups.contains(&cgroup_id) {
+                    &swept_pods
+                } else {
+                    index
+                };
+                return Some((names.identity(cgroup_id, tgid, pods), true));
+            }
+            if gone.is_dropped(cgroup_id) {
                 return None;
             }
             let Named { identity, pod_uid } = names.name(cgroup_id, tgid, index);
             if let Some(uid) = pod_uid {
                 pod_uids.insert(identity.clone(), uid);
             }
-            Some(identity)
+            Some((identity, false))
         };
 
-        let mut snap = Snapshot::default();
-        // The op counters before the maps are read, and after (see `evictions`).
-        let ops_before = self.probes.map_ops()?;
-        let traffic = self.probes.traffic()?;
         for (key, counters) in &traffic {
             if key.kind != EndpointKind::ApiServer as u32 {
                 continue;
             }
-            let Some(identity) = name(names, key.cgroup_id, key.tgid) else {
+            let Some((identity, last)) = name(names, key.cgroup_id, key.tgid) else {
                 continue;
             };
-            let api = snap.workload(identity).apiserver();
+            let into = if last { &mut retired } else { &mut snap };
+            let api = into.workload(identity).apiserver();
             api.connections += counters.connects;
             api.sent_bytes += counters.sent_bytes;
             api.received_bytes += counters.received_bytes;
@@ -190,20 +262,26 @@ impl Agent {
         for (owner, totals) in self.api.owners() {
             let apiserver::Owner { cgroup_id, tgid } = *owner;
             names.learn_comm(tgid, &totals.comm);
-            let Some(identity) = name(names, cgroup_id, tgid) else {
+            let Some((identity, last)) = name(names, cgroup_id, tgid) else {
                 continue;
             };
-            let api = snap.workload(identity).apiserver();
+            let into = if last { &mut retired } else { &mut snap };
+            let api = into.workload(identity).apiserver();
             api.requests += totals.requests;
             api.open_streams += totals.open_streams;
             api.open_connections += totals.connections_open;
         }
-        for owner in self.dns.snapshot().owners {
-            let Some(identity) = name(names, owner.owner.cgroup_id, owner.owner.tgid) else {
+        for owner in &dns.owners {
+            let Some((identity, last)) = name(names, owner.owner.cgroup_id, owner.owner.tgid)
+            else {
                 continue;
             };
-            merge_dns(snap.workload(identity).dns(), &owner);
+            let into = if last { &mut retired } else { &mut snap };
+            merge_dns(into.workload(identity).dns(), owner);
         }
+        // Identities that outlive a retired cgroup keep its counts (see `carry`).
+        self.carried.retire(retired.workloads);
+        self.carried.apply(&mut snap.workloads);
 
         let pod_of = |identity: &Identity| pod_uids.get(identity).and_then(|uid| index.get(uid));
         snap.pod_start_times = pod_start_times(&snap, pod_of);
@@ -211,6 +289,7 @@ impl Agent {
             profiles.record(profile::now(), profile_rows(&snap, pod_of));
         }
         drop(cache);
+        self.forget(&retiring, &refs);
 
         let drops = self.probes.drops()?;
         let collector = &mut snap.collector;
@@ -241,6 +320,25 @@ impl Agent {
         ]);
         collector.programs = crate::metrics::bpf_stats::program_runs(self.probes.ebpf())?;
         Ok(snap)
+    }
+
+    /// Forgets the cgroups retired this tick, and dropped ones the trackers took in
+    /// again (a socket that outlived its cgroup), so they hold nothing of them; then
+    /// the names nothing refers to any more.
+    fn forget(&mut self, retiring: &HashSet<u64>, refs: &Referenced) {
+        let again = refs
+            .tracked
+            .iter()
+            .filter(|&&id| self.gone.is_dropped(id) && !retiring.contains(&id));
+        for &cgroup_id in retiring.iter().chain(again) {
+            self.dns.forget_cgroup(cgroup_id);
+            self.api.forget_cgroup(cgroup_id);
+        }
+        let gone = &self.gone;
+        self.names.prune(
+            |id| gone.needs_path(id, refs.cgroups.contains(&id)),
+            |tgid| refs.tgids.contains(&tgid),
+        );
     }
 }
 
@@ -389,6 +487,7 @@ pub async fn run(
             }
             _ = drain.tick() => {
                 reader.drain_now(|ev| agent.handle(ev));
+                agent.name_new_cgroups();
             }
             batch = reader.next_batch(|ev| agent.handle(ev)) => {
                 batch.map_err(|source| crate::error::Error::Read { path: "events ring buffer".into(), source })?;

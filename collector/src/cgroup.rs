@@ -1,8 +1,9 @@
 //! cgroup v2: where the hierarchy is mounted, ids (the inode number of a cgroup's
 //! directory, which is what `bpf_get_current_cgroup_id` returns) and child groups.
 use std::{
+    collections::{HashMap, HashSet},
     fs,
-    os::unix::fs::MetadataExt as _,
+    os::unix::fs::{DirEntryExt as _, MetadataExt as _},
     path::{Path, PathBuf},
 };
 
@@ -17,6 +18,32 @@ pub fn find_root() -> Result<PathBuf> {
         source,
     })?;
     root_from_mountinfo(&text).ok_or(Error::NoCgroup2)
+}
+
+/// Where hybrid hosts (cgroup v1 at /sys/fs/cgroup) mount cgroup v2, under the v1 root.
+pub const HYBRID_UNIFIED: &str = "unified";
+
+/// Whether `dir` is in a cgroup v2 hierarchy, which has `cgroup.controllers` at every
+/// level; v1 hierarchies, the tmpfs holding them and plain directories do not.
+pub fn is_cgroup2(dir: &Path) -> bool {
+    dir.join("cgroup.controllers").is_file()
+}
+
+/// The cgroup v2 hierarchy at a cgroup root: the root itself, or, on a hybrid host (v1
+/// at the root, as where the DaemonSet mounts the host's /sys/fs/cgroup), its
+/// [`HYBRID_UNIFIED`] mount.
+pub fn resolve_root(root: &Path) -> Result<PathBuf> {
+    if is_cgroup2(root) {
+        return Ok(root.into());
+    }
+    let unified = root.join(HYBRID_UNIFIED);
+    if is_cgroup2(&unified) {
+        return Ok(unified);
+    }
+    Err(Error::NotCgroup2 {
+        path: root.into(),
+        unified,
+    })
 }
 
 /// The first cgroup2 mount in a mountinfo text whose root is the hierarchy's root.
@@ -66,32 +93,91 @@ pub fn id_of(path: &Path) -> Result<u64> {
         })
 }
 
-/// Finds the path (relative to `root`) of the cgroup with `id`, walking the hierarchy.
+/// Finds the path (relative to `root`, starting with `/`) of the cgroup with `id`.
 /// Returns `None` for a cgroup that no longer exists.
 pub fn path_of(root: &Path, id: u64) -> Option<PathBuf> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(meta) = fs::metadata(&dir) else {
-            continue;
-        };
-        if meta.ino() == id {
-            return Some(
-                dir.strip_prefix(root)
-                    .map(|p| Path::new("/").join(p))
-                    .unwrap_or(dir),
-            );
+    paths_of(root, &HashSet::from([id])).paths.remove(&id)
+}
+
+/// What one walk of the hierarchy found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Walk {
+    /// The paths (as [`path_of`]) of the cgroups sought that were found.
+    pub paths: HashMap<u64, PathBuf>,
+    /// Whether every directory could be read, so a cgroup not found no longer exists;
+    /// else it may be in one that could not.
+    pub complete: bool,
+}
+
+/// Finds the paths of the cgroups with `ids` in one walk of the hierarchy, which ends
+/// once all are found. Directory entries carry their inode numbers, so the walk reads
+/// directories without a stat per cgroup.
+pub fn paths_of(root: &Path, ids: &HashSet<u64>) -> Walk {
+    let mut walk = Walk {
+        paths: HashMap::new(),
+        complete: true,
+    };
+    match fs::metadata(root) {
+        Ok(meta) if ids.contains(&meta.ino()) => {
+            walk.paths.insert(meta.ino(), PathBuf::from("/"));
         }
-        let Ok(entries) = fs::read_dir(&dir) else {
+        Ok(_) => {}
+        Err(_) => {
+            walk.complete = false;
+            return walk;
+        }
+    }
+    let mut complete = true;
+    let mut stack = vec![root.to_path_buf()];
+    while walk.paths.len() < ids.len()
+        && let Some(dir) = stack.pop()
+    {
+        let Some(entries) = read(fs::read_dir(&dir), &mut complete) else {
             continue;
         };
-        stack.extend(
-            entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path()),
-        );
+        for entry in entries {
+            let Some(entry) = read(entry, &mut complete) else {
+                continue;
+            };
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = entry.path();
+            if ids.contains(&entry.ino()) {
+                let relative = path
+                    .strip_prefix(root)
+                    .map(|p| Path::new("/").join(p))
+                    .unwrap_or_else(|_| path.clone());
+                walk.paths.insert(entry.ino(), relative);
+            }
+            stack.push(path);
+        }
     }
-    None
+    walk.complete = complete;
+    walk
+}
+
+/// The value of one read in a walk. A group removed while the walk reads it
+/// (NotFound) took its children with it: nothing is missed. Any other error may hide
+/// a cgroup, so the walk is not `complete`.
+fn read<T>(result: std::io::Result<T>, complete: &mut bool) -> Option<T> {
+    result
+        .inspect_err(|e| *complete &= e.kind() == std::io::ErrorKind::NotFound)
+        .ok()
+}
+
+/// Whether the cgroup `id` is still at `path` (relative to `root`, as [`path_of`] gives
+/// it): one stat. Ids are never reused, so a group made again at the same path is
+/// another cgroup and this one is gone for good. An error other than "not there" tells
+/// nothing, and counts as present.
+pub fn exists_at(root: &Path, path: &str, id: u64) -> bool {
+    match fs::metadata(root.join(path.trim_start_matches('/'))) {
+        Ok(meta) => meta.ino() == id,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        ),
+    }
 }
 
 /// A child cgroup that is removed when dropped (after its processes have left).
@@ -187,6 +273,87 @@ mod tests {
         assert_eq!(
             root_from_mountinfo(text),
             Some(PathBuf::from("/mnt/my cgroup"))
+        );
+    }
+
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("headroom-cgroup-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("scratch dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_hybrid_root_resolves_to_its_unified_mount() {
+        let scratch = Scratch::new("hybrid");
+        let (v2, hybrid, neither) = (
+            scratch.0.join("v2"),
+            scratch.0.join("hybrid"),
+            scratch.0.join("neither"),
+        );
+        for dir in [&v2, &hybrid.join(HYBRID_UNIFIED), &neither.join("cpu")] {
+            fs::create_dir_all(dir).expect("dir");
+        }
+        fs::write(v2.join("cgroup.controllers"), "cpu memory\n").expect("controllers");
+        fs::write(hybrid.join("unified/cgroup.controllers"), "").expect("controllers");
+        assert_eq!(resolve_root(&v2).expect("v2"), v2);
+        assert_eq!(
+            resolve_root(&hybrid).expect("hybrid"),
+            hybrid.join(HYBRID_UNIFIED)
+        );
+        let err = resolve_root(&neither).expect_err("neither");
+        assert!(
+            matches!(&err, Error::NotCgroup2 { path, unified } if *path == neither && *unified == neither.join("unified")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn one_walk_finds_many_cgroups_and_stat_tells_them_gone() {
+        let scratch = Scratch::new("walk");
+        let root = &scratch.0;
+        for dir in ["a/b", "a/c", "d"] {
+            fs::create_dir_all(root.join(dir)).expect("dir");
+        }
+        fs::write(root.join("a/cgroup.procs"), "").expect("a file");
+        let id = |p: &str| id_of(&root.join(p)).expect("id");
+        let (root_id, b, d) = (id_of(root).expect("id"), id("a/b"), id("d"));
+        let found = paths_of(root, &HashSet::from([root_id, b, d, u64::MAX]));
+        assert_eq!(
+            found,
+            Walk {
+                paths: HashMap::from([
+                    (root_id, PathBuf::from("/")),
+                    (b, PathBuf::from("/a/b")),
+                    (d, PathBuf::from("/d")),
+                ]),
+                complete: true,
+            }
+        );
+        assert!(!paths_of(&root.join("nope"), &HashSet::from([b])).complete);
+        assert_eq!(path_of(root, id("a/c")), Some(PathBuf::from("/a/c")));
+        assert_eq!(path_of(root, u64::MAX), None);
+
+        assert!(exists_at(root, "/a/b", b));
+        // Another directory at the path (a group made again gets a new id).
+        assert!(!exists_at(root, "/a/b", d));
+        fs::remove_dir(root.join("d")).expect("rmdir");
+        assert!(!exists_at(root, "/d", d));
+        assert!(
+            !exists_at(root, "/a/cgroup.procs/x", d),
+            "a file on the way"
         );
     }
 

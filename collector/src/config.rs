@@ -36,7 +36,8 @@ pub struct Config {
     pub apiservers: Vec<SocketAddr>,
     /// DNS server endpoints to measure.
     pub dns_servers: Vec<SocketAddr>,
-    /// The cgroup v2 mount; detected from /proc/self/mountinfo when unset.
+    /// The cgroup v2 mount (or a hybrid host's v1 root, whose `unified` mount is then
+    /// used); detected from /proc/self/mountinfo when unset.
     pub cgroup_root: Option<PathBuf>,
     /// This node's name (from `NODE_NAME`, set by the downward API in the DaemonSet).
     pub node_name: Option<String>,
@@ -100,7 +101,8 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub dns_servers: Vec<SocketAddr>,
-    /// cgroup v2 mount point [default: detected from /proc/self/mountinfo].
+    /// cgroup v2 mount point; on a hybrid host the v1 root works too (its unified/ is
+    /// used) [default: detected from /proc/self/mountinfo].
     #[arg(long, env = "HEADROOM_CGROUP_ROOT", value_name = "DIR")]
     pub cgroup_root: Option<PathBuf>,
     /// This node's name (the DaemonSet sets NODE_NAME from spec.nodeName).
@@ -111,7 +113,7 @@ pub struct Args {
     /// account].
     #[arg(long, env = "HEADROOM_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// How long a gone pod's series stay, e.g. 5m [default: 5m].
+    /// How long the series of a gone pod or cgroup stay, e.g. 5m [default: 5m].
     #[arg(long, env = "HEADROOM_SERIES_GRACE_PERIOD", value_name = "DURATION", value_parser = parse_duration)]
     pub series_grace_period: Option<Duration>,
     /// Query names kept per workload [default: 20].

@@ -77,11 +77,14 @@ pub enum Error {
     )]
     NoBtf { path: PathBuf },
     #[error(
-        "cgroup root {path} is not a cgroup v2 hierarchy (it has no cgroup.controllers): point \
-         --cgroup-root (`cgroupRoot:` in the config file) at the cgroup2 mount, such as \
-         /sys/fs/cgroup, or leave it unset to detect it"
+        "cgroup root {path} is not a cgroup v2 hierarchy: neither it nor {unified} (where \
+         hybrid hosts mount cgroup v2) has a cgroup.controllers file; point --cgroup-root \
+         (HEADROOM_CGROUP_ROOT, `cgroupRoot:` in the config file) at the host's cgroup2 mount \
+         (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts; in the DaemonSet, where \
+         the host's /sys/fs/cgroup is mounted), or leave it unset to detect it from \
+         /proc/self/mountinfo"
     )]
-    NotCgroup2 { path: PathBuf },
+    NotCgroup2 { path: PathBuf, unified: PathBuf },
     #[error(
         "loading and attaching the kernel programs needs root or the capabilities {missing} \
          (running as uid {uid} without them): run as root, or in Kubernetes add them under \

@@ -44,6 +44,13 @@ async fn main() -> anyhow::Result<()> {
         config.kubeconfig.as_deref(),
     )?;
     let checked = preflight::preflight(&config)?;
+    if let Some(v1_root) = &checked.hybrid_root {
+        eprintln!(
+            "headroom-collector: cgroup root {} is not cgroup v2 (a hybrid host): using its cgroup v2 mount {}",
+            v1_root.display(),
+            checked.cgroup_root.display()
+        );
+    }
     let mut probes =
         Probes::attach(&checked.cgroup_root).context("starting the kernel programs")?;
     for (key, kind) in config.endpoints() {
@@ -99,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         &node,
     );
     let mut agent = Agent::new(probes, dns)?
+        .with_grace(config.series_grace_period)
         .with_pods(cluster.pods().clone())
         .with_profiles(profiles.clone());
     let mut reader = agent.event_reader()?;
@@ -175,9 +183,12 @@ fn hostname() -> String {
 
 fn print_table(probes: &Probes) -> anyhow::Result<()> {
     let traffic = probes.traffic()?;
-    let root = probes.cgroup_root();
+    // One walk of the hierarchy for every cgroup in the table.
+    let ids = traffic.keys().map(|k| k.cgroup_id).collect();
+    let paths = cgroup::paths_of(probes.cgroup_root(), &ids).paths;
     let rows = report::rows(&traffic, |id| {
-        cgroup::path_of(root, id)
+        paths
+            .get(&id)
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| format!("cgroup:{id} (gone)"))
     });

@@ -18,6 +18,9 @@ use crate::{
 pub struct Preflight {
     /// The cgroup v2 hierarchy to attach at (configured or detected).
     pub cgroup_root: PathBuf,
+    /// The configured root, when it is a hybrid host's v1 root and `cgroup_root` is its
+    /// cgroup v2 mount under [`cgroup::HYBRID_UNIFIED`] (worth a line in the log).
+    pub hybrid_root: Option<PathBuf>,
     /// The HTTP port, already bound: hand it to [`server::serve`].
     pub listener: TcpListener,
 }
@@ -45,15 +48,18 @@ pub fn preflight(config: &Config) -> Result<Preflight> {
 
 fn check(config: &Config, host: &Host) -> Result<Preflight> {
     check_privileges(&host.proc_status)?;
-    let cgroup_root = match &config.cgroup_root {
+    let root = match &config.cgroup_root {
         Some(root) => root.clone(),
         None => cgroup::find_root()?,
     };
-    check_cgroup2(&cgroup_root)?;
+    // The DaemonSet mounts the host's /sys/fs/cgroup, which hybrid hosts keep for v1.
+    let cgroup_root = cgroup::resolve_root(&root)?;
+    let hybrid_root = (cgroup_root != root).then_some(root);
     check_btf(&host.btf)?;
     let listener = server::bind(config.listen)?;
     Ok(Preflight {
         cgroup_root,
+        hybrid_root,
         listener,
     })
 }
@@ -115,16 +121,6 @@ fn check_privileges(proc_status: &Path) -> Result<()> {
         missing.push_str(" (or CAP_SYS_ADMIN for those)");
     }
     Err(Error::MissingCapabilities { uid, missing })
-}
-
-/// A cgroup v2 hierarchy has `cgroup.controllers` at every level; v1 and plain
-/// directories do not.
-fn check_cgroup2(root: &Path) -> Result<()> {
-    if root.join("cgroup.controllers").is_file() {
-        Ok(())
-    } else {
-        Err(Error::NotCgroup2 { path: root.into() })
-    }
 }
 
 fn check_btf(path: &Path) -> Result<()> {

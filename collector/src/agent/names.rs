@@ -24,15 +24,29 @@ pub struct Named {
     pub pod_uid: Option<String>,
 }
 
+/// Where a cgroup is, as far as the walk that looked for it could tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Its path, relative to the cgroup root.
+    At(String),
+    /// Not in the hierarchy when first looked for: gone before it could be named.
+    Gone,
+    /// Not found by a walk that could not read every directory: it may be there.
+    Unknown,
+}
+
 /// Names cgroups and remembers what it needs to: cgroup paths (read once per cgroup,
-/// since a removed cgroup has none), process names, and the cgroups whose pod is gone
-/// past its grace period.
+/// since a removed cgroup has none) and process names, each for as long as the caller
+/// keeps them (see [`Names::prune`]).
 #[derive(Debug)]
 pub struct Names {
     root: PathBuf,
-    paths: HashMap<u64, Option<String>>,
+    pub(super) paths: HashMap<u64, Place>,
     pub(super) comms: HashMap<u32, String>,
-    dropped: HashSet<u64>,
+    /// Cgroups first seen in events and not named yet: named at the next
+    /// [`Names::name_new`], well before the next snapshot, so that a short-lived pod's
+    /// container is still there to be found.
+    new: HashSet<u64>,
 }
 
 impl Names {
@@ -41,7 +55,7 @@ impl Names {
             root: root.into(),
             paths: HashMap::new(),
             comms: HashMap::new(),
-            dropped: HashSet::new(),
+            new: HashSet::new(),
         }
     }
 
@@ -70,46 +84,90 @@ impl Names {
 
     /// Remembers the path of a cgroup (for tests and callers that know it already).
     pub fn learn_path(&mut self, cgroup_id: u64, path: Option<String>) {
-        self.paths.insert(cgroup_id, path);
-    }
-
-    fn path(&mut self, cgroup_id: u64) -> Option<&str> {
-        let root = &self.root;
         self.paths
-            .entry(cgroup_id)
-            .or_insert_with(|| cgroup::path_of(root, cgroup_id).map(|p| p.display().to_string()))
-            .as_deref()
+            .insert(cgroup_id, path.map_or(Place::Gone, Place::At));
     }
 
-    /// Names `(cgroup_id, tgid)` with `pods` as they are now.
-    pub fn name(&mut self, cgroup_id: u64, tgid: u32, pods: &PodIndex) -> Named {
-        let comm = self.comms.get(&tgid).cloned();
-        let path = self.path(cgroup_id).map(str::to_owned);
-        name(path.as_deref(), comm.as_deref(), cgroup_id, pods)
+    /// The path of a cgroup, when it was found.
+    pub fn path(&self, cgroup_id: u64) -> Option<&str> {
+        match self.paths.get(&cgroup_id)? {
+            Place::At(path) => Some(path),
+            Place::Gone | Place::Unknown => None,
+        }
+    }
+
+    /// Notes a cgroup seen in an event, to be named soon if it is new.
+    pub fn note(&mut self, cgroup_id: u64) {
+        if !self.paths.contains_key(&cgroup_id) {
+            self.new.insert(cgroup_id);
+        }
+    }
+
+    /// Names the cgroups noted since the last call (one walk of the hierarchy for all).
+    pub fn name_new(&mut self) {
+        self.resolve(std::iter::empty());
+    }
+
+    /// Reads the paths of the cgroups among `ids` (and those noted) not known yet, in one
+    /// walk of the hierarchy. A cgroup not found is gone for good; when the walk could
+    /// not read everything it is unknown instead (named by id, never taken for gone),
+    /// and looked for again next time.
+    pub fn resolve(&mut self, ids: impl IntoIterator<Item = u64>) {
+        let mut unknown = std::mem::take(&mut self.new);
+        unknown.extend(ids);
+        unknown.retain(|id| !matches!(self.paths.get(id), Some(Place::At(_) | Place::Gone)));
+        if unknown.is_empty() {
+            return;
+        }
+        let mut walk = cgroup::paths_of(&self.root, &unknown);
+        for id in unknown {
+            let place = match walk.paths.remove(&id) {
+                Some(path) => Place::At(path.display().to_string()),
+                None if walk.complete => Place::Gone,
+                None => Place::Unknown,
+            };
+            self.paths.insert(id, place);
+        }
+    }
+
+    /// Whether cgroup `cgroup_id` is still there: one stat of its path. Not found when
+    /// first looked for, it was gone before it could be named; where that is not sure
+    /// (or it was never looked for), it is taken as there.
+    pub fn exists(&self, cgroup_id: u64) -> bool {
+        match self.paths.get(&cgroup_id) {
+            Some(Place::At(path)) => cgroup::exists_at(&self.root, path, cgroup_id),
+            Some(Place::Gone) => false,
+            Some(Place::Unknown) | None => true,
+        }
+    }
+
+    /// Forgets the paths of cgroups for which `keep_path` is false and the names of
+    /// processes for which `keep_comm` is false (nothing refers to them any more).
+    pub fn prune(&mut self, keep_path: impl Fn(u64) -> bool, keep_comm: impl Fn(u32) -> bool) {
+        self.paths.retain(|&id, _| keep_path(id));
+        self.comms.retain(|&tgid, _| keep_comm(tgid));
+    }
+
+    /// Names `(cgroup_id, tgid)` with `pods` as they are now, from the path
+    /// [`Names::resolve`] found (a cgroup not looked for is named by its id).
+    pub fn name(&self, cgroup_id: u64, tgid: u32, pods: &PodIndex) -> Named {
+        let comm = self.comms.get(&tgid).map(String::as_str);
+        name(self.path(cgroup_id), comm, cgroup_id, pods)
     }
 
     /// The identity of `(cgroup_id, tgid)`; see [`Names::name`].
-    pub fn identity(&mut self, cgroup_id: u64, tgid: u32, pods: &PodIndex) -> Identity {
+    pub fn identity(&self, cgroup_id: u64, tgid: u32, pods: &PodIndex) -> Identity {
         self.name(cgroup_id, tgid, pods).identity
     }
 
-    /// Whether the series of `cgroup_id` were dropped (its pod is gone past the grace).
-    pub fn is_dropped(&self, cgroup_id: u64) -> bool {
-        self.dropped.contains(&cgroup_id)
-    }
-
-    /// Drops the series of the cgroups of `gone` pods (swept from the pod cache after
-    /// their grace period) from now on; returns those cgroups, newly dropped.
-    pub fn drop_pods(&mut self, gone: &[PodInfo]) -> Vec<u64> {
-        let known = self
-            .paths
-            .iter()
-            .filter_map(|(&id, path)| Some((id, path.as_deref()?)));
-        let cgroups = cgroups_of_pods(known, gone);
-        cgroups
-            .into_iter()
-            .filter(|&id| self.dropped.insert(id))
-            .collect()
+    /// The known cgroups of `gone` pods (swept from the pod cache after their grace
+    /// period), whose series end now.
+    pub fn cgroups_of_pods(&self, gone: &[PodInfo]) -> Vec<u64> {
+        let known = self.paths.iter().filter_map(|(&id, place)| match place {
+            Place::At(path) => Some((id, path.as_str())),
+            Place::Gone | Place::Unknown => None,
+        });
+        cgroups_of_pods(known, gone)
     }
 }
 

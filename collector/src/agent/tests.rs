@@ -1,4 +1,8 @@
-use std::{collections::BTreeSet, net::SocketAddr, path::Path};
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::SocketAddr,
+    path::Path,
+};
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -149,12 +153,147 @@ fn gone_pods_drop_their_cgroups_once() {
         names.learn_path(*id, Some(path.clone()));
     }
     names.learn_path(5, None);
-    assert!(names.drop_pods(&[]).is_empty());
-    assert_eq!(names.drop_pods(std::slice::from_ref(&gone)), [1, 2]);
-    assert!(names.is_dropped(1) && names.is_dropped(2));
-    assert!(!names.is_dropped(3) && !names.is_dropped(4) && !names.is_dropped(5));
-    // Already dropped: nothing new to forget.
-    assert!(names.drop_pods(&[gone]).is_empty());
+    assert!(names.cgroups_of_pods(&[]).is_empty());
+    assert_eq!(names.cgroups_of_pods(std::slice::from_ref(&gone)), [1, 2]);
+    // Retired at once, and once (see `gone`).
+    let mut lifecycle = GoneCgroups::new(DEFAULT_GRACE);
+    let now = Instant::now();
+    let referenced: HashSet<u64> = (1..=5).collect();
+    assert_eq!(lifecycle.tick(now, &referenced, &[1, 2], |_| true), [1, 2]);
+    assert!(lifecycle.is_dropped(1) && lifecycle.is_dropped(2));
+    assert!(!lifecycle.is_dropped(3) && !lifecycle.is_dropped(4));
+    assert!(
+        lifecycle
+            .tick(now, &referenced, &[1, 2], |_| true)
+            .is_empty()
+    );
+}
+
+/// A scratch directory standing for a cgroup root, removed on drop.
+struct FakeRoot(std::path::PathBuf);
+
+impl FakeRoot {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("headroom-names-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    /// Makes the group at `path` (relative) and returns its id.
+    fn group(&self, path: &str) -> u64 {
+        let dir = self.0.join(path);
+        std::fs::create_dir_all(&dir).expect("group");
+        crate::cgroup::id_of(&dir).expect("id")
+    }
+
+    fn remove(&self, path: &str) {
+        std::fs::remove_dir(self.0.join(path)).expect("rmdir");
+    }
+}
+
+impl Drop for FakeRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn new_cgroups_are_named_in_one_walk_and_checked_with_one_stat() {
+    let root = FakeRoot::new("walk");
+    let web = root.group(&container_path(UID, &cid(1))[1..]);
+    let session = root.group("user.slice/session-3.scope");
+    let mut names = Names::new(&root.0);
+    // Seen in events: named at the next drain, before the container can go.
+    names.note(web);
+    names.name_new();
+    assert_eq!(names.path(web), Some(&*container_path(UID, &cid(1))));
+    names.resolve([session, u64::MAX]);
+    assert_eq!(names.path(session), Some("/user.slice/session-3.scope"));
+    assert_eq!(
+        names.paths[&u64::MAX],
+        names::Place::Gone,
+        "gone before it was named"
+    );
+    assert!(names.exists(web) && names.exists(session));
+    assert!(!names.exists(u64::MAX));
+    root.remove("user.slice/session-3.scope");
+    assert!(!names.exists(session));
+    // Still named through its grace period, from the path it had.
+    names.learn_comm(u32::MAX - 2, b"cron\0\0\0\0\0\0\0\0\0\0\0\0");
+    assert_eq!(
+        names.identity(session, u32::MAX - 2, &PodIndex::default()),
+        Identity::node_process("cron")
+    );
+}
+
+#[test]
+fn a_session_scope_that_went_loses_its_series_after_the_grace_then_its_bookkeeping() {
+    let root = FakeRoot::new("lifecycle");
+    let kubelet = root.group("system.slice/kubelet.service");
+    let session = root.group("user.slice/session-3.scope");
+    let grace = Duration::from_secs(60);
+    let mut names = Names::new(&root.0);
+    let mut lifecycle = GoneCgroups::new(grace);
+    let t0 = Instant::now();
+    let (kubelet_tgid, session_tgid) = (u32::MAX - 3, u32::MAX - 4);
+    names.learn_comm(kubelet_tgid, b"kubelet\0\0\0\0\0\0\0\0\0");
+    names.learn_comm(session_tgid, b"bash\0\0\0\0\0\0\0\0\0\0\0\0");
+    // What the agent does at every tick, minus the kernel.
+    let mut tick = |names: &mut Names, at: Duration, refs: &Referenced| {
+        names.resolve(refs.cgroups.iter().copied());
+        let retired = lifecycle.tick(t0 + at, &refs.cgroups, &[], |id| names.exists(id));
+        names.prune(
+            |id| lifecycle.needs_path(id, refs.cgroups.contains(&id)),
+            |tgid| refs.tgids.contains(&tgid),
+        );
+        (retired, lifecycle.is_dropped(session))
+    };
+    let both = Referenced::new([(kubelet, kubelet_tgid), (session, session_tgid)], []);
+    assert_eq!(tick(&mut names, Duration::ZERO, &both), (vec![], false));
+    root.remove("user.slice/session-3.scope");
+    let noticed = Duration::from_secs(10);
+    assert_eq!(tick(&mut names, noticed, &both), (vec![], false));
+    assert_eq!(
+        tick(&mut names, noticed + grace, &both),
+        (vec![session], true)
+    );
+    assert!(
+        !names.paths.contains_key(&session),
+        "a retired cgroup needs no name"
+    );
+    assert!(names.paths.contains_key(&kubelet));
+    // The kernel's map let its counters go: nothing is left of it.
+    let kubelet_only = Referenced::new([(kubelet, kubelet_tgid)], []);
+    assert_eq!(
+        tick(&mut names, noticed + 2 * grace, &kubelet_only),
+        (vec![], false)
+    );
+    assert!(lifecycle.is_empty());
+    assert_eq!(names.paths.len(), 1);
+    assert!(!names.comms.contains_key(&session_tgid));
+    assert!(names.comms.contains_key(&kubelet_tgid));
+}
+
+#[test]
+fn a_cgroup_a_failed_walk_did_not_find_is_never_taken_for_gone() {
+    let mut names = Names::new(Path::new("/nonexistent"));
+    names.resolve([42]);
+    assert_eq!(names.paths[&42], names::Place::Unknown);
+    assert!(names.exists(42));
+    assert_eq!(
+        names.identity(42, 0, &PodIndex::default()),
+        Identity::node_process("cgroup-42")
+    );
+}
+
+#[test]
+fn what_refers_to_a_cgroup() {
+    let refs = Referenced::new([(1, 10), (2, 0)], [(2, 20), (3, 30)]);
+    assert_eq!(refs.cgroups, HashSet::from([1, 2, 3]));
+    assert_eq!(refs.tracked, HashSet::from([2, 3]));
+    assert_eq!(refs.tgids, HashSet::from([10, 0, 20, 30]));
 }
 
 #[test]

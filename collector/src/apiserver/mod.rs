@@ -306,13 +306,36 @@ impl Estimator {
         if is_api_server(&ev.header) {
             let cookie = ev.header.cookie;
             self.close(cookie, ev.header.ts_ns);
-            if self.closed_set.insert(cookie) {
-                self.closed.push_back(cookie);
-                if self.closed.len() > REMEMBER_CLOSED
-                    && let Some(oldest) = self.closed.pop_front()
-                {
-                    self.closed_set.remove(&oldest);
-                }
+            self.remember_closed(cookie);
+        }
+    }
+
+    /// Forgets cgroup `cgroup_id` (gone and retired: its series were dropped): its
+    /// owners' totals and its connections, whose later segments are then ignored as a
+    /// closed connection's are.
+    pub fn forget_cgroup(&mut self, cgroup_id: u64) {
+        let cookies: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(_, conn)| conn.owner.cgroup_id == cgroup_id)
+            .map(|(&cookie, _)| cookie)
+            .collect();
+        for cookie in cookies {
+            if let Some(conn) = self.connections.remove(&cookie) {
+                self.recency.remove(&(conn.last_ts_ns, cookie));
+            }
+            self.remember_closed(cookie);
+        }
+        self.owners.retain(|owner, _| owner.cgroup_id != cgroup_id);
+    }
+
+    fn remember_closed(&mut self, cookie: u64) {
+        if self.closed_set.insert(cookie) {
+            self.closed.push_back(cookie);
+            if self.closed.len() > REMEMBER_CLOSED
+                && let Some(oldest) = self.closed.pop_front()
+            {
+                self.closed_set.remove(&oldest);
             }
         }
     }

@@ -570,6 +570,24 @@ fn connections_are_bounded_and_evictions_counted() {
 }
 
 #[test]
+fn a_forgotten_cgroup_leaves_nothing_and_its_late_segments_are_ignored() {
+    let mut est = Estimator::default();
+    tls13(&mut est, 1);
+    est.on_segment(&segment(4, 1, E, &[(23, 64 + 17)]));
+    let mut other = connect(5, 2);
+    other.header.cgroup_id = CGROUP + 1;
+    est.on_connect(&other);
+    est.forget_cgroup(CGROUP);
+    assert!(est.owner(&OWNER).is_none());
+    assert!(est.connection(1).is_none());
+    assert_eq!(est.stats().connections, 1, "the other cgroup's stays");
+    // A socket that outlived its cgroup: its segments do not bring the owner back.
+    est.on_segment(&segment(6, 1, E, &[(23, 64 + 17)]));
+    assert!(est.owner(&OWNER).is_none());
+    assert_eq!(est.stats().late_segments, 1);
+}
+
+#[test]
 fn owners_are_bounded_and_only_idle_ones_evicted() {
     let mut est = Estimator::new(EstimatorConfig {
         max_owners: 2,

@@ -118,10 +118,46 @@ fn a_cgroup_root_that_is_not_cgroup2() {
     };
     let err = check(&config, &scratch.host(0, ALL_CAPS, true)).expect_err("not cgroup2");
     assert!(
-        matches!(&err, Error::NotCgroup2 { path } if *path == plain),
+        matches!(&err, Error::NotCgroup2 { path, unified } if *path == plain && *unified == plain.join("unified")),
         "{err:?}"
     );
-    assert!(err.to_string().contains("--cgroup-root"), "{err}");
+    // It names both places it looked and what to set.
+    let message = err.to_string();
+    for part in [
+        format!(
+            "cgroup root {} is not a cgroup v2 hierarchy",
+            plain.display()
+        ),
+        format!("{}/unified", plain.display()),
+        "--cgroup-root (HEADROOM_CGROUP_ROOT".into(),
+        "/sys/fs/cgroup/unified on hybrid hosts".into(),
+    ] {
+        assert!(message.contains(&part), "{part:?} not in: {message}");
+    }
+}
+
+#[test]
+fn a_hybrid_hosts_v1_root_resolves_to_its_unified_mount() {
+    // As the DaemonSet mounts a hybrid host's /sys/fs/cgroup: a tmpfs of v1 hierarchies
+    // with the v2 one at unified/.
+    let scratch = Scratch::new("hybrid");
+    let root = scratch.0.join("sys-fs-cgroup");
+    let unified = root.join("unified");
+    for dir in [
+        root.join("cpu,cpuacct"),
+        root.join("memory"),
+        unified.clone(),
+    ] {
+        fs::create_dir_all(dir).expect("dir");
+    }
+    fs::write(unified.join("cgroup.controllers"), "").expect("controllers");
+    let config = Config {
+        cgroup_root: Some(root.clone()),
+        ..config()
+    };
+    let found = check(&config, &scratch.host(0, ALL_CAPS, true)).expect("passes");
+    assert_eq!(found.cgroup_root, unified);
+    assert_eq!(found.hybrid_root, Some(root));
 }
 
 #[test]
@@ -157,6 +193,7 @@ fn a_good_host_passes_and_keeps_the_port() {
     let config = config();
     let found = check(&config, &scratch.host(0, ALL_CAPS, true)).expect("passes");
     assert_eq!(Some(&found.cgroup_root), config.cgroup_root.as_ref());
+    assert_eq!(found.hybrid_root, None);
     let addr = found.listener.local_addr().expect("bound");
     assert!(matches!(server::bind(addr), Err(Error::PortInUse { .. })));
 }
