@@ -78,6 +78,8 @@ pub struct Agent {
     bad_events: u64,
     /// What the LRU maps evicted so far.
     evictions: evictions::Evictions,
+    /// `TRAFFIC` keys of retired cgroups deleted so far (removals, not evictions).
+    traffic_removed: u64,
 }
 
 impl Agent {
@@ -97,6 +99,7 @@ impl Agent {
             profiles: None,
             bad_events: 0,
             evictions: evictions::Evictions::default(),
+            traffic_removed: 0,
         })
     }
 
@@ -298,9 +301,18 @@ impl Agent {
         let read = evictions::MapRead {
             before: ops_before,
             traffic_entries: traffic.len() as u64,
+            traffic_removed: self.traffic_removed,
             socket_entries: self.probes.socket_entries(map::SOCKETS)?,
             after: self.probes.map_ops()?,
         };
+        // The kernel would keep a retired cgroup's keys until it needs the room (and
+        // count them evicted then): delete them, so the map holds live cgroups.
+        for key in traffic.keys() {
+            let retired = retiring.contains(&key.cgroup_id) || self.gone.is_dropped(key.cgroup_id);
+            if retired && self.probes.remove_traffic(key)? {
+                self.traffic_removed += 1;
+            }
+        }
         let closing_entries = self.probes.socket_entries(map::CLOSING)?;
         let evicted = self.evictions.update(&read);
         for (name, entries) in [

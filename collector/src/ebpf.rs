@@ -199,6 +199,24 @@ impl Probes {
         Ok(out)
     }
 
+    /// Deletes a `TRAFFIC` key (of a cgroup whose series are retired); `false` when it
+    /// was not there (the kernel evicted it first).
+    pub fn remove_traffic(&mut self, key: &TrafficKey) -> Result<bool> {
+        let name = map::TRAFFIC;
+        let mut traffic: PerCpuHashMap<&mut MapData, TrafficKey, TrafficCounters> =
+            PerCpuHashMap::try_from(self.ebpf.map_mut(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
+        match traffic.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(source) => Err(Error::Map { name, source }),
+        }
+    }
+
     /// What the programs did to the LRU maps, by [`collector_ebpf::MapOp`] index, summed
     /// over CPUs.
     pub fn map_ops(&self) -> Result<MapOps> {

@@ -1,6 +1,7 @@
 //! Evictions of the kernel's LRU maps. The kernel evicts silently; but only the
-//! programs add and remove entries, and they count doing so (`MAP_OPS`), so what is
-//! missing from a map is what it evicted: `created − removed − entries now`.
+//! programs add entries, and they and the agent (deleting a retired cgroup's keys)
+//! count what they remove, so what is missing from a map is what it evicted:
+//! `created − removed − entries now`.
 //!
 //! The counters and the entries are not read at one instant. Reading `created` before
 //! the map and `removed` after it makes every race err low (an entry created during the
@@ -25,16 +26,18 @@ pub struct MapRead {
     pub before: MapOps,
     pub after: MapOps,
     pub traffic_entries: u64,
+    /// `TRAFFIC` keys the agent deleted before this read.
+    pub traffic_removed: u64,
     pub socket_entries: u64,
 }
 
 impl Evictions {
     /// Takes in one read; returns the counts as they stand.
     pub fn update(&mut self, read: &MapRead) -> Self {
-        // TRAFFIC entries are never removed, only evicted.
+        // Only the agent removes TRAFFIC entries.
         let traffic = evicted(
             read.before.get(MapOp::TrafficCreated),
-            0,
+            read.traffic_removed,
             read.traffic_entries,
         );
         let sockets = evicted(
@@ -68,14 +71,16 @@ mod tests {
             before: ops(100, 50, 10),
             after: ops(100, 50, 10),
             traffic_entries: 64,
+            traffic_removed: 6,
             socket_entries: 32,
         };
         assert_eq!(
             e.update(&read),
             Evictions {
-                traffic: 36,
+                traffic: 30,
                 sockets: 8
-            }
+            },
+            "keys the agent deleted were not evicted"
         );
     }
 
@@ -86,6 +91,7 @@ mod tests {
             before: ops(5, 3, 1),
             after: ops(5, 3, 1),
             traffic_entries: 5,
+            traffic_removed: 0,
             socket_entries: 2,
         };
         assert_eq!(e.update(&read), Evictions::default());
@@ -100,6 +106,7 @@ mod tests {
             before: ops(0, 40, 10),
             after: ops(0, 41, 11),
             traffic_entries: 0,
+            traffic_removed: 0,
             socket_entries: 20,
         };
         assert_eq!(e.update(&read).sockets, 9, "a lower bound, never a phantom");
@@ -108,6 +115,7 @@ mod tests {
             before: ops(0, 41, 11),
             after: ops(0, 41, 11),
             traffic_entries: 0,
+            traffic_removed: 0,
             socket_entries: 20,
         };
         assert_eq!(e.update(&read).sockets, 10);
@@ -116,6 +124,7 @@ mod tests {
             before: ops(0, 41, 12),
             after: ops(0, 41, 12),
             traffic_entries: 0,
+            traffic_removed: 0,
             socket_entries: 20,
         };
         assert_eq!(e.update(&read).sockets, 10);

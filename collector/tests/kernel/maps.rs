@@ -13,7 +13,7 @@ use std::{
 use collector::{agent::Agent, dns::DnsConfig, ebpf::Probes, endpoint};
 use collector_ebpf::{EndpointKind, MapOp, map};
 
-use crate::{child_group, require_root, run_in_cgroup};
+use crate::{apiserver::identity_of, child_group, require_root, run_in_cgroup};
 
 /// A listener that accepts connections and holds them, counting them. It listens on a
 /// loopback address of this test's own (`host` and the process id pick it), so no other
@@ -209,4 +209,67 @@ fn maps_that_never_fill_report_no_evictions() {
     );
     assert_eq!(snapshot.collector.evictions[map::TRAFFIC], 0);
     assert_eq!(snapshot.collector.evictions[map::SOCKETS], 0);
+}
+
+/// A pod's cgroup goes: its series stay through the grace period, then end, and the
+/// agent deletes its keys from the map itself (so they are not counted as evicted).
+#[test]
+fn a_gone_cgroup_keeps_its_series_for_the_grace_then_leaves_the_map() {
+    require_root();
+    const GRACE: Duration = Duration::from_secs(1);
+    let root = collector::cgroup::find_root().expect("cgroup v2 mount");
+    let mut probes = Probes::attach(&root)
+        .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
+    let (addr, accepted) = accepting_server(3);
+    probes
+        .add_endpoint(endpoint::key_of(addr), EndpointKind::ApiServer)
+        .expect("add endpoint");
+    let mut agent = Agent::new(probes, DnsConfig::default())
+        .expect("agent")
+        .with_grace(GRACE);
+    let pod = child_group("gone-cgroup");
+    let (who, cgroup_id) = (identity_of(&pod), pod.id());
+    run_in_cgroup(
+        &pod,
+        &format!(
+            "for i in $(seq 3); do (exec 3<>/dev/tcp/{}/{}); done",
+            addr.ip(),
+            addr.port()
+        ),
+    );
+    wait_accepted(&accepted, 3);
+    let connections = |agent: &mut Agent| {
+        let snap = agent
+            .snapshot(collector::agent::monotonic_ns())
+            .expect("snapshot");
+        let evicted = snap.collector.evictions[map::TRAFFIC];
+        let api = snap.workloads.get(&who).and_then(|w| w.apiserver);
+        (api.map(|a| a.connections), evicted)
+    };
+    assert_eq!(
+        connections(&mut agent),
+        (Some(3), 0),
+        "while the cgroup is there"
+    );
+
+    drop(pod);
+    let noticed = Instant::now();
+    assert_eq!(
+        connections(&mut agent),
+        (Some(3), 0),
+        "gone, within the grace period"
+    );
+    thread::sleep(GRACE.saturating_sub(noticed.elapsed()) + Duration::from_millis(200));
+    assert_eq!(
+        connections(&mut agent),
+        (None, 0),
+        "past the grace period: no series, nothing counted evicted"
+    );
+    let traffic = agent.probes_mut().traffic().expect("traffic");
+    assert!(
+        traffic.keys().all(|k| k.cgroup_id != cgroup_id),
+        "the gone cgroup's keys are deleted: {traffic:?}"
+    );
+    // The next read still counts nothing evicted: the agent's deletions are removals.
+    assert_eq!(connections(&mut agent).1, 0);
 }
