@@ -366,6 +366,12 @@ fn ten_thousand_distinct_names_stay_within_the_caps() {
     for half in 0..2 {
         next_half.send(half * HALF).expect("writer alive");
         let asked = (half + 1) * HALF;
+        // dig asks one name after another: first wait for the server to have answered
+        // them all (5,000 take seconds on a loaded machine), then for the collector.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while server.queries().len() < 1 + asked && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let snap = answered(&mut collector, &[&who, &control], 1 + asked as u64);
         let logged = server.queries().len();
         let dns = dns_of(&snap, &who);
