@@ -274,11 +274,15 @@ impl Agent {
             api.open_streams += totals.open_streams;
             api.open_connections += totals.connections_open;
         }
+        let top_names = self.dns.config().top_names;
         for owner in &dns.owners {
             let Some((identity, last)) = name(names, owner.owner.cgroup_id, owner.owner.tgid)
             else {
                 continue;
             };
+            if !last {
+                snap.add_dns_names(&identity, &owner.top_names, top_names);
+            }
             let into = if last { &mut retired } else { &mut snap };
             merge_dns(into.workload(identity).dns(), owner);
         }

@@ -1,4 +1,4 @@
-//! The collector's HTTP endpoints: /metrics, /healthz, /readyz.
+//! The collector's HTTP endpoints: /metrics, /healthz, /readyz, /dns/names.
 //!
 //! [`router`] builds them; more routes (profiles) merge onto its result with
 //! [`axum::Router::merge`] before [`serve`] runs it.
@@ -121,13 +121,25 @@ pub struct AppState {
     pub readiness: Readiness,
 }
 
-/// /metrics, /healthz and /readyz.
+pub mod dns_names;
+
+/// /metrics, /healthz, /readyz and /dns/names.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/dns/names", get(dns_names))
         .with_state(state)
+}
+
+/// The names each workload asked for most, from the last published snapshot.
+async fn dns_names(State(state): State<AppState>) -> Response {
+    match serde_json::to_string(&dns_names::list(&state.metrics.snapshot().current())) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        // Plain strings and numbers serialise; an error would be a bug, not the client's.
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// OpenMetrics unless the client asks for the Prometheus text format and not for

@@ -10,6 +10,8 @@ use std::{
 
 use prometheus_client::encoding::EncodeLabelSet;
 
+use crate::dns::TopName;
+
 /// `workload_kind` of processes that run on the node outside any pod.
 pub const NODE_WORKLOAD_KIND: &str = "node";
 
@@ -88,6 +90,9 @@ pub struct Snapshot {
     /// Unix time (seconds) each measured pod's first container started, for the
     /// recording rules' startup figures.
     pub pod_start_times: BTreeMap<PodLabels, f64>,
+    /// The names each identity's DNS queries asked for most (estimates from the DNS
+    /// tracker's bounded tables, most asked first): served as JSON, never as labels.
+    pub dns_names: BTreeMap<Identity, Vec<TopName>>,
     pub collector: CollectorStats,
 }
 
@@ -95,6 +100,26 @@ impl Snapshot {
     /// The stats of `identity`, created empty if it is new.
     pub fn workload(&mut self, identity: Identity) -> &mut WorkloadStats {
         self.workloads.entry(identity).or_default()
+    }
+
+    /// Adds one owner's (one process's) top names to `identity`'s, keeping the `keep`
+    /// most asked: a name in both adds up its count and its error.
+    pub fn add_dns_names(&mut self, identity: &Identity, names: &[TopName], keep: usize) {
+        if names.is_empty() {
+            return;
+        }
+        let list = self.dns_names.entry(identity.clone()).or_default();
+        for name in names {
+            match list.iter_mut().find(|known| known.name == name.name) {
+                Some(known) => {
+                    known.count += name.count;
+                    known.error += name.error;
+                }
+                None => list.push(name.clone()),
+            }
+        }
+        list.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+        list.truncate(keep);
     }
 }
 

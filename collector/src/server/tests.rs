@@ -261,3 +261,46 @@ fn an_address_not_on_this_host_is_a_listen_error() {
     assert!(err.to_string().contains("192.0.2.1:9977"), "{err}");
     assert!(err.to_string().contains("--listen"), "{err}");
 }
+
+#[tokio::test]
+async fn dns_names_list_each_workloads_most_asked_names() {
+    let server = start();
+    let web = Identity::container("ns1", "Deployment", "web", "web-abc", "app");
+    let top = |name: &str, count: u64, error: u64| crate::dns::TopName {
+        name: name.into(),
+        count,
+        error,
+    };
+    let mut snapshot = Snapshot::default();
+    // Two processes of the container: their names add up, the list keeps the 2 most
+    // asked.
+    snapshot.add_dns_names(
+        &web,
+        &[
+            top("api.ns1.svc.cluster.local", 7, 0),
+            top("a.example", 2, 0),
+        ],
+        2,
+    );
+    snapshot.add_dns_names(
+        &web,
+        &[
+            top("db.ns1.svc.cluster.local", 5, 1),
+            top("a.example", 4, 0),
+        ],
+        2,
+    );
+    server.snapshot.publish(snapshot);
+    let reply = get(server.addr, "/dns/names", None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reply.body,
+        concat!(
+            r#"{"apiVersion":"headroom.dev/v1alpha1","kind":"DnsNameList","items":["#,
+            r#"{"namespace":"ns1","workloadKind":"Deployment","workload":"web","pod":"web-abc","container":"app","#,
+            r#""names":[{"name":"api.ns1.svc.cluster.local","queries":7,"error":0},"#,
+            r#"{"name":"a.example","queries":6,"error":0}]}]}"#
+        )
+    );
+}

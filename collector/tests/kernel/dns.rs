@@ -163,6 +163,21 @@ fn check_digs(server: &Dnsmasq, family: &str) {
             (total, 0),
             "{label}: each dig is one lookup"
         );
+        // Every name asked is among the most asked (fewer than K names), counted at
+        // least as often as the server saw it (the table's estimates never undercount).
+        let listed = snap.dns_names.get(who).cloned().unwrap_or_default();
+        let mut asked: BTreeMap<String, u64> = BTreeMap::new();
+        for q in queries {
+            let name = q.name.trim_end_matches('.').to_ascii_lowercase();
+            *asked.entry(name).or_default() += 1;
+        }
+        for (name, n) in &asked {
+            let top = listed.iter().find(|t| t.name.eq_ignore_ascii_case(name));
+            assert!(
+                top.is_some_and(|t| t.count >= *n && t.count - t.error <= *n),
+                "{label}: {name} asked {n} times; listed {listed:?}"
+            );
+        }
     }
 }
 
