@@ -164,6 +164,7 @@ pub fn run() -> anyhow::Result<()> {
     // Let the watch stream a little, and the collector settle and publish.
     thread::sleep(Duration::from_secs(4));
     let metrics = http_get(&format!("http://{METRICS_ADDR}/metrics"))?;
+    let names = http_get(&format!("http://{METRICS_ADDR}/dns/names"))?;
     for mut watch in watches {
         let _ = watch.kill();
         let _ = watch.wait();
@@ -184,9 +185,35 @@ pub fn run() -> anyhow::Result<()> {
         .map(|log| log.lines().filter(|l| l.contains("query[")).count())
         .unwrap_or(0);
     println!("ground truth: dnsmasq logged {queries} queries");
+    print_dns_names(&names)?;
     admission::run(&profiles, &scratch, &target)?;
     drop(groups);
     let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// The names each demo pod asked for most, from /dns/names: where the search list's
+/// tries (ndots:5) show.
+fn print_dns_names(body: &str) -> anyhow::Result<()> {
+    let list: serde_json::Value = serde_json::from_str(body).context("/dns/names is not JSON")?;
+    println!(
+        "
+what headroom-collector's /dns/names says each pod asked for most:"
+    );
+    for item in list["items"].as_array().into_iter().flatten() {
+        let workload = item["workload"].as_str().unwrap_or_default();
+        if !PODS.iter().any(|p| p.name == workload) {
+            continue;
+        }
+        println!("  {workload}:");
+        for name in item["names"].as_array().into_iter().flatten().take(8) {
+            println!(
+                "    {:>3} × {}",
+                name["queries"].as_u64().unwrap_or(0),
+                name["name"].as_str().unwrap_or_default()
+            );
+        }
+    }
     Ok(())
 }
 
