@@ -51,3 +51,25 @@ pub fn run_in_cgroup(group: &cgroup::ChildGroup, script: &str) -> u32 {
     assert!(status.success(), "client script failed ({status}): {full}");
     pid
 }
+
+/// The collector binary with `args`, as outside any cluster: no in-pod environment and
+/// no config file from the environment.
+pub fn collector_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_headroom-collector"));
+    command
+        .args(args)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("HEADROOM_CONFIG");
+    command
+}
+
+/// Starts `command` with its output (both streams) in `log` and no standard input.
+pub fn spawn_logged(command: &mut Command, log: &std::path::Path) -> std::process::Child {
+    let output = std::fs::File::create(log).expect("collector log");
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(output.try_clone().expect("log handle"))
+        .stderr(output)
+        .spawn()
+        .expect("run headroom-collector")
+}

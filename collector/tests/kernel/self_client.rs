@@ -13,7 +13,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::Arc,
     thread,
     time::{Duration, Instant},
@@ -57,20 +57,17 @@ struct CollectorProcess {
 impl CollectorProcess {
     fn start(kubeconfig: &Path, group: &ChildGroup, log: PathBuf) -> Self {
         let listen = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_headroom-collector"));
-        command
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--node-name", NODE, "--listen", &listen.to_string()])
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("HEADROOM_CONFIG");
-        let output = std::fs::File::create(&log).expect("collector log");
-        let child = in_cgroup(&command, group)
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("log handle"))
-            .stderr(output)
-            .spawn()
-            .expect("run headroom-collector");
+        let listen_arg = listen.to_string();
+        let args = [
+            "--kubeconfig".as_ref(),
+            kubeconfig.as_os_str(),
+            "--node-name".as_ref(),
+            NODE.as_ref(),
+            "--listen".as_ref(),
+            listen_arg.as_ref(),
+        ];
+        let command = crate::collector_command(&args);
+        let child = crate::spawn_logged(&mut in_cgroup(&command, group), &log);
         Self { child, log, listen }
     }
 

@@ -10,7 +10,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, ExitStatus},
     str::FromStr,
     thread,
     time::{Duration, Instant},
@@ -137,22 +137,15 @@ impl Running {
             "headroom-shutdown-{tag}-{}.log",
             std::process::id()
         ));
-        let output = fs::File::create(&log).expect("collector log");
-        let child = Command::new(env!("CARGO_BIN_EXE_headroom-collector"))
-            .args([
-                "--standalone",
-                "--node-name",
-                "shutdown-test",
-                "--listen",
-                &listen.to_string(),
-            ])
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("HEADROOM_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("log handle"))
-            .stderr(output)
-            .spawn()
-            .expect("run headroom-collector");
+        let listen_arg = listen.to_string();
+        let args = [
+            "--standalone",
+            "--node-name",
+            "shutdown-test",
+            "--listen",
+            &listen_arg,
+        ];
+        let child = crate::spawn_logged(&mut crate::collector_command(&args), &log);
         Self { child, log, listen }
     }
 
