@@ -128,16 +128,20 @@ mod programs {
             _ => pkt.payload_len,
         };
         let payload = u64::from(new_bytes);
-        maps::with_counters(&key, |c| match dir {
-            Direction::Egress => {
-                c.sent_bytes += payload;
-                c.sent_packets += 1;
-            }
-            Direction::Ingress => {
-                c.received_bytes += payload;
-                c.received_packets += 1;
-            }
-        });
+        // DNS is counted from its messages (user space parses every one); bytes and
+        // packets of DNS sockets are read by nothing, so its packets skip the map.
+        if pkt.kind == EndpointKind::ApiServer as u32 {
+            maps::with_counters(&key, |c| match dir {
+                Direction::Egress => {
+                    c.sent_bytes += payload;
+                    c.sent_packets += 1;
+                }
+                Direction::Ingress => {
+                    c.received_bytes += payload;
+                    c.received_packets += 1;
+                }
+            });
+        }
         if pkt.payload_len == 0 {
             return Some(());
         }
