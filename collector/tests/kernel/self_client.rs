@@ -514,7 +514,7 @@ fn the_collector_measures_its_own_watches_within_their_bound() {
             end.own("headroom_apiserver_requests_total"),
             server.requests() as u64,
         );
-        refused <= failed && failed <= refused + WATCHES && own.abs_diff(served) * 10 <= served
+        refused <= failed && failed <= refused + WATCHES && requests_agree(own, served)
     };
     let settle = Instant::now() + Duration::from_secs(20);
     let mut end = collector.scrape();
@@ -580,14 +580,22 @@ fn the_collector_measures_its_own_watches_within_their_bound() {
         end.own("headroom_apiserver_open_streams")
     );
     assert!(
-        own_requests.abs_diff(served_total) * 10 <= served_total,
-        "requests, self-measured {own_requests} vs {served_total} served\n{}",
+        requests_agree(own_requests, served_total),
+        "requests, self-measured {own_requests} vs {served_total} served (at most {WATCHES} \
+         more in flight when the server stopped)\n{}",
         log(&collector)
     );
 
     drop(collector);
     drop(pod);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Self-measured requests against those the server served, across an outage: within 10%,
+/// plus at most one per watch that was renewing when the server stopped. Those were
+/// sent (the collector counts them) but the aborted server never handled them.
+fn requests_agree(own: u64, served: u64) -> bool {
+    own + served / 10 >= served && own <= served + served / 10 + WATCHES
 }
 
 #[test]
