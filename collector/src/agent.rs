@@ -166,8 +166,9 @@ impl Agent {
     }
 
     fn note_cgroup(&mut self, cgroup_id: u64) {
-        // A dropped cgroup's path is forgotten; it needs no name.
-        if !self.gone.is_dropped(cgroup_id) {
+        // Per event: a cgroup already named costs one lookup. A dropped cgroup's path is
+        // forgotten; it needs no name.
+        if !self.names.is_known(cgroup_id) && !self.gone.is_dropped(cgroup_id) {
             self.names.note(cgroup_id);
         }
     }

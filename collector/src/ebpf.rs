@@ -26,6 +26,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/he
 pub struct Probes {
     ebpf: Ebpf,
     cgroup_root: PathBuf,
+    /// The LRU maps' capacities as the kernel created them (fixed once loaded).
+    capacities: BTreeMap<&'static str, u32>,
 }
 
 impl std::fmt::Debug for Probes {
@@ -97,9 +99,14 @@ impl Probes {
             prog.attach(&root, attach_type, CgroupAttachMode::Single)
                 .map_err(|source| Error::Program { name, source })?;
         }
+        let capacities = [map::TRAFFIC, map::SOCKETS, map::CLOSING]
+            .into_iter()
+            .map(|name| Ok((name, loaded_capacity(&ebpf, name)?)))
+            .collect::<Result<_>>()?;
         Ok(Self {
             ebpf,
             cgroup_root: cgroup_root.into(),
+            capacities,
         })
     }
 
@@ -248,19 +255,13 @@ impl Probes {
         Ok(n)
     }
 
-    /// The capacity the loaded map `name` was created with.
+    /// The capacity the LRU map `name` ([`map::TRAFFIC`], [`map::SOCKETS`] or
+    /// [`map::CLOSING`]) was created with, as the kernel reported it at attach.
     pub fn capacity(&self, name: &'static str) -> Result<u32> {
-        let map = self.ebpf.map(name).ok_or(Error::MapNotFound { name })?;
-        let data: &MapData = match map {
-            aya::maps::Map::HashMap(d)
-            | aya::maps::Map::LruHashMap(d)
-            | aya::maps::Map::PerCpuHashMap(d)
-            | aya::maps::Map::PerCpuLruHashMap(d) => d,
-            _ => return Err(Error::MapNotFound { name }),
-        };
-        data.info()
-            .map(|info| info.max_entries())
-            .map_err(|source| Error::Map { name, source })
+        self.capacities
+            .get(name)
+            .copied()
+            .ok_or(Error::MapNotFound { name })
     }
 
     /// Events the kernel programs could not record, by [`collector_ebpf::Drop`] index.
@@ -288,6 +289,21 @@ impl MapOps {
     pub fn get(&self, op: MapOp) -> u64 {
         self.0[op as usize]
     }
+}
+
+/// The capacity the kernel gave the loaded hash map `name`.
+fn loaded_capacity(ebpf: &Ebpf, name: &'static str) -> Result<u32> {
+    let map = ebpf.map(name).ok_or(Error::MapNotFound { name })?;
+    let data: &MapData = match map {
+        aya::maps::Map::HashMap(d)
+        | aya::maps::Map::LruHashMap(d)
+        | aya::maps::Map::PerCpuHashMap(d)
+        | aya::maps::Map::PerCpuLruHashMap(d) => d,
+        _ => return Err(Error::MapNotFound { name }),
+    };
+    data.info()
+        .map(|info| info.max_entries())
+        .map_err(|source| Error::Map { name, source })
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>

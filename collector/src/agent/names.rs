@@ -96,6 +96,11 @@ impl Names {
         }
     }
 
+    /// Whether the cgroup's path was read already (found, gone, or looked for).
+    pub fn is_known(&self, cgroup_id: u64) -> bool {
+        self.paths.contains_key(&cgroup_id)
+    }
+
     /// Notes a cgroup seen in an event, to be named soon if it is new.
     pub fn note(&mut self, cgroup_id: u64) {
         if !self.paths.contains_key(&cgroup_id) {

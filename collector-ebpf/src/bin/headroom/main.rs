@@ -85,13 +85,16 @@ mod programs {
     fn on_packet(ctx: &SkBuffContext, dir: Direction) -> Option<()> {
         let pkt = packet::measured(ctx, dir)?;
         // SAFETY: helpers reading this program's skb and its socket.
-        let (cookie, cgroup_id) = unsafe {
-            (
-                bpf_get_socket_cookie(ctx.as_ptr()),
-                bpf_skb_cgroup_id(ctx.skb.skb),
-            )
+        let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+        // The socket, unless finding the packet's kind looked it up already.
+        let (cookie, mut info) = match pkt.socket {
+            Some((cookie, info)) => (cookie, Some(info)),
+            None => {
+                // SAFETY: as above.
+                let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+                (cookie, maps::SOCKETS.get_ptr_mut(cookie))
+            }
         };
-        let mut info = maps::SOCKETS.get_ptr_mut(cookie);
         // SAFETY: plain data reads of map values.
         let mut tgid = info.map(|i| unsafe { (*i).tgid }).unwrap_or(0);
         if info.is_none() {

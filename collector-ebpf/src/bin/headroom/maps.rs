@@ -69,14 +69,17 @@ pub fn endpoint_kind(key: &EndpointKey) -> Option<u32> {
 }
 
 pub fn count_drop(what: Drop) {
-    if let Some(n) = DROPS.get_ptr_mut(what as u32) {
-        // SAFETY: per-CPU slot, single writer on this CPU.
-        unsafe { *n += 1 };
-    }
+    bump(&DROPS, what as u32);
 }
 
 pub fn count_op(what: MapOp) {
-    if let Some(n) = MAP_OPS.get_ptr_mut(what as u32) {
+    bump(&MAP_OPS, what as u32);
+}
+
+/// Adds one to this CPU's slot `index` of a counter array.
+#[inline(always)]
+fn bump(counters: &PerCpuArray<u64>, index: u32) {
+    if let Some(n) = counters.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, single writer on this CPU.
         unsafe { *n += 1 };
     }

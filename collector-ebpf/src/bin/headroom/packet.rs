@@ -4,7 +4,7 @@
 use core::ptr::{addr_of, read_volatile};
 
 use aya_ebpf::{EbpfContext as _, helpers::bpf_get_socket_cookie, programs::SkBuffContext};
-use collector_ebpf::EndpointKey;
+use collector_ebpf::{EndpointKey, SocketInfo};
 
 use crate::maps;
 
@@ -43,6 +43,9 @@ pub struct Packet {
     pub local_port: u16,
     /// TCP sequence number of the first payload byte (0 for UDP).
     pub seq: u32,
+    /// The socket's cookie and table entry, when finding the packet's kind took them
+    /// (a NAT-rewritten address), so that the caller need not look them up again.
+    pub socket: Option<(u64, *mut SocketInfo)>,
 }
 
 /// Parses the packet if it goes to (egress) or comes from (ingress) a measured endpoint.
@@ -63,12 +66,16 @@ pub fn measured(ctx: &SkBuffContext, dir: Direction) -> Option<Packet> {
         Some(addr) => addr,
         None => loaded_remote_addr(ctx, dir)?,
     };
-    let kind = match maps::endpoint_kind(&EndpointKey::v6(remote_addr, remote_port)) {
-        Some(kind) => kind,
+    let (kind, socket) = match maps::endpoint_kind(&EndpointKey::v6(remote_addr, remote_port)) {
+        Some(kind) => (kind, None),
         // NAT rewrote the destination before egress (kube-proxy's DNAT of a Service
         // address to a pod); connect/sendmsg saw the Service address and recorded the
         // socket. Replies come back with the Service address restored, and match above.
-        None => rewritten_kind(ctx)?,
+        None => {
+            let (cookie, info) = recorded_socket(ctx)?;
+            // SAFETY: a plain data read of a map value.
+            (unsafe { (*info).kind }, Some((cookie, info)))
+        }
     };
 
     let (header_len, seq) = if proto == IPPROTO_TCP {
@@ -86,17 +93,16 @@ pub fn measured(ctx: &SkBuffContext, dir: Direction) -> Option<Packet> {
         payload_len: ctx.len().saturating_sub(payload_at),
         local_port,
         seq,
+        socket,
     })
 }
 
-/// The kind of endpoint the packet's socket was recorded going to, if it was.
+/// The packet's socket cookie and its entry in the socket table, if it has one.
 #[inline(always)]
-fn rewritten_kind(ctx: &SkBuffContext) -> Option<u32> {
-    // SAFETY: the helper reads this program's skb's socket; the map value is plain data.
-    unsafe {
-        let cookie = bpf_get_socket_cookie(ctx.as_ptr());
-        maps::SOCKETS.get(cookie).map(|s| s.kind)
-    }
+fn recorded_socket(ctx: &SkBuffContext) -> Option<(u64, *mut SocketInfo)> {
+    // SAFETY: the helper reads this program's skb's socket.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    maps::SOCKETS.get_ptr_mut(cookie).map(|info| (cookie, info))
 }
 
 /// (protocol, transport offset, remote port, local port) from the linear packet data, or
