@@ -232,6 +232,7 @@ impl Drop for ChildGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::Scratch;
 
     #[test]
     fn finds_unified_mount() {
@@ -276,28 +277,9 @@ mod tests {
         );
     }
 
-    /// A scratch directory removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("headroom-cgroup-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).expect("scratch dir");
-            Self(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[test]
     fn a_hybrid_root_resolves_to_its_unified_mount() {
-        let scratch = Scratch::new("hybrid");
+        let scratch = Scratch::new("cgroup-hybrid");
         let (v2, hybrid, neither) = (
             scratch.0.join("v2"),
             scratch.0.join("hybrid"),
@@ -322,7 +304,7 @@ mod tests {
 
     #[test]
     fn one_walk_finds_many_cgroups_and_stat_tells_them_gone() {
-        let scratch = Scratch::new("walk");
+        let scratch = Scratch::new("cgroup-walk");
         let root = &scratch.0;
         for dir in ["a/b", "a/c", "d"] {
             fs::create_dir_all(root.join(dir)).expect("dir");

@@ -15,4 +15,6 @@ pub mod metrics;
 pub mod preflight;
 pub mod profile;
 pub mod report;
+#[cfg(test)]
+mod scratch;
 pub mod server;

@@ -7,7 +7,10 @@ use std::{
 use k8s_openapi::jiff::Timestamp;
 
 use super::{endpoints::diff, names::cgroups_of_pods, *};
-use crate::identity::{ContainerInfo, PodIndex, Workload};
+use crate::{
+    identity::{ContainerInfo, PodIndex, Workload},
+    scratch::Scratch,
+};
 
 const UID: &str = "6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const OTHER_UID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
@@ -169,18 +172,8 @@ fn gone_pods_drop_their_cgroups_once() {
     );
 }
 
-/// A scratch directory standing for a cgroup root, removed on drop.
-struct FakeRoot(std::path::PathBuf);
-
-impl FakeRoot {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("headroom-names-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
+/// A scratch directory standing for a cgroup root.
+impl Scratch {
     /// Makes the group at `path` (relative) and returns its id.
     fn group(&self, path: &str) -> u64 {
         let dir = self.0.join(path);
@@ -193,15 +186,9 @@ impl FakeRoot {
     }
 }
 
-impl Drop for FakeRoot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn new_cgroups_are_named_in_one_walk_and_checked_with_one_stat() {
-    let root = FakeRoot::new("walk");
+    let root = Scratch::new("names-walk");
     let web = root.group(&container_path(UID, &cid(1))[1..]);
     let session = root.group("user.slice/session-3.scope");
     let mut names = Names::new(&root.0);
@@ -230,7 +217,7 @@ fn new_cgroups_are_named_in_one_walk_and_checked_with_one_stat() {
 
 #[test]
 fn a_session_scope_that_went_loses_its_series_after_the_grace_then_its_bookkeeping() {
-    let root = FakeRoot::new("lifecycle");
+    let root = Scratch::new("names-lifecycle");
     let kubelet = root.group("system.slice/kubelet.service");
     let session = root.group("user.slice/session-3.scope");
     let grace = Duration::from_secs(60);

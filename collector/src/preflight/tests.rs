@@ -1,19 +1,9 @@
 use std::net::SocketAddr;
 
 use super::*;
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+use crate::scratch::Scratch;
 
 impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("headroom-preflight-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
     /// A fake host: a status file with `uid` and `caps`, and BTF present or not.
     fn host(&self, uid: u32, caps: u64, btf: bool) -> Host {
         let proc_status = self.0.join("status");
@@ -30,12 +20,6 @@ impl Scratch {
             proc_status,
             btf: btf_path,
         }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -84,7 +68,7 @@ fn reads_uid_and_effective_capabilities() {
 
 #[test]
 fn an_unprivileged_process_is_told_what_it_lacks() {
-    let scratch = Scratch::new("unprivileged");
+    let scratch = Scratch::new("preflight-unprivileged");
     let err = check(&config(), &scratch.host(1000, 0, true)).expect_err("no caps");
     assert_eq!(
         err.to_string(),
@@ -98,7 +82,7 @@ fn an_unprivileged_process_is_told_what_it_lacks() {
 #[test]
 fn root_without_net_admin_is_refused_too() {
     // Root in a container with dropped capabilities is not enough.
-    let scratch = Scratch::new("root-dropped");
+    let scratch = Scratch::new("preflight-root-dropped");
     let host = scratch.host(0, ALL_CAPS & !caps(&[CAP_NET_ADMIN]), true);
     let err = check(&config(), &host).expect_err("no NET_ADMIN");
     assert!(
@@ -109,7 +93,7 @@ fn root_without_net_admin_is_refused_too() {
 
 #[test]
 fn a_cgroup_root_that_is_not_cgroup2() {
-    let scratch = Scratch::new("not-cgroup2");
+    let scratch = Scratch::new("preflight-not-cgroup2");
     let plain = scratch.0.join("plain");
     fs::create_dir_all(&plain).expect("dir");
     let config = Config {
@@ -140,7 +124,7 @@ fn a_cgroup_root_that_is_not_cgroup2() {
 fn a_hybrid_hosts_v1_root_resolves_to_its_unified_mount() {
     // As the DaemonSet mounts a hybrid host's /sys/fs/cgroup: a tmpfs of v1 hierarchies
     // with the v2 one at unified/.
-    let scratch = Scratch::new("hybrid");
+    let scratch = Scratch::new("preflight-hybrid");
     let root = scratch.0.join("sys-fs-cgroup");
     let unified = root.join("unified");
     for dir in [
@@ -162,7 +146,7 @@ fn a_hybrid_hosts_v1_root_resolves_to_its_unified_mount() {
 
 #[test]
 fn no_btf() {
-    let scratch = Scratch::new("no-btf");
+    let scratch = Scratch::new("preflight-no-btf");
     let host = scratch.host(0, ALL_CAPS, false);
     let err = check(&config(), &host).expect_err("no BTF");
     assert!(
@@ -174,7 +158,7 @@ fn no_btf() {
 
 #[test]
 fn a_taken_port_fails_preflight() {
-    let scratch = Scratch::new("port");
+    let scratch = Scratch::new("preflight-port");
     let taken = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
     let config = Config {
         listen: taken.local_addr().expect("addr"),
@@ -189,7 +173,7 @@ fn a_taken_port_fails_preflight() {
 
 #[test]
 fn a_good_host_passes_and_keeps_the_port() {
-    let scratch = Scratch::new("good");
+    let scratch = Scratch::new("preflight-good");
     let config = config();
     let found = check(&config, &scratch.host(0, ALL_CAPS, true)).expect("passes");
     assert_eq!(Some(&found.cgroup_root), config.cgroup_root.as_ref());

@@ -303,18 +303,8 @@ impl Background {
 impl Background {
     /// Waits for the client to exit by itself (up to [`CLIENT_PATIENCE`]).
     pub fn wait(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + CLIENT_PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll client") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} ran longer than {CLIENT_PATIENCE:?}",
-                self.what
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        crate::exited_within(&mut self.child, CLIENT_PATIENCE)
+            .unwrap_or_else(|| panic!("{} ran longer than {CLIENT_PATIENCE:?}", self.what))
     }
 }
 

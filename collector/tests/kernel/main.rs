@@ -73,3 +73,26 @@ pub fn spawn_logged(command: &mut Command, log: &std::path::Path) -> std::proces
         .spawn()
         .expect("run headroom-collector")
 }
+
+/// A loopback address with a port free a moment ago (for a server a test starts).
+pub fn free_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("its address")
+}
+
+/// How `child` exited, if it did within `patience`.
+pub fn exited_within(
+    child: &mut std::process::Child,
+    patience: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll a child process") {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

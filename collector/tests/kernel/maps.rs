@@ -36,6 +36,24 @@ fn accepting_server(host: u8) -> (std::net::SocketAddr, Arc<AtomicU64>) {
     (addr, accepted)
 }
 
+/// The kernel programs (with `capacities` for some maps) measuring a listener of its own
+/// (see [`accepting_server`]) as the API server, through an agent; with the listener's
+/// address and its count of connections accepted.
+fn measuring_agent(
+    host: u8,
+    capacities: &[(&'static str, u32)],
+) -> (Agent, std::net::SocketAddr, Arc<AtomicU64>) {
+    let root = collector::cgroup::find_root().expect("cgroup v2 mount");
+    let mut probes = Probes::attach_sized(&root, capacities)
+        .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
+    let (addr, accepted) = accepting_server(host);
+    probes
+        .add_endpoint(endpoint::key_of(addr), EndpointKind::ApiServer)
+        .expect("add endpoint");
+    let agent = Agent::new(probes, DnsConfig::default()).expect("agent");
+    (agent, addr, accepted)
+}
+
 fn wait_accepted(accepted: &AtomicU64, n: u64) {
     let start = Instant::now();
     while accepted.load(Ordering::SeqCst) < n && start.elapsed() < Duration::from_secs(60) {
@@ -54,24 +72,17 @@ fn evictions_of_small_maps_account_for_everything() {
     // Connections one process holds open at once: more sockets than SOCKETS holds.
     const HELD: u64 = 700;
 
-    let root = collector::cgroup::find_root().expect("cgroup v2 mount");
-    let mut probes = Probes::attach_sized(
-        &root,
+    let (mut agent, addr, accepted) = measuring_agent(
+        1,
         &[
             (map::TRAFFIC, TRAFFIC_CAPACITY),
             (map::SOCKETS, SOCKETS_CAPACITY),
         ],
-    )
-    .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
+    );
     assert_eq!(
-        probes.capacity(map::TRAFFIC).expect("capacity"),
+        agent.probes_mut().capacity(map::TRAFFIC).expect("capacity"),
         TRAFFIC_CAPACITY
     );
-    let (addr, accepted) = accepting_server(1);
-    probes
-        .add_endpoint(endpoint::key_of(addr), EndpointKind::ApiServer)
-        .expect("add endpoint");
-    let mut agent = Agent::new(probes, DnsConfig::default()).expect("agent");
     let pod = child_group("map-evictions");
     let (ip, port) = (addr.ip(), addr.port());
 
@@ -164,14 +175,7 @@ fn evictions_of_small_maps_account_for_everything() {
 #[test]
 fn maps_that_never_fill_report_no_evictions() {
     require_root();
-    let root = collector::cgroup::find_root().expect("cgroup v2 mount");
-    let mut probes = Probes::attach(&root)
-        .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
-    let (addr, accepted) = accepting_server(2);
-    probes
-        .add_endpoint(endpoint::key_of(addr), EndpointKind::ApiServer)
-        .expect("add endpoint");
-    let mut agent = Agent::new(probes, DnsConfig::default()).expect("agent");
+    let (mut agent, addr, accepted) = measuring_agent(2, &[]);
     let pod = child_group("map-no-evictions");
     run_in_cgroup(
         &pod,
@@ -217,16 +221,8 @@ fn maps_that_never_fill_report_no_evictions() {
 fn a_gone_cgroup_keeps_its_series_for_the_grace_then_leaves_the_map() {
     require_root();
     const GRACE: Duration = Duration::from_secs(1);
-    let root = collector::cgroup::find_root().expect("cgroup v2 mount");
-    let mut probes = Probes::attach(&root)
-        .unwrap_or_else(|e| panic!("could not load and attach the kernel programs: {e}"));
-    let (addr, accepted) = accepting_server(3);
-    probes
-        .add_endpoint(endpoint::key_of(addr), EndpointKind::ApiServer)
-        .expect("add endpoint");
-    let mut agent = Agent::new(probes, DnsConfig::default())
-        .expect("agent")
-        .with_grace(GRACE);
+    let (agent, addr, accepted) = measuring_agent(3, &[]);
+    let mut agent = agent.with_grace(GRACE);
     let pod = child_group("gone-cgroup");
     let (who, cgroup_id) = (identity_of(&pod), pod.id());
     run_in_cgroup(

@@ -11,7 +11,7 @@ mod cluster_api;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::Child,
     sync::Arc,
@@ -56,7 +56,7 @@ struct CollectorProcess {
 
 impl CollectorProcess {
     fn start(kubeconfig: &Path, group: &ChildGroup, log: PathBuf) -> Self {
-        let listen = free_port();
+        let listen = crate::free_port();
         let listen_arg = listen.to_string();
         let args = [
             "--kubeconfig".as_ref(),
@@ -113,21 +113,12 @@ impl Drop for CollectorProcess {
             // SAFETY: kill has no memory preconditions; the pid is our unreaped child's.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
+        if crate::exited_within(&mut self.child, Duration::from_secs(10)).is_some() {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("its address")
 }
 
 /// One scrape of the collector's /metrics.

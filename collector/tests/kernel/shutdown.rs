@@ -8,7 +8,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::PathBuf,
     process::{Child, ExitStatus},
     str::FromStr,
@@ -130,9 +130,7 @@ struct Running {
 
 impl Running {
     fn start(tag: &str) -> Self {
-        let listen = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
+        let listen = crate::free_port();
         let log = std::env::temp_dir().join(format!(
             "headroom-shutdown-{tag}-{}.log",
             std::process::id()
@@ -194,18 +192,12 @@ impl Running {
         // SAFETY: kill has no memory preconditions; the pid is our unreaped child's.
         let rc = unsafe { libc::kill(pid, signal) };
         assert_eq!(rc, 0, "kill({pid}, {signal})");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the collector") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        crate::exited_within(&mut self.child, PATIENCE).unwrap_or_else(|| {
+            panic!(
                 "the collector still runs {PATIENCE:?} after signal {signal}:\n{}",
                 self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 }
 
