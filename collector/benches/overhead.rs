@@ -138,7 +138,7 @@ fn program_run_time(root: &std::path::Path) -> anyhow::Result<()> {
             ours.1 += after.0.1 - before.0.1 + after.1.1 - before.1.1;
             base.0 += after.2.0 - before.2.0 + after.3.0 - before.3.0;
             base.1 += after.2.1 - before.2.1 + after.3.1 - before.3.1;
-            collector::events::drain(&mut events, |_| {});
+            collector::events::Merge::default().drain(events.iter_mut(), u64::MAX, |_| {});
         }
         let ns = ours.1 as f64 / ours.0.max(1) as f64;
         let floor_ns = base.1 as f64 / base.0.max(1) as f64;
@@ -261,7 +261,11 @@ fn tcp_throughput(root: &std::path::Path) -> anyhow::Result<()> {
                 let stop = stop.clone();
                 thread::spawn(move || {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        collector::events::drain(&mut events, |_| {});
+                        collector::events::Merge::default().drain(
+                            events.iter_mut(),
+                            u64::MAX,
+                            |_| {},
+                        );
                         thread::sleep(Duration::from_millis(5));
                     }
                 })

@@ -32,7 +32,7 @@ use crate::{
     identity::{PodIndex, PodInfo},
     metrics::{
         DnsStats, DurationHistogram, Identity, MapFill, PodLabels, SharedSnapshot, Snapshot,
-        WorkloadStats,
+        WorkloadStats, bpf_stats::StatsClock,
     },
     profile::{self, Counters, Row, SharedProfiles},
 };
@@ -53,8 +53,8 @@ const _: () = {
 
 /// How often the snapshot is rebuilt: well under any scrape interval.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(2);
-/// How often the event buffer is drained. The kernel does not wake user space per event
-/// (only when the buffer is a sixteenth full), so a busy DNS node costs one wakeup per
+/// How often the event rings are drained. The kernel does not wake user space per event
+/// (only when a ring holds 256 KiB unread), so a busy DNS node costs one wakeup per
 /// interval instead of one per packet; event times come from the kernel, so the delay
 /// does not change any measurement.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -80,6 +80,8 @@ pub struct Agent {
     evictions: evictions::Evictions,
     /// `TRAFFIC` keys of retired cgroups deleted so far (removals, not evictions).
     traffic_removed: u64,
+    /// How long the kernel's run-time stats have been on, when something turns them on.
+    stats_clock: Option<StatsClock>,
 }
 
 impl Agent {
@@ -100,6 +102,7 @@ impl Agent {
             bad_events: 0,
             evictions: evictions::Evictions::default(),
             traffic_removed: 0,
+            stats_clock: None,
         })
     }
 
@@ -118,6 +121,13 @@ impl Agent {
     }
 
     /// Feeds `profiles` at every snapshot.
+    /// Reports the seconds the kernel's run-time stats were on (see
+    /// [`crate::metrics::bpf_stats::run`]) with the per-program counters.
+    pub fn with_stats_clock(mut self, clock: StatsClock) -> Self {
+        self.stats_clock = Some(clock);
+        self
+    }
+
     pub fn with_profiles(mut self, profiles: SharedProfiles) -> Self {
         self.profiles = Some(profiles);
         self
@@ -134,8 +144,8 @@ impl Agent {
 
     /// Takes the kernel's event ring buffer for [`run`].
     pub fn event_reader(&mut self) -> Result<EventReader> {
-        let ring = self.probes.take_events()?;
-        EventReader::new(ring).map_err(|source| crate::error::Error::Read {
+        let rings = self.probes.take_events()?;
+        EventReader::new(rings).map_err(|source| crate::error::Error::Read {
             path: "events ring buffer".into(),
             source,
         })
@@ -336,6 +346,8 @@ impl Agent {
             (map::SOCKETS.to_string(), evicted.sockets),
         ]);
         collector.programs = crate::metrics::bpf_stats::program_runs(self.probes.ebpf())?;
+        collector.program_stats_seconds =
+            self.stats_clock.as_ref().map_or(0.0, StatsClock::seconds);
         Ok(snap)
     }
 
@@ -499,7 +511,7 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => {
-                reader.drain_now(|ev| agent.handle(ev));
+                reader.drain_all(|ev| agent.handle(ev));
                 return Ok(());
             }
             _ = drain.tick() => {

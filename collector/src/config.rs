@@ -17,6 +17,7 @@ use collector_ebpf::{EndpointKey, EndpointKind};
 use crate::{
     endpoint,
     error::{Error, Result},
+    metrics::bpf_stats::ProgramStats,
 };
 
 /// The collector's port. In Prometheus's exporter range (9100–9999) and clear of the
@@ -55,6 +56,8 @@ pub struct Config {
     /// Ignore the cluster even inside a pod: endpoints from flags only, cgroups named
     /// from their paths.
     pub standalone: bool,
+    /// When the kernel's BPF run-time stats (the per-program self-metrics) are on.
+    pub program_stats: ProgramStats,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             dns_top_k: 20,
             readiness_timeout: Duration::from_secs(30),
             standalone: false,
+            program_stats: ProgramStats::default(),
         }
     }
 }
@@ -126,6 +130,11 @@ pub struct Args {
     /// from flags only [default: in a cluster when KUBERNETES_SERVICE_HOST is set].
     #[arg(long, env = "HEADROOM_STANDALONE")]
     pub standalone: bool,
+    /// When the kernel's BPF run-time stats are on: they cost every BPF program on the
+    /// node two clock reads per run, so by default only 5 s of every minute
+    /// [default: sampled].
+    #[arg(long, env = "HEADROOM_PROGRAM_STATS", value_name = "MODE", value_enum)]
+    pub program_stats: Option<ProgramStats>,
 }
 
 /// The file's shape: camelCase keys as in Kubernetes objects; unknown keys are errors
@@ -144,6 +153,7 @@ struct File {
     dns_top_k: Option<usize>,
     readiness_timeout: Option<String>,
     standalone: Option<bool>,
+    program_stats: Option<String>,
 }
 
 /// A field's name in the file and on the command line, for error messages.
@@ -194,6 +204,10 @@ const DNS_TOP_K: Field = Field {
 const READINESS_TIMEOUT: Field = Field {
     key: "readinessTimeout",
     flag: "readiness-timeout",
+};
+const PROGRAM_STATS: Field = Field {
+    key: "programStats",
+    flag: "program-stats",
 };
 
 fn invalid(field: impl fmt::Display, problem: impl Into<String>) -> Error {
@@ -277,6 +291,14 @@ impl Config {
         if let Some(value) = file.standalone {
             self.standalone = value;
         }
+        if let Some(value) = file.program_stats {
+            self.program_stats = ProgramStats::parse(&value).ok_or_else(|| {
+                invalid(
+                    PROGRAM_STATS,
+                    format!("{value:?} is not a mode; give {}", ProgramStats::NAMES),
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -311,6 +333,9 @@ impl Config {
         }
         if args.standalone {
             self.standalone = true;
+        }
+        if let Some(value) = args.program_stats {
+            self.program_stats = value;
         }
     }
 

@@ -57,10 +57,13 @@ async fn main() -> anyhow::Result<()> {
         probes.add_endpoint(key, kind)?;
     }
     // Run-time statistics feed the per-program self-metrics; without them the collector
-    // still measures, so a failure is a warning.
-    let _stats = bpf_stats::enable_run_time_stats()
-        .inspect_err(|e| eprintln!("headroom-collector: warning: {e}"))
-        .ok();
+    // still measures (the task warns once if they cannot be turned on).
+    let stats_clock = bpf_stats::StatsClock::default();
+    let stats = tokio::spawn(bpf_stats::run(
+        config.program_stats,
+        bpf_stats::Sampling::DEFAULT,
+        stats_clock.clone(),
+    ));
 
     let dns = DnsConfig {
         top_names: config.dns_top_k,
@@ -108,7 +111,8 @@ async fn main() -> anyhow::Result<()> {
     let mut agent = Agent::new(probes, dns)?
         .with_grace(config.series_grace_period)
         .with_pods(cluster.pods().clone())
-        .with_profiles(profiles.clone());
+        .with_profiles(profiles.clone())
+        .with_stats_clock(stats_clock);
     let mut reader = agent.event_reader()?;
     let snapshot = SharedSnapshot::default();
     let readiness = Readiness::new(config.readiness_timeout);
@@ -165,6 +169,8 @@ async fn main() -> anyhow::Result<()> {
 
     let _ = stop_http.send(());
     http.await.context("HTTP server task")??;
+    // Cancelling the task drops its guard: the kernel's stats go off with the programs.
+    stats.abort();
     if cli.print_table {
         print_table(agent.probes_mut())?;
     }

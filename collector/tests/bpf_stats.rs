@@ -1,7 +1,11 @@
 //! The kernel's BPF run-time stats, read through `metrics::bpf_stats`, against ground
 //! truth: a process that makes exactly one connect() in a cgroup of its own. Needs
 //! root, like the kernel tests (`cargo xtask test`); fails rather than skips.
-use std::process::Command;
+use std::{
+    process::Command,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use collector::{
     cgroup::{self, ChildGroup},
@@ -10,8 +14,10 @@ use collector::{
 };
 use collector_ebpf::program;
 
-#[test]
-fn run_count_and_time_of_the_attached_programs() {
+/// The kernel's stats are global: the tests here take turns.
+static STATS: Mutex<()> = Mutex::new(());
+
+fn child_group(what: &str) -> ChildGroup {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     assert_eq!(
@@ -19,17 +25,12 @@ fn run_count_and_time_of_the_attached_programs() {
         "loads eBPF programs: run as root (`cargo xtask test`)"
     );
     let root = cgroup::find_root().expect("cgroup v2");
-    let group = ChildGroup::create(&root, &format!("headroom-bpf-stats-{}", std::process::id()))
-        .expect("child cgroup");
-    // Attached at the child group, the programs run for its processes only.
-    let probes = Probes::attach(group.path()).expect("attach");
-    let stats = bpf_stats::enable_run_time_stats().expect("enable BPF run-time stats");
+    ChildGroup::create(&root, &format!("headroom-{what}-{}", std::process::id()))
+        .expect("child cgroup")
+}
 
-    let before = bpf_stats::program_runs(probes.ebpf()).expect("program info");
-    for name in [program::CONNECT4, program::SKB_EGRESS, program::SKB_INGRESS] {
-        assert!(before.contains_key(name), "{name} missing from {before:?}");
-    }
-    // One connect() to an IPv4 literal on a closed port: refused at once, no DNS.
+/// One connect() from `group` to an IPv4 literal on a closed port: refused at once, no DNS.
+fn connect_once(group: &ChildGroup) {
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -39,6 +40,21 @@ fn run_count_and_time_of_the_attached_programs() {
         .status()
         .expect("run curl");
     assert_eq!(status.code(), Some(7), "curl should fail to connect");
+}
+
+#[test]
+fn run_count_and_time_of_the_attached_programs() {
+    let _turn = STATS.lock().unwrap_or_else(|e| e.into_inner());
+    let group = child_group("bpf-stats");
+    // Attached at the child group, the programs run for its processes only.
+    let probes = Probes::attach(group.path()).expect("attach");
+    let stats = bpf_stats::enable_run_time_stats().expect("enable BPF run-time stats");
+
+    let before = bpf_stats::program_runs(probes.ebpf()).expect("program info");
+    for name in [program::CONNECT4, program::SKB_EGRESS, program::SKB_INGRESS] {
+        assert!(before.contains_key(name), "{name} missing from {before:?}");
+    }
+    connect_once(&group);
     let after = bpf_stats::program_runs(probes.ebpf()).expect("program info");
     drop(stats);
     drop(probes);
@@ -58,5 +74,106 @@ fn run_count_and_time_of_the_attached_programs() {
             before[name],
             after[name]
         );
+    }
+}
+
+/// Sampled stats count runs inside a sample and none between samples, and the clock
+/// says how long they were on.
+#[test]
+fn sampled_stats_count_only_while_a_sample_is_on() {
+    let _turn = STATS.lock().unwrap_or_else(|e| e.into_inner());
+    let group = child_group("bpf-sampled");
+    let probes = Probes::attach(group.path()).expect("attach");
+    let connects = || {
+        bpf_stats::program_runs(probes.ebpf()).expect("program info")[program::CONNECT4].run_count
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let clock = bpf_stats::StatsClock::default();
+    let sampling = bpf_stats::Sampling {
+        on: Duration::from_millis(1500),
+        every: Duration::from_secs(60),
+    };
+    let sampler = runtime.spawn(bpf_stats::run(
+        bpf_stats::ProgramStats::Sampled,
+        sampling,
+        clock.clone(),
+    ));
+    // Let the sampler turn the stats on, then connect inside the sample.
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let before = connects();
+    connect_once(&group);
+    connect_once(&group);
+    let inside = connects() - before;
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "the connects took {:?}: too slow to fall inside the sample",
+        started.elapsed()
+    );
+    // Past the end of the sample: connects are not counted.
+    std::thread::sleep(Duration::from_millis(1600));
+    let between = connects();
+    connect_once(&group);
+    let after_sample = connects() - between;
+    let seconds = clock.seconds();
+    sampler.abort();
+    drop(runtime);
+
+    assert_eq!(inside, 2, "two connects inside the sample");
+    assert_eq!(after_sample, 0, "a connect between samples is not counted");
+    assert!(
+        (1.4..=1.8).contains(&seconds),
+        "stats on for {seconds} s; the sample lasts 1.5 s"
+    );
+}
+
+/// `off` never turns the stats on; `always` keeps them on until dropped.
+#[test]
+fn off_counts_nothing_and_always_counts_until_stopped() {
+    let _turn = STATS.lock().unwrap_or_else(|e| e.into_inner());
+    let group = child_group("bpf-modes");
+    let probes = Probes::attach(group.path()).expect("attach");
+    let connects = || {
+        bpf_stats::program_runs(probes.ebpf()).expect("program info")[program::CONNECT4].run_count
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .expect("runtime");
+    for (mode, expected) in [
+        (bpf_stats::ProgramStats::Off, 0),
+        (bpf_stats::ProgramStats::Always, 1),
+    ] {
+        let clock = bpf_stats::StatsClock::default();
+        let task = runtime.spawn(bpf_stats::run(
+            mode,
+            bpf_stats::Sampling::DEFAULT,
+            clock.clone(),
+        ));
+        std::thread::sleep(Duration::from_millis(200));
+        let before = connects();
+        connect_once(&group);
+        assert_eq!(connects() - before, expected, "{mode:?}");
+        task.abort();
+        // The aborted task's guard turned the stats off.
+        std::thread::sleep(Duration::from_millis(50));
+        let stopped = connects();
+        connect_once(&group);
+        assert_eq!(
+            connects(),
+            stopped,
+            "{mode:?}: counted after the task stopped"
+        );
+        let seconds = clock.seconds();
+        if expected == 0 {
+            assert_eq!(seconds, 0.0, "{mode:?}");
+        } else {
+            assert!(seconds > 0.15, "{mode:?}: on for {seconds} s");
+        }
     }
 }

@@ -41,6 +41,7 @@ fn defaults() {
     assert!(config.apiservers.is_empty() && config.dns_servers.is_empty());
     assert_eq!(config.cgroup_root, None);
     assert!(!config.standalone);
+    assert_eq!(config.program_stats, ProgramStats::Sampled);
     config.validate().expect("the default is valid");
     assert_eq!(load("", &[]).expect("empty file"), config);
 }
@@ -56,6 +57,7 @@ seriesGracePeriod: 10m
 dnsTopK: 50
 readinessTimeout: 1m30s
 standalone: true
+programStats: always
 ";
 
 #[test]
@@ -74,6 +76,7 @@ fn file_sets_every_field() {
             dns_top_k: 50,
             readiness_timeout: Duration::from_secs(90),
             standalone: true,
+            program_stats: ProgramStats::Always,
         }
     );
 }
@@ -105,6 +108,28 @@ fn flags_override_the_file_and_lists_replace() {
     assert_eq!(config.dns_servers, vec![addr("10.96.0.10:53")]);
     assert_eq!(config.readiness_timeout, Duration::from_secs(90));
     assert!(load("", &["--standalone"]).expect("valid").standalone);
+    assert_eq!(
+        load(FILE, &["--program-stats", "off"])
+            .expect("valid")
+            .program_stats,
+        ProgramStats::Off
+    );
+}
+
+#[test]
+fn program_stats_names_its_modes() {
+    let e = error("programStats: sometimes", &[]);
+    assert!(
+        e.contains("programStats (--program-stats)") && e.contains("sampled, always or off"),
+        "{e}"
+    );
+    let e = Cli::try_parse_from(["headroom-collector", "--program-stats", "sometimes"])
+        .expect_err("not a mode")
+        .to_string();
+    assert!(
+        e.contains("sometimes") && e.contains("[possible values: sampled, always, off]"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -204,6 +204,11 @@ const PROGRAM_RUN_TIME: Family = Family::with_unit(
     "Time spent running a kernel program, from the kernel's BPF run-time stats.",
     Unit::Seconds,
 );
+const PROGRAM_STATS_TIME: Family = Family::with_unit(
+    "collector_program_stats",
+    "Time the kernel's BPF run-time stats were on, during which program runs and run time count.",
+    Unit::Seconds,
+);
 const BUILD: Family = Family::new("collector_build", "The collector's version.");
 
 /// The collector registered in the metrics registry: reads the shared snapshot on
@@ -344,6 +349,8 @@ impl Collector for SnapshotCollector {
             })
             .collect();
         PROGRAM_RUN_TIME.encode(&mut encoder, &run_time)?;
+        PROGRAM_STATS_TIME
+            .encode_single(&mut encoder, ConstCounter::new(own.program_stats_seconds))?;
 
         let build = BuildLabels {
             version: env!("CARGO_PKG_VERSION").into(),

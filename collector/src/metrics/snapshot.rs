@@ -256,6 +256,8 @@ pub struct CollectorStats {
     pub evictions: BTreeMap<String, u64>,
     /// Per-program run statistics from the kernel (see [`super::bpf_stats`]).
     pub programs: BTreeMap<String, ProgramRuns>,
+    /// Seconds the kernel's run-time stats were on, during which `programs` counted.
+    pub program_stats_seconds: f64,
 }
 
 impl CollectorStats {

@@ -56,6 +56,7 @@ fn sample() -> Snapshot {
             run_time: Duration::from_micros(2500),
         },
     );
+    own.program_stats_seconds = 12.5;
     snapshot
 }
 
@@ -215,6 +216,7 @@ fn self_metrics() {
         r#"headroom_collector_map_evictions_total{map="SOCKETS"} 3"#,
         r#"headroom_collector_program_runs_total{program="headroom_skb_egress"} 1000"#,
         r#"headroom_collector_program_run_seconds_total{program="headroom_skb_egress"} 0.0025"#,
+        "headroom_collector_program_stats_seconds_total 12.5",
         concat!(
             r#"headroom_collector_build_info{version=""#,
             env!("CARGO_PKG_VERSION"),

@@ -178,8 +178,9 @@ mod programs {
                 record: [Record::default(); MAX_RECORDS],
             };
             if let tls::Followed::New = tls::follow(ctx, &pkt, cursor, &mut ev)
-                && maps::EVENTS
-                    .output::<Segment>(ev, maps::wakeup_flags())
+                && let ring = maps::events()
+                && ring
+                    .output::<Segment>(ev, maps::wakeup_flags(ring))
                     .is_err()
             {
                 maps::count_drop(Drop::EventLost);
