@@ -93,40 +93,57 @@ fn sampled_stats_count_only_while_a_sample_is_on() {
         .build()
         .expect("runtime");
     let clock = bpf_stats::StatsClock::default();
+    // Off for 1.5 s, on for 1.5 s, off again from 3 s.
     let sampling = bpf_stats::Sampling {
         on: Duration::from_millis(1500),
-        every: Duration::from_secs(60),
+        every: Duration::from_secs(3),
     };
+    let started = Instant::now();
     let sampler = runtime.spawn(bpf_stats::run(
         bpf_stats::ProgramStats::Sampled,
         sampling,
         clock.clone(),
     ));
-    // Let the sampler turn the stats on, then connect inside the sample.
-    std::thread::sleep(Duration::from_millis(200));
-    let started = Instant::now();
-    let before = connects();
-    connect_once(&group);
-    connect_once(&group);
-    let inside = connects() - before;
-    assert!(
-        started.elapsed() < Duration::from_millis(1200),
-        "the connects took {:?}: too slow to fall inside the sample",
-        started.elapsed()
-    );
-    // Past the end of the sample: connects are not counted.
-    std::thread::sleep(Duration::from_millis(1600));
-    let between = connects();
-    connect_once(&group);
-    let after_sample = connects() - between;
+    let at = |ms| std::thread::sleep(Duration::from_millis(ms).saturating_sub(started.elapsed()));
+    let within = |what: &str, ms| {
+        assert!(
+            started.elapsed() < Duration::from_millis(ms),
+            "{what} took until {:?}: too slow for the test's schedule",
+            started.elapsed()
+        );
+    };
+    let count = |n| {
+        let before = connects();
+        for _ in 0..n {
+            connect_once(&group);
+        }
+        connects() - before
+    };
+    let before_sample = count(1);
+    within("the connect before the sample", 1400);
+    at(1700);
+    let inside = count(2);
+    let on_so_far = clock.seconds();
+    within("the connects inside the sample", 2900);
+    at(3200);
+    let after_sample = count(1);
+    within("the connect after the sample", 4400);
     let seconds = clock.seconds();
     sampler.abort();
     drop(runtime);
 
+    assert_eq!(
+        before_sample, 0,
+        "a connect before the first sample is not counted"
+    );
     assert_eq!(inside, 2, "two connects inside the sample");
-    assert_eq!(after_sample, 0, "a connect between samples is not counted");
+    assert_eq!(after_sample, 0, "a connect after the sample is not counted");
     assert!(
-        (1.4..=1.8).contains(&seconds),
+        on_so_far > 0.1,
+        "the clock runs during the sample: {on_so_far} s"
+    );
+    assert!(
+        (1.4..=1.7).contains(&seconds),
         "stats on for {seconds} s; the sample lasts 1.5 s"
     );
 }

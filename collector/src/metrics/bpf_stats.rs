@@ -40,8 +40,8 @@ pub fn enable_run_time_stats() -> Result<RunTimeStats> {
 /// When the kernel's run-time stats are on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgramStats {
-    /// On for [`Sampling::on`] of every [`Sampling::every`]: run time per run is exact,
-    /// runs per second are the runs over the seconds sampled.
+    /// On for the last [`Sampling::on`] of every [`Sampling::every`]: run time per run
+    /// is exact, runs per second are the runs over the seconds sampled.
     #[default]
     Sampled,
     /// On all the time (every BPF program on the node pays the clock reads).
@@ -139,13 +139,13 @@ pub async fn run(mode: ProgramStats, sampling: Sampling, clock: StatsClock) {
                 std::future::pending::<()>().await;
             }
         }
+        // Each period ends with its sample, so a collector that restarts often (or a
+        // benchmark run shorter than a period) does not run with the stats on.
         ProgramStats::Sampled => loop {
-            let Some(stats) = enable() else { return };
-            {
-                let _on = on(stats);
-                tokio::time::sleep(sampling.on).await;
-            }
             tokio::time::sleep(sampling.every.saturating_sub(sampling.on)).await;
+            let Some(stats) = enable() else { return };
+            let _on = on(stats);
+            tokio::time::sleep(sampling.on).await;
         },
     }
 }
