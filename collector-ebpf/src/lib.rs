@@ -23,11 +23,8 @@ pub mod map {
     /// set when some measured endpoint uses that port. Checked before the endpoint
     /// lookup so that most packets cost no hash lookup at all.
     pub const PORTS: &str = "PORTS";
-    /// `RingBuf`s of events (see [`crate::event`]) for user space, one per CPU group:
-    /// CPU `n` writes to `EVENTS[n % capacity::EVENT_RINGS]`. Within one ring events are
-    /// in order; across rings user space orders them by `Header::ts_ns`.
-    pub const EVENTS: [&str; crate::capacity::EVENT_RINGS as usize] =
-        ["EVENTS0", "EVENTS1", "EVENTS2", "EVENTS3"];
+    /// `RingBuf` of events (see [`crate::event`]) for user space.
+    pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<u64>` indexed by [`crate::MapOp`]: entries the programs created in
     /// and removed from the LRU maps, from which user space counts their evictions.
     pub const MAP_OPS: &str = "MAP_OPS";
@@ -57,14 +54,8 @@ pub mod capacity {
     pub const TRAFFIC: u32 = 16_384;
     pub const SOCKETS: u32 = 65_536;
     pub const CLOSING: u32 = 8_192;
-    /// Event rings (see [`crate::map::EVENTS`]).
-    pub const EVENT_RINGS: u32 = 4;
-    /// Bytes of each events ring buffer as compiled, and at most at load (a power of
-    /// two, multiple of the page size); user space resizes them at load so that the
-    /// rings in use hold `EVENTS_TOTAL_BYTES` between them.
+    /// Bytes of the events ring buffer (a power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 4 << 20;
-    /// Bytes of all the rings in use together, unless fewer rings of `EVENTS_BYTES` do.
-    pub const EVENTS_TOTAL_BYTES: u32 = 8 << 20;
     /// Unread bytes in the ring buffer above which the kernel wakes user space at once.
     /// Below it user space is not woken per event: it drains on a short timer, which
     /// keeps a DNS-heavy node from waking the collector for every packet.

@@ -53,8 +53,8 @@ const _: () = {
 
 /// How often the snapshot is rebuilt: well under any scrape interval.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(2);
-/// How often the event rings are drained. The kernel does not wake user space per event
-/// (only when a ring holds 256 KiB unread), so a busy DNS node costs one wakeup per
+/// How often the event buffer is drained. The kernel does not wake user space per event
+/// (only when the buffer is a sixteenth full), so a busy DNS node costs one wakeup per
 /// interval instead of one per packet; event times come from the kernel, so the delay
 /// does not change any measurement.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -120,7 +120,6 @@ impl Agent {
         self
     }
 
-    /// Feeds `profiles` at every snapshot.
     /// Reports the seconds the kernel's run-time stats were on (see
     /// [`crate::metrics::bpf_stats::run`]) with the per-program counters.
     pub fn with_stats_clock(mut self, clock: StatsClock) -> Self {
@@ -128,6 +127,7 @@ impl Agent {
         self
     }
 
+    /// Feeds `profiles` at every snapshot.
     pub fn with_profiles(mut self, profiles: SharedProfiles) -> Self {
         self.profiles = Some(profiles);
         self
@@ -144,8 +144,8 @@ impl Agent {
 
     /// Takes the kernel's event ring buffer for [`run`].
     pub fn event_reader(&mut self) -> Result<EventReader> {
-        let rings = self.probes.take_events()?;
-        EventReader::new(rings).map_err(|source| crate::error::Error::Read {
+        let ring = self.probes.take_events()?;
+        EventReader::new(ring).map_err(|source| crate::error::Error::Read {
             path: "events ring buffer".into(),
             source,
         })
@@ -511,7 +511,7 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => {
-                reader.drain_all(|ev| agent.handle(ev));
+                reader.drain_now(|ev| agent.handle(ev));
                 return Ok(());
             }
             _ = drain.tick() => {

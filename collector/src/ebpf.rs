@@ -13,8 +13,8 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr},
 };
 use collector_ebpf::{
-    EndpointKey, EndpointKind, EndpointValue, MapOp, SocketInfo, TrafficCounters, TrafficKey,
-    capacity, map, program,
+    EndpointKey, EndpointKind, EndpointValue, MapOp, SocketInfo, TrafficCounters, TrafficKey, map,
+    program,
 };
 
 use crate::error::{Error, Result};
@@ -53,9 +53,6 @@ impl Probes {
         // and more) would cost ~10 MiB of heap at start, the collector's peak RSS.
         let mut loader = EbpfLoader::new();
         loader.btf(None);
-        for (name, bytes) in event_ring_sizes(possible_cpus()) {
-            loader.map_max_entries(name, bytes);
-        }
         for &(name, entries) in capacities {
             loader.map_max_entries(name, entries);
         }
@@ -172,19 +169,14 @@ impl Probes {
             .map_err(|source| Error::Map { name, source })
     }
 
-    /// Takes the events ring buffers (once) for a reader task: those some CPU writes to.
-    pub fn take_events(&mut self) -> Result<Vec<RingBuf<MapData>>> {
-        let used = used_rings(possible_cpus());
-        map::EVENTS[..used]
-            .iter()
-            .map(|&name| {
-                let map = self
-                    .ebpf
-                    .take_map(name)
-                    .ok_or(Error::MapNotFound { name })?;
-                RingBuf::try_from(map).map_err(|source| Error::Map { name, source })
-            })
-            .collect()
+    /// Takes the events ring buffer (once) for a reader task.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let name = map::EVENTS;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(Error::MapNotFound { name })?;
+        RingBuf::try_from(map).map_err(|source| Error::Map { name, source })
     }
 
     /// The loaded object, for program statistics and benchmarks.
@@ -335,37 +327,9 @@ fn raise_memlock_limit() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
 }
 
-/// CPUs the kernel may run on (their ids go up to this less one). If that cannot be
-/// read, every ring is taken as used: one read and never written costs nothing, one
-/// written and never read would lose its events.
-fn possible_cpus() -> usize {
-    aya::util::nr_cpus().unwrap_or(capacity::EVENT_RINGS as usize)
-}
-
-/// How many event rings some CPU writes to, with `cpus` possible CPUs.
-fn used_rings(cpus: usize) -> usize {
-    cpus.clamp(1, capacity::EVENT_RINGS as usize)
-}
-
-/// The size of each event ring: the rings in use share [`capacity::EVENTS_TOTAL_BYTES`],
-/// each a power of two of at most [`capacity::EVENTS_BYTES`] (a busy CPU writes to one
-/// ring only, so fewer, smaller rings would hold less of its burst); those no CPU
-/// writes to get one page.
-fn event_ring_sizes(cpus: usize) -> impl Iterator<Item = (&'static str, u32)> {
-    const PAGE: u32 = 4096;
-    let used = used_rings(cpus);
-    let each = (capacity::EVENTS_TOTAL_BYTES / used as u32)
-        .next_power_of_two()
-        .min(capacity::EVENTS_BYTES);
-    map::EVENTS
-        .iter()
-        .enumerate()
-        .map(move |(i, &name)| (name, if i < used { each } else { PAGE }))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{OBJECT, event_ring_sizes, used_rings};
+    use super::OBJECT;
 
     fn u16_at(bytes: &[u8], at: usize) -> usize {
         usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
@@ -415,28 +379,5 @@ mod tests {
             0
         };
         assert_eq!(core_relo_len, 0, "CO-RE relocations need the kernel's BTF");
-    }
-
-    fn sizes(cpus: usize) -> Vec<u32> {
-        event_ring_sizes(cpus).map(|(_, bytes)| bytes).collect()
-    }
-
-    #[test]
-    fn each_cpu_writes_to_a_ring_read_and_big_enough_for_a_burst() {
-        const MIB: u32 = 1 << 20;
-        assert_eq!(sizes(1), [4 * MIB, 4096, 4096, 4096]);
-        assert_eq!(sizes(2), [4 * MIB, 4 * MIB, 4096, 4096]);
-        assert_eq!(sizes(3), [4 * MIB, 4 * MIB, 4 * MIB, 4096]);
-        assert_eq!(sizes(4), [2 * MIB; 4]);
-        assert_eq!(sizes(96), [2 * MIB; 4]);
-        for cpus in [1, 2, 3, 4, 96] {
-            assert_eq!(used_rings(cpus), cpus.min(4));
-            // Every size is one the kernel accepts: a power of two, whole pages.
-            assert!(
-                sizes(cpus)
-                    .iter()
-                    .all(|b| b.is_power_of_two() && b % 4096 == 0)
-            );
-        }
     }
 }

@@ -42,9 +42,7 @@ const IPV6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 /// detaches the programs.
 pub struct Collector {
     // The ring buffer is a map of the loaded object: dropped first.
-    events: Vec<RingBuf<MapData>>,
-    /// Events taken from the rings and not yet settled.
-    merge: events::Merge,
+    events: RingBuf<MapData>,
     agent: Agent,
     /// Every API server event, in ring buffer order, to explain a failure: its header
     /// and, for a segment, its TLS records ([`records_of`]).
@@ -68,22 +66,16 @@ impl Collector {
         let agent = Agent::new(probes, DnsConfig::default()).expect("agent with default config");
         Self {
             events,
-            merge: events::Merge::default(),
             agent,
             trace: Vec::new(),
             retransmitted_at_start: tcp_retransmitted_segments(),
         }
     }
 
-    /// Feeds every settled event now in the rings to the agent.
+    /// Feeds every event now in the ring buffer to the agent.
     pub fn pump(&mut self) -> usize {
-        self.pump_before(events::settled_cut())
-    }
-
-    /// Feeds the events stamped before `cut_ns` to the agent.
-    fn pump_before(&mut self, cut_ns: u64) -> usize {
         let (agent, trace) = (&mut self.agent, &mut self.trace);
-        self.merge.drain(self.events.iter_mut(), cut_ns, |ev| {
+        events::drain(&mut self.events, |ev| {
             if let Ok(ev) = &ev
                 && ev.header().endpoint_kind == EndpointKind::ApiServer as u32
             {
@@ -155,11 +147,8 @@ impl Collector {
     }
 
     /// What the collector would publish now.
-    /// A snapshot of everything that happened before this call.
     pub fn snapshot(&mut self) -> Snapshot {
-        let cut = agent::monotonic_ns();
-        thread::sleep(events::SETTLE);
-        self.pump_before(cut);
+        self.pump();
         self.agent
             .snapshot(agent::monotonic_ns())
             .expect("agent snapshot")
@@ -203,7 +192,7 @@ impl Collector {
     }
 
     /// Runs the commands side by side to completion, draining events meanwhile (the
-    /// kernel wakes nobody until a ring holds 256 KiB unread). A client that hangs
+    /// kernel wakes nobody until the buffer is a sixteenth full). A client that hangs
     /// fails the test; its exit status is the caller's to judge.
     pub fn run(&mut self, commands: Vec<Command>) -> Vec<Output> {
         let mut children = Vec::new();

@@ -151,13 +151,10 @@ fn counts_connects_and_payload_bytes_per_cgroup() {
     // The events: one Connect per connection, owned by the shell that connected, and a
     // Close for each of those sockets.
     let (mut connects, mut closes) = (Vec::new(), Vec::new());
-    let all = u64::MAX;
-    events::Merge::default().drain(events.iter_mut(), all, |ev| {
-        match ev.expect("decodable event") {
-            Event::Connect(c) if c.header.cgroup_id == pod.id() => connects.push(c),
-            Event::Close(c) if c.header.cgroup_id == pod.id() => closes.push(c.header.cookie),
-            _ => {}
-        }
+    events::drain(&mut events, |ev| match ev.expect("decodable event") {
+        Event::Connect(c) if c.header.cgroup_id == pod.id() => connects.push(c),
+        Event::Close(c) if c.header.cgroup_id == pod.id() => closes.push(c.header.cookie),
+        _ => {}
     });
     assert_eq!(
         connects.len() as u64,

@@ -11,8 +11,7 @@ use collector_ebpf::{
 use crate::{maps, packet::Packet};
 
 pub fn emit(ctx: &SkBuffContext, pkt: &Packet, header: Header) {
-    let ring = maps::events();
-    let Some(mut entry) = ring.reserve::<event::Dns>(0) else {
+    let Some(mut entry) = maps::EVENTS.reserve::<event::Dns>(0) else {
         maps::count_drop(Drop::EventLost);
         return;
     };
@@ -39,5 +38,5 @@ pub fn emit(ctx: &SkBuffContext, pkt: &Packet, header: Header) {
         let ok = bpf_skb_load_bytes(ctx.skb.skb as *const c_void, pkt.payload_at, dst, len) == 0;
         addr_of_mut!((*ev).captured).write(if ok { len } else { 0 });
     }
-    entry.submit(maps::wakeup_flags(ring));
+    entry.submit(maps::wakeup_flags());
 }

@@ -178,9 +178,8 @@ mod programs {
                 record: [Record::default(); MAX_RECORDS],
             };
             if let tls::Followed::New = tls::follow(ctx, &pkt, cursor, &mut ev)
-                && let ring = maps::events()
-                && ring
-                    .output::<Segment>(ev, maps::wakeup_flags(ring))
+                && maps::EVENTS
+                    .output::<Segment>(ev, maps::wakeup_flags())
                     .is_err()
             {
                 maps::count_drop(Drop::EventLost);

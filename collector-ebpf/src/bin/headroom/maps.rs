@@ -2,7 +2,6 @@
 //! each must equal its `collector_ebpf::map` constant (user space looks them up by it).
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
@@ -36,28 +35,8 @@ pub static CLOSING: LruHashMap<u64, SocketInfo> =
 #[map]
 pub static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 
-// One ring per CPU group (user space sizes them at load): CPUs reserving in one shared
-// ring contend on its lock, which on a DNS-heavy node costs more than the copy itself.
 #[map]
-pub static EVENTS0: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
-#[map]
-pub static EVENTS1: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
-#[map]
-pub static EVENTS2: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
-#[map]
-pub static EVENTS3: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
-
-/// This CPU's events ring: CPU `n` writes to ring `n % EVENT_RINGS`.
-#[inline(always)]
-pub fn events() -> &'static RingBuf {
-    // SAFETY: helper without preconditions.
-    match unsafe { bpf_get_smp_processor_id() } % capacity::EVENT_RINGS {
-        0 => &EVENTS0,
-        1 => &EVENTS1,
-        2 => &EVENTS2,
-        _ => &EVENTS3,
-    }
-}
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
 
 /// Whether some measured endpoint uses `port` (an array lookup the verifier inlines).
 #[inline(always)]
@@ -72,8 +51,8 @@ pub fn port_measured(port: u16) -> bool {
 /// wakeup on every event above it would cost an irq_work per event until the reader
 /// catches up; if a crossing is missed, the timer still drains.
 #[inline(always)]
-pub fn wakeup_flags(ring: &RingBuf) -> u64 {
-    let unread = ring.query(u64::from(BPF_RB_AVAIL_DATA));
+pub fn wakeup_flags() -> u64 {
+    let unread = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     let threshold = capacity::EVENTS_WAKEUP_BYTES;
     if unread >= threshold && unread < threshold + 1024 {
         u64::from(BPF_RB_FORCE_WAKEUP)

@@ -20,7 +20,7 @@ use collector_ebpf::{
     event::{self, Header},
 };
 
-use crate::maps::{self, CLOSING, SOCKETS};
+use crate::maps::{self, CLOSING, EVENTS, SOCKETS};
 
 const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
@@ -112,9 +112,8 @@ pub fn on_release(ctx: &SockContext) -> Option<()> {
     // Keep the owner a little longer for the connection's last packets.
     let _ = CLOSING.insert(cookie, info, 0);
     let header = header(event::CLOSE, 0, &info, cookie);
-    let ring = maps::events();
-    if ring
-        .output::<event::Close>(event::Close { header }, maps::wakeup_flags(ring))
+    if EVENTS
+        .output::<event::Close>(event::Close { header }, maps::wakeup_flags())
         .is_err()
     {
         maps::count_drop(Drop::EventLost);
@@ -158,9 +157,8 @@ fn emit_connect(info: &SocketInfo, cookie: u64, protocol: u32) {
         protocol,
         reserved: 0,
     };
-    let ring = maps::events();
-    if ring
-        .output::<event::Connect>(ev, maps::wakeup_flags(ring))
+    if EVENTS
+        .output::<event::Connect>(ev, maps::wakeup_flags())
         .is_err()
     {
         maps::count_drop(Drop::EventLost);
