@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod identity;
+pub mod ids;
 pub mod metrics;
 pub mod preflight;
 pub mod profile;

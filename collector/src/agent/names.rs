@@ -10,6 +10,7 @@ use std::{
 use crate::{
     cgroup,
     identity::{self, CgroupOwner, PodIndex, PodInfo, cgroup_path},
+    ids::IdMap,
     metrics::Identity,
 };
 
@@ -41,7 +42,7 @@ pub enum Place {
 #[derive(Debug)]
 pub struct Names {
     root: PathBuf,
-    pub(super) paths: HashMap<u64, Place>,
+    pub(super) paths: IdMap<u64, Place>,
     pub(super) comms: HashMap<u32, String>,
     /// Cgroups first seen in events and not named yet: named at the next
     /// [`Names::name_new`], well before the next snapshot, so that a short-lived pod's
@@ -53,7 +54,7 @@ impl Names {
     pub fn new(root: &Path) -> Self {
         Self {
             root: root.into(),
-            paths: HashMap::new(),
+            paths: IdMap::default(),
             comms: HashMap::new(),
             new: HashSet::new(),
         }

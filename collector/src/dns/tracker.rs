@@ -19,6 +19,7 @@ use super::{
     snapshot::{DnsSnapshot, OTHER_QTYPE, Owner, OwnerDns, TrackerStats},
     top_names::TopNames,
 };
+use crate::ids::IdMap;
 
 /// Limits and time windows of a [`DnsTracker`]. Defaults keep the worst case (every
 /// table full of 255-byte names) to a few tens of MiB and the usual case far below.
@@ -228,7 +229,7 @@ impl OwnerState {
 #[derive(Debug)]
 pub struct DnsTracker {
     config: DnsConfig,
-    owners: HashMap<Owner, OwnerState>,
+    owners: IdMap<Owner, OwnerState>,
     pending: HashMap<PendingKey, Pending>,
     last_sweep_ns: u64,
     owners_evicted: u64,
@@ -245,7 +246,7 @@ impl DnsTracker {
         config.validate()?;
         Ok(Self {
             config,
-            owners: HashMap::new(),
+            owners: IdMap::default(),
             pending: HashMap::new(),
             last_sweep_ns: 0,
             owners_evicted: 0,
