@@ -5,8 +5,11 @@
 //!    packet to neither the API server nor DNS), the API-server path and the DNS path,
 //!    against empty programs of the same type attached beside them (the floor).
 //! 2. Loopback TCP throughput (iperf3) without and with the collector's programs.
-//! 3. DNS throughput (dnsperf against dnsmasq) without the collector, with it, and with
-//!    `tcpdump -w /dev/null port 53` instead; the collector's CPU and peak RSS meanwhile.
+//! 3. DNS throughput (dnsperf against dnsmasq) without the collector, with it, with
+//!    `tcpdump -w /dev/null port 53` instead, and with empty programs at the collector's
+//!    hooks (what any program there costs); the collector's CPU and peak RSS meanwhile.
+//!    dnsperf and dnsmasq are pinned to CPUs of their own when there are two, which
+//!    steadies queries/s; the capturing process runs wherever the scheduler puts it.
 use std::{
     fs,
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -20,7 +23,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
 };
 use collector::{cgroup, ebpf::Probes, endpoint};
 use collector_ebpf::{EndpointKind, program};
@@ -30,7 +33,7 @@ const COLLECTOR: &str = env!("CARGO_BIN_EXE_headroom-collector");
 /// Rounds per configuration; configurations alternate so drift hits all alike.
 const ROUNDS: usize = 3;
 /// Rounds of the DNS comparison (its runs are short; more rounds steady the median).
-const DNS_ROUNDS: usize = 5;
+const DNS_ROUNDS: usize = 7;
 const DNS_ADDR: &str = "127.0.9.53";
 
 fn main() -> anyhow::Result<()> {
@@ -138,7 +141,7 @@ fn program_run_time(root: &std::path::Path) -> anyhow::Result<()> {
             ours.1 += after.0.1 - before.0.1 + after.1.1 - before.1.1;
             base.0 += after.2.0 - before.2.0 + after.3.0 - before.3.0;
             base.1 += after.2.1 - before.2.1 + after.3.1 - before.3.1;
-            collector::events::Merge::default().drain(events.iter_mut(), u64::MAX, |_| {});
+            collector::events::drain(&mut events, |_| {});
         }
         let ns = ours.1 as f64 / ours.0.max(1) as f64;
         let floor_ns = base.1 as f64 / base.0.max(1) as f64;
@@ -261,11 +264,7 @@ fn tcp_throughput(root: &std::path::Path) -> anyhow::Result<()> {
                 let stop = stop.clone();
                 thread::spawn(move || {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        collector::events::Merge::default().drain(
-                            events.iter_mut(),
-                            u64::MAX,
-                            |_| {},
-                        );
+                        collector::events::drain(&mut events, |_| {});
                         thread::sleep(Duration::from_millis(5));
                     }
                 })
@@ -294,6 +293,19 @@ fn tcp_throughput(root: &std::path::Path) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------
 // 3. DNS
 
+/// `program` pinned to `cpu` with taskset when the machine has two CPUs or more (the
+/// load generator and the server then do not trade places between rounds), else as is.
+fn pinned(cpu: usize, program: &str) -> Command {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus >= 2 {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", &cpu.to_string(), program]);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
 /// dnsmasq on DNS_ADDR:53 answering every name under bench.test.
 struct Dnsmasq {
     child: Child,
@@ -301,7 +313,7 @@ struct Dnsmasq {
 
 impl Dnsmasq {
     fn start() -> anyhow::Result<Self> {
-        let mut child = Command::new("dnsmasq")
+        let mut child = pinned(1, "dnsmasq")
             .args([
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
@@ -373,7 +385,7 @@ fn dnsperf(max_queries: Option<usize>, seconds: u32) -> anyhow::Result<DnsperfRu
         let text: String = (0..1000).map(|i| format!("n{i}.bench.test A\n")).collect();
         fs::write(&names, text)?;
     }
-    let mut cmd = Command::new("dnsperf");
+    let mut cmd = pinned(0, "dnsperf");
     cmd.args(["-s", DNS_ADDR, "-p", "53", "-d"])
         .arg(&names)
         .args(["-l", &seconds.to_string(), "-c", "2", "-q", "64"]);
@@ -486,6 +498,28 @@ enum Capture {
     Nothing,
     Collector,
     Tcpdump,
+    /// Empty programs at the collector's packet and send hooks, attached by this process.
+    Floor,
+}
+
+/// The floor programs attached at the cgroup root for as long as the value lives.
+fn attach_floor() -> anyhow::Result<Ebpf> {
+    let root = fs::File::open(cgroup::find_root()?)?;
+    let mut floor = Ebpf::load(FLOOR).context("loading the floor programs")?;
+    for (name, attach) in [
+        ("floor_skb_egress", CgroupSkbAttachType::Egress),
+        ("floor_skb_ingress", CgroupSkbAttachType::Ingress),
+    ] {
+        let prog: &mut CgroupSkb = floor.program_mut(name).context(name)?.try_into()?;
+        prog.load()?;
+        prog.attach(&root, attach, CgroupAttachMode::Single)?;
+    }
+    for name in ["floor_sendmsg4", "floor_sendmsg6"] {
+        let prog: &mut CgroupSockAddr = floor.program_mut(name).context(name)?.try_into()?;
+        prog.load()?;
+        prog.attach(&root, CgroupAttachMode::Single)?;
+    }
+    Ok(floor)
 }
 
 /// One measured dnsperf run under `capture`.
@@ -499,8 +533,12 @@ struct DnsRound {
 }
 
 fn dns_round(dns: &Dnsmasq, capture: Capture, seconds: u32) -> anyhow::Result<DnsRound> {
+    let floor = match capture {
+        Capture::Floor => Some(attach_floor()?),
+        _ => None,
+    };
     let capturer = match capture {
-        Capture::Nothing => None,
+        Capture::Nothing | Capture::Floor => None,
         Capture::Collector => Some(start_collector()?),
         Capture::Tcpdump => Some(start_tcpdump()?),
     };
@@ -521,6 +559,7 @@ fn dns_round(dns: &Dnsmasq, capture: Capture, seconds: u32) -> anyhow::Result<Dn
     if let Some(c) = capturer {
         stop(c);
     }
+    drop(floor);
     let cpu = run.cpu_seconds + (server1 - server0) + (cap1 - cap0);
     Ok(DnsRound {
         qps: run.qps,
@@ -531,11 +570,16 @@ fn dns_round(dns: &Dnsmasq, capture: Capture, seconds: u32) -> anyhow::Result<Dn
 }
 
 fn dns_throughput() -> anyhow::Result<()> {
-    const SECONDS: u32 = 5;
-    const CONFIGS: [Capture; 3] = [Capture::Nothing, Capture::Collector, Capture::Tcpdump];
+    const SECONDS: u32 = 4;
+    const CONFIGS: [Capture; 4] = [
+        Capture::Nothing,
+        Capture::Collector,
+        Capture::Tcpdump,
+        Capture::Floor,
+    ];
     let dns = Dnsmasq::start()?;
     dnsperf(None, 2)?;
-    let mut rounds: [Vec<DnsRound>; 3] = Default::default();
+    let mut rounds: [Vec<DnsRound>; 4] = Default::default();
     for round in 0..DNS_ROUNDS {
         // Rotate the order so that drift and leftovers of one configuration do not always
         // fall on the same next one.
@@ -546,9 +590,9 @@ fn dns_throughput() -> anyhow::Result<()> {
     }
     let qps = |rs: &[DnsRound]| median(&rs.iter().map(|r| r.qps).collect::<Vec<_>>());
     let cost = |rs: &[DnsRound]| median(&rs.iter().map(|r| r.cpu_us_per_query).collect::<Vec<_>>());
-    let (b, o, t) = (qps(&rounds[0]), qps(&rounds[1]), qps(&rounds[2]));
-    let (cb, co, ct) = (cost(&rounds[0]), cost(&rounds[1]), cost(&rounds[2]));
-    let (our_loss, dump_loss) = (1.0 - o / b, 1.0 - t / b);
+    let [b, o, t, f] = [0, 1, 2, 3].map(|i| qps(&rounds[i]));
+    let [cb, co, ct, cf] = [0, 1, 2, 3].map(|i| cost(&rounds[i]));
+    let loss = |q: f64| 1.0 - q / b;
     let cores = median(
         &rounds[1]
             .iter()
@@ -565,30 +609,39 @@ fn dns_throughput() -> anyhow::Result<()> {
     );
     println!(
         "CPU µs/query: dnsperf + dnsmasq + the capturing process, per completed query (less \
-         sensitive to other load on the machine than queries/s).\n"
+         sensitive to other load on the machine than queries/s). Floor: empty programs at \
+         the collector's hooks (cgroup_skb ingress and egress, sendmsg4/6 at the root), \
+         what any program there costs.\n"
     );
     println!("| configuration | queries/s | kept | CPU µs/query | added | target |");
     println!("|---|---:|---:|---:|---:|---|");
     println!("| nothing capturing | {b:.0} | 100.0% | {cb:.2} | | |");
-    println!(
-        "| headroom-collector | {o:.0} | {:.1}% | {co:.2} | {:+.2} | ≥ 95%, loss ≤ ½ of tcpdump's |",
-        100.0 * o / b,
-        co - cb
-    );
-    println!(
-        "| tcpdump -w /dev/null port 53 | {t:.0} | {:.1}% | {ct:.2} | {:+.2} | (peer) |",
-        100.0 * t / b,
-        ct - cb
-    );
-    println!(
-        "\nloss: collector {:.1}%, tcpdump {:.1}% (ratio {:.2}); collector CPU {:.1}% of a core (median), peak RSS {:.1} MiB — targets ≤ 5% and ≤ 40 MiB",
-        100.0 * our_loss,
-        100.0 * dump_loss,
-        if dump_loss > 0.0 {
-            our_loss / dump_loss
+    let row = |name: &str, q: f64, c: f64, target: &str| {
+        println!(
+            "| {name} | {q:.0} | {:.1}% | {c:.2} | {:+.2} | {target} |",
+            100.0 * q / b,
+            c - cb
+        );
+    };
+    row("headroom-collector", o, co, "≥ 95%, loss ≤ ½ of tcpdump's");
+    row("tcpdump -w /dev/null port 53", t, ct, "(peer)");
+    row("empty programs at the same hooks", f, cf, "(floor)");
+    let ratio = |ours: f64, theirs: f64| {
+        if theirs > 0.0 {
+            format!("{:.2}", ours / theirs)
         } else {
-            f64::NAN
-        },
+            "n/a: tcpdump lost nothing".into()
+        }
+    };
+    println!(
+        "\nloss: collector {:.1}%, tcpdump {:.1}% (ratio {}), floor {:.1}% (the collector beyond the floor: {:.1}%); \
+         CPU added per query: collector/tcpdump {:.2}×; collector CPU {:.1}% of a core (median), peak RSS {:.1} MiB — targets ≤ 5% and ≤ 40 MiB",
+        100.0 * loss(o),
+        100.0 * loss(t),
+        ratio(loss(o), loss(t)),
+        100.0 * loss(f),
+        100.0 * (loss(o) - loss(f)),
+        (co - cb) / (ct - cb),
         100.0 * cores,
         rss as f64 / 1024.0
     );

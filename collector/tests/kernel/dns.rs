@@ -385,7 +385,7 @@ fn ten_thousand_distinct_names_stay_within_the_caps() {
         // them all (5,000 take seconds on a loaded machine), then for the collector.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while server.queries().len() < 1 + asked && std::time::Instant::now() < deadline {
-            // Draining meanwhile, as the collector does: the rings hold a few seconds.
+            // Draining meanwhile, as the collector does: the ring buffer holds a few seconds.
             collector.pump_for(std::time::Duration::from_millis(100));
         }
         let snap = answered(&mut collector, &[&who, &control], 1 + asked as u64);
