@@ -78,16 +78,7 @@ fn stats(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
 fn program_run_time(root: &std::path::Path) -> anyhow::Result<()> {
     let _stats: OwnedFd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("enabling the kernel's BPF run-time statistics")?;
-    let mut floor = Ebpf::load(FLOOR).context("loading the floor programs")?;
-    let cgroup_root = fs::File::open(root)?;
-    for (name, attach) in [
-        ("floor_skb_egress", CgroupSkbAttachType::Egress),
-        ("floor_skb_ingress", CgroupSkbAttachType::Ingress),
-    ] {
-        let prog: &mut CgroupSkb = floor.program_mut(name).context(name)?.try_into()?;
-        prog.load()?;
-        prog.attach(&cgroup_root, attach, CgroupAttachMode::Single)?;
-    }
+    let floor = attach_floor(root)?;
     let mut probes = Probes::attach(root)?;
     let mut events = probes.take_events()?;
 
@@ -502,9 +493,10 @@ enum Capture {
     Floor,
 }
 
-/// The floor programs attached at the cgroup root for as long as the value lives.
-fn attach_floor() -> anyhow::Result<Ebpf> {
-    let root = fs::File::open(cgroup::find_root()?)?;
+/// The floor programs attached at the cgroup v2 root `root` for as long as the value
+/// lives.
+fn attach_floor(root: &std::path::Path) -> anyhow::Result<Ebpf> {
+    let root = fs::File::open(root)?;
     let mut floor = Ebpf::load(FLOOR).context("loading the floor programs")?;
     for (name, attach) in [
         ("floor_skb_egress", CgroupSkbAttachType::Egress),
@@ -534,7 +526,7 @@ struct DnsRound {
 
 fn dns_round(dns: &Dnsmasq, capture: Capture, seconds: u32) -> anyhow::Result<DnsRound> {
     let floor = match capture {
-        Capture::Floor => Some(attach_floor()?),
+        Capture::Floor => Some(attach_floor(&cgroup::find_root()?)?),
         _ => None,
     };
     let capturer = match capture {

@@ -42,6 +42,20 @@ fn connect_once(group: &ChildGroup) {
     assert_eq!(status.code(), Some(7), "curl should fail to connect");
 }
 
+/// Runs of the attached connect4 program so far.
+fn connect4_runs(probes: &Probes) -> u64 {
+    bpf_stats::program_runs(probes.ebpf()).expect("program info")[program::CONNECT4].run_count
+}
+
+/// A runtime of its own for the sampler task, which runs while the test blocks.
+fn sampler_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
 #[test]
 fn run_count_and_time_of_the_attached_programs() {
     let _turn = STATS.lock().unwrap_or_else(|e| e.into_inner());
@@ -84,14 +98,8 @@ fn sampled_stats_count_only_while_a_sample_is_on() {
     let _turn = STATS.lock().unwrap_or_else(|e| e.into_inner());
     let group = child_group("bpf-sampled");
     let probes = Probes::attach(group.path()).expect("attach");
-    let connects = || {
-        bpf_stats::program_runs(probes.ebpf()).expect("program info")[program::CONNECT4].run_count
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let connects = || connect4_runs(&probes);
+    let runtime = sampler_runtime();
     let clock = bpf_stats::StatsClock::default();
     // Off for 1.5 s, on for 1.5 s, off again from 3 s.
     let sampling = bpf_stats::Sampling {
@@ -154,14 +162,8 @@ fn off_counts_nothing_and_always_counts_until_stopped() {
     let _turn = STATS.lock().unwrap_or_else(|e| e.into_inner());
     let group = child_group("bpf-modes");
     let probes = Probes::attach(group.path()).expect("attach");
-    let connects = || {
-        bpf_stats::program_runs(probes.ebpf()).expect("program info")[program::CONNECT4].run_count
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let connects = || connect4_runs(&probes);
+    let runtime = sampler_runtime();
     for (mode, expected) in [
         (bpf_stats::ProgramStats::Off, 0),
         (bpf_stats::ProgramStats::Always, 1),
