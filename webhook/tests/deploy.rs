@@ -733,7 +733,7 @@ fn collector_metric_names() -> BTreeSet<String> {
         }
     }
     // How each family is encoded (collector/src/metrics/exposition.rs, watches.rs).
-    let kinds: [(&str, &str); 24] = [
+    let kinds: [(&str, &str); 25] = [
         ("apiserver_requests", "counter"),
         ("apiserver_connections", "counter"),
         ("apiserver_sent", "counter"),
@@ -753,6 +753,7 @@ fn collector_metric_names() -> BTreeSet<String> {
         ("collector_map_evictions", "counter"),
         ("collector_program_runs", "counter"),
         ("collector_program_run", "counter"),
+        ("collector_program_stats", "counter"),
         ("collector_build", "info"),
         ("collector_kube_lists", "counter"),
         ("collector_kube_events", "counter"),
