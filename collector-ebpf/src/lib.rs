@@ -286,20 +286,29 @@ pub mod event {
         pub header: Header,
     }
 
+    /// A DNS message with room for `N` payload bytes. The kernel reserves the smallest
+    /// of [`DNS_CLASSES`] that holds the message (most are well under 128 bytes, so most
+    /// records are a third of the largest); user space reads each as a [`Dns`].
     #[repr(C)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct Dns {
+    pub struct DnsRecord<const N: usize> {
         pub header: Header,
         /// 6 for TCP (payload starts with the 2-byte length), 17 for UDP.
         pub protocol: u32,
         /// Transport payload length of the packet.
         pub payload_len: u32,
-        /// Bytes of `payload` that are valid (≤ DNS_CAPTURE).
+        /// Bytes of `payload` that are valid (≤ N).
         pub captured: u32,
         /// The local port (tells apart sockets of one process).
         pub local_port: u32,
-        pub payload: [u8; DNS_CAPTURE],
+        pub payload: [u8; N],
     }
+
+    /// A DNS event of the largest class, as user space handles every class.
+    pub type Dns = DnsRecord<DNS_CAPTURE>;
+
+    /// The payload sizes of DNS records, smallest first (powers of two).
+    pub const DNS_CLASSES: [usize; 3] = [64, 128, DNS_CAPTURE];
 
     /// A TLS record header found in a segment.
     #[repr(C)]

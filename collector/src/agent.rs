@@ -169,7 +169,9 @@ impl Agent {
             }
             Ok(Event::Dns(d)) => {
                 self.note_cgroup(d.header.cgroup_id);
-                let _ = self.dns.record(&d);
+                let _ = self
+                    .dns
+                    .record_message(&d.header, d.protocol, d.local_port, d.payload);
             }
             Err(_) => self.bad_events += 1,
         }

@@ -1,5 +1,4 @@
 //! Reading the events the kernel programs put in the ring buffer.
-use std::ops::Deref;
 
 use aya::maps::{MapData, RingBuf};
 use collector_ebpf::event;
@@ -8,7 +7,7 @@ use tokio::io::unix::AsyncFd;
 use crate::error::{Error, Result};
 
 /// One event from the kernel. The small ones are copied out of the ring buffer; a DNS
-/// event (the most frequent, and the largest) is read where it lies in the buffer.
+/// event's message (the most frequent events, and the largest) is read where it lies.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
     Connect(event::Connect),
@@ -17,22 +16,41 @@ pub enum Event<'a> {
     Segment(event::Segment),
 }
 
-/// A DNS event where it lies in the ring buffer, or a copy if it is not aligned there
-/// (ring buffer records always are; the copy is a fallback, not a path taken).
+/// A DNS event: its fixed fields copied, its message bytes read where they lie in the
+/// ring buffer (records come in size classes, see [`event::DnsRecord`]).
 #[derive(Debug, Clone)]
-pub enum DnsEvent<'a> {
-    InPlace(&'a event::Dns),
-    Copied(Box<event::Dns>),
+pub struct DnsEvent<'a> {
+    pub header: event::Header,
+    /// 6 for TCP (the payload starts with the 2-byte length), 17 for UDP.
+    pub protocol: u32,
+    /// Transport payload length of the packet.
+    pub payload_len: u32,
+    pub local_port: u32,
+    /// The message bytes captured: at most the record's class.
+    pub payload: &'a [u8],
 }
 
-impl Deref for DnsEvent<'_> {
-    type Target = event::Dns;
-
-    fn deref(&self) -> &event::Dns {
-        match self {
-            Self::InPlace(dns) => dns,
-            Self::Copied(dns) => dns,
+impl<'a> DnsEvent<'a> {
+    /// A DNS record of any size class.
+    fn decode(bytes: &'a [u8]) -> Result<Self> {
+        const PAYLOAD: usize = std::mem::offset_of!(event::Dns, payload);
+        let bad = || Error::BadEvent {
+            kind: event::DNS,
+            len: bytes.len(),
+        };
+        let class = bytes.len().checked_sub(PAYLOAD).ok_or_else(bad)?;
+        if !event::DNS_CLASSES.contains(&class) {
+            return Err(bad());
         }
+        let fixed: event::DnsRecord<0> = read(bytes)?;
+        let captured = usize::try_from(fixed.captured).map_or(class, |n| n.min(class));
+        Ok(Self {
+            header: fixed.header,
+            protocol: fixed.protocol,
+            payload_len: fixed.payload_len,
+            local_port: fixed.local_port,
+            payload: &bytes[PAYLOAD..PAYLOAD + captured],
+        })
     }
 }
 
@@ -44,10 +62,7 @@ impl<'a> Event<'a> {
         Ok(match header.kind {
             event::CONNECT => Self::Connect(read(bytes)?),
             event::CLOSE => Self::Close(read(bytes)?),
-            event::DNS => Self::Dns(match view(bytes) {
-                Some(dns) => DnsEvent::InPlace(dns),
-                None => DnsEvent::Copied(Box::new(read(bytes)?)),
-            }),
+            event::DNS => Self::Dns(DnsEvent::decode(bytes)?),
             event::SEGMENT => Self::Segment(read(bytes)?),
             kind => {
                 return Err(Error::BadEvent {
@@ -121,7 +136,7 @@ trait Plain: Copy {}
 impl Plain for event::Header {}
 impl Plain for event::Connect {}
 impl Plain for event::Close {}
-impl Plain for event::Dns {}
+impl<const N: usize> Plain for event::DnsRecord<N> {}
 impl Plain for event::Segment {}
 
 fn read<T: Plain>(bytes: &[u8]) -> Result<T> {
@@ -135,16 +150,6 @@ fn read<T: Plain>(bytes: &[u8]) -> Result<T> {
     // which every bit pattern is valid; read_unaligned copes with the ring buffer's
     // 8-byte alignment.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-/// `bytes` as a `T` in place, when they are long enough and aligned for it (ring buffer
-/// records are 8-byte aligned, which is all the event structs need).
-fn view<T: Plain>(bytes: &[u8]) -> Option<&T> {
-    let fits = bytes.len() >= std::mem::size_of::<T>()
-        && bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0;
-    // SAFETY: the length and alignment were checked; T is a repr(C) struct of integers
-    // (see Plain), for which every bit pattern is valid; the reference borrows `bytes`.
-    fits.then(|| unsafe { &*bytes.as_ptr().cast::<T>() })
 }
 
 #[cfg(test)]
@@ -189,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_a_dns_event_in_place_when_aligned_and_copies_it_otherwise() {
+    fn a_dns_event_reads_its_message_where_it_lies_aligned_or_not() {
         let mut dns = event::Dns {
             header: header(event::DNS),
             protocol: 17,
@@ -200,22 +205,57 @@ mod tests {
         };
         dns.payload[..3].copy_from_slice(&[1, 2, 3]);
         let bytes = bytes_of(&dns);
-        // A buffer of u64s is 8-byte aligned, as ring buffer records are.
-        let mut words = vec![0u64; bytes.len().div_ceil(8) + 1];
-        // SAFETY: viewing the u64 buffer as bytes, within its length.
-        let aligned = unsafe {
-            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(&bytes);
+        for record in [&bytes[..], &shifted[1..]] {
+            let Ok(Event::Dns(d)) = Event::decode(record) else {
+                panic!("a DNS record decodes");
+            };
+            assert_eq!(
+                (d.header, d.protocol, d.payload_len, d.local_port, d.payload),
+                (dns.header, 17, 3, 5353, &[1u8, 2, 3][..])
+            );
+            assert!(
+                std::ptr::eq(d.payload.as_ptr(), record[56..].as_ptr()),
+                "not copied"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dns_record_of_a_smaller_class_reads_as_far_as_captured() {
+        let mut small = event::DnsRecord::<64> {
+            header: header(event::DNS),
+            protocol: 17,
+            payload_len: 5,
+            captured: 5,
+            local_port: 5353,
+            payload: [0; 64],
         };
-        aligned[..bytes.len()].copy_from_slice(&bytes);
-        match Event::decode(&aligned[..bytes.len()]) {
-            Ok(Event::Dns(DnsEvent::InPlace(d))) => assert_eq!(*d, dns),
-            other => panic!("expected a borrowed DNS event, got {other:?}"),
-        }
-        aligned[1..=bytes.len()].copy_from_slice(&bytes);
-        match Event::decode(&aligned[1..=bytes.len()]) {
-            Ok(Event::Dns(DnsEvent::Copied(d))) => assert_eq!(*d, dns),
-            other => panic!("expected a copied DNS event, got {other:?}"),
-        }
+        small.payload[..5].copy_from_slice(b"query");
+        let bytes = bytes_of(&small);
+        let Ok(Event::Dns(dns)) = Event::decode(&bytes) else {
+            panic!("a 64-byte class record decodes");
+        };
+        assert_eq!(
+            (dns.header, dns.local_port, dns.payload),
+            (small.header, 5353, &b"query"[..])
+        );
+        // A captured count beyond its class (a kernel/user mismatch) is cut to the class.
+        small.captured = 200;
+        let bytes = bytes_of(&small);
+        let Ok(Event::Dns(dns)) = Event::decode(&bytes) else {
+            panic!("decodes");
+        };
+        assert_eq!(dns.payload.len(), 64);
+        // A length that is no class is an error, not a guess.
+        assert!(matches!(
+            Event::decode(&bytes[..bytes.len() - 8]),
+            Err(Error::BadEvent {
+                kind: event::DNS,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -262,13 +262,29 @@ impl DnsTracker {
 
     /// Accounts one DNS event: an egress query of the owner or an ingress response to it.
     pub fn record(&mut self, event: &event::Dns) -> Recorded {
-        let header = &event.header;
+        let captured = usize::try_from(event.captured).map_or(0, |n| n.min(event::DNS_CAPTURE));
+        self.record_message(
+            &event.header,
+            event.protocol,
+            event.local_port,
+            &event.payload[..captured],
+        )
+    }
+
+    /// [`Self::record`] of an event's fields, `payload` the message bytes captured (as a
+    /// record of any size class holds them).
+    pub fn record_message(
+        &mut self,
+        header: &event::Header,
+        protocol: u32,
+        local_port: u32,
+        payload: &[u8],
+    ) -> Recorded {
         let now = header.ts_ns;
         if now.saturating_sub(self.last_sweep_ns) >= SWEEP_EVERY_NS {
             self.expire(now);
         }
-        let captured = usize::try_from(event.captured).map_or(0, |n| n.min(event::DNS_CAPTURE));
-        let message = match message::parse_transport(event.protocol, &event.payload[..captured]) {
+        let message = match message::parse_transport(protocol, payload) {
             Ok(message) => message,
             Err(error) => {
                 self.malformed += 1;
@@ -285,7 +301,7 @@ impl DnsTracker {
         };
         let key = PendingKey {
             cgroup_id: header.cgroup_id,
-            local_port: event.local_port,
+            local_port,
             id: message.header.id,
             qtype: question.qtype,
             name: question.name,

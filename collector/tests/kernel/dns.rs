@@ -110,13 +110,22 @@ fn check_digs(server: &Dnsmasq, family: &str) {
     let mut collector = Collector::attach(&[(server.socket_addr(), EndpointKind::Dns)]);
     let (udp_id, tcp_id) = (identity_of(&udp_pod), identity_of(&tcp_pod));
 
-    let udp: [(Client, &str); 6] = [
+    // A name long enough that its query and answer take the kernel's largest DNS record
+    // (over 128 bytes), the others the smallest.
+    let long = format!(
+        "{}.{}.{}.svc.cluster.local",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(40)
+    );
+    let udp: [(Client, &str); 7] = [
         (server.dig(EXAMPLE_COM, "A"), "NOERROR"),
         (server.dig(EXAMPLE_COM, "AAAA"), "NOERROR"),
         (server.dig(KUBERNETES, "A"), "NOERROR"),
         (server.dig(KUBERNETES_SRV, "SRV"), "NOERROR"),
         (server.dig("nothere.cluster.local", "A"), "NXDOMAIN"),
         (server.dig("gone.svc.cluster.local", "AAAA"), "NXDOMAIN"),
+        (server.dig(&long, "A"), "NXDOMAIN"),
     ];
     run_digs(&mut collector, &udp, &udp_pod.procs_file());
     let udp_queries = server.wait_for_queries(udp.len());
