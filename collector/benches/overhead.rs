@@ -4,7 +4,8 @@
 //! 1. Kernel run time per program run (the kernel's BPF stats) for the fast path (a
 //!    packet to neither the API server nor DNS), the API-server path and the DNS path,
 //!    against empty programs of the same type attached beside them (the floor).
-//! 2. Loopback TCP throughput (iperf3) without and with the collector's programs.
+//! 2. Loopback TCP throughput (iperf3, client and server pinned apart) without and with
+//!    the collector's programs.
 //! 3. DNS throughput (dnsperf against dnsmasq) without the collector, with it, with
 //!    `tcpdump -w /dev/null port 53` instead, and with empty programs at the collector's
 //!    hooks (what any program there costs); the collector's CPU and peak RSS meanwhile.
@@ -32,6 +33,8 @@ static FLOOR: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flo
 const COLLECTOR: &str = env!("CARGO_BIN_EXE_headroom-collector");
 /// Rounds per configuration; configurations alternate so drift hits all alike.
 const ROUNDS: usize = 3;
+/// Rounds of the iperf3 comparison (its figure swings by ±10% between runs).
+const IPERF_ROUNDS: usize = 5;
 /// Rounds of the DNS comparison (its runs are short; more rounds steady the median).
 const DNS_ROUNDS: usize = 7;
 const DNS_ADDR: &str = "127.0.9.53";
@@ -213,14 +216,14 @@ fn exchange_records(
 // 2. iperf3
 
 fn iperf3_gbps(port: u16) -> anyhow::Result<f64> {
-    let mut server = Command::new("iperf3")
+    let mut server = pinned(1, "iperf3")
         .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 -s (apt-get install iperf3, or cargo xtask setup)")?;
     thread::sleep(Duration::from_millis(300));
-    let out = Command::new("iperf3")
+    let out = pinned(0, "iperf3")
         .args(["-c", "127.0.0.1", "-p", &port.to_string(), "-t", "4", "-J"])
         .output()
         .context("running iperf3 -c")?;
@@ -235,38 +238,50 @@ fn iperf3_gbps(port: u16) -> anyhow::Result<f64> {
 
 fn tcp_throughput(root: &std::path::Path) -> anyhow::Result<()> {
     const PORT: u16 = 5299;
-    let (mut base, mut fast, mut measured) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        base.push(iperf3_gbps(PORT)?);
-        {
-            let _probes = Probes::attach(root)?;
-            fast.push(iperf3_gbps(PORT)?);
-        }
-        {
-            // Worst case: bulk data to a port the collector treats as the API server.
-            let mut probes = Probes::attach(root)?;
-            let mut events = probes.take_events()?;
-            probes.add_endpoint(
-                endpoint::parse(&format!("127.0.0.1:{PORT}"))?,
-                EndpointKind::ApiServer,
-            )?;
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let drain = {
-                let stop = stop.clone();
-                thread::spawn(move || {
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        collector::events::drain(&mut events, |_| {});
-                        thread::sleep(Duration::from_millis(5));
-                    }
-                })
+    let mut runs: [Vec<f64>; 3] = Default::default();
+    for round in 0..IPERF_ROUNDS {
+        // Rotated like the DNS rounds, so that drift does not favour one configuration.
+        for i in 0..3 {
+            let at = (i + round) % 3;
+            let gbps = match at {
+                0 => iperf3_gbps(PORT)?,
+                1 => {
+                    let _probes = Probes::attach(root)?;
+                    iperf3_gbps(PORT)?
+                }
+                _ => {
+                    // Worst case: bulk data to a port the collector treats as the API
+                    // server.
+                    let mut probes = Probes::attach(root)?;
+                    let mut events = probes.take_events()?;
+                    probes.add_endpoint(
+                        endpoint::parse(&format!("127.0.0.1:{PORT}"))?,
+                        EndpointKind::ApiServer,
+                    )?;
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let drain = {
+                        let stop = stop.clone();
+                        thread::spawn(move || {
+                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                collector::events::drain(&mut events, |_| {});
+                                thread::sleep(Duration::from_millis(5));
+                            }
+                        })
+                    };
+                    let gbps = iperf3_gbps(PORT)?;
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let _ = drain.join();
+                    gbps
+                }
             };
-            measured.push(iperf3_gbps(PORT)?);
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = drain.join();
+            runs[at].push(gbps);
         }
     }
+    let [base, fast, measured] = runs;
     let (b, f, m) = (median(&base), median(&fast), median(&measured));
-    println!("\n## Loopback TCP throughput (iperf3, 4 s, median of {ROUNDS})\n");
+    println!(
+        "\n## Loopback TCP throughput (iperf3 client and server pinned apart, 4 s, median of {IPERF_ROUNDS})\n"
+    );
     println!("| configuration | Gbit/s | kept | target |");
     println!("|---|---:|---:|---|");
     println!("| no collector | {b:.2} | 100.0% | |");
