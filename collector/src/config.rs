@@ -295,7 +295,7 @@ impl Config {
             self.program_stats = ProgramStats::parse(&value).ok_or_else(|| {
                 invalid(
                     PROGRAM_STATS,
-                    format!("{value:?} is not a mode; give {}", ProgramStats::NAMES),
+                    format!("{value:?} is not a mode; give {}", ProgramStats::names()),
                 )
             })?;
         }

@@ -216,7 +216,10 @@ mod tests {
                 (dns.header, 17, 3, 5353, &[1u8, 2, 3][..])
             );
             assert!(
-                std::ptr::eq(d.payload.as_ptr(), record[56..].as_ptr()),
+                std::ptr::eq(
+                    d.payload.as_ptr(),
+                    record[std::mem::offset_of!(event::Dns, payload)..].as_ptr()
+                ),
                 "not copied"
             );
         }

@@ -51,14 +51,22 @@ pub enum ProgramStats {
 }
 
 impl ProgramStats {
-    pub const NAMES: &str = "sampled, always or off";
-
+    /// The mode a configuration file names, as the flag spells it.
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "sampled" => Some(Self::Sampled),
-            "always" => Some(Self::Always),
-            "off" => Some(Self::Off),
-            _ => None,
+        <Self as clap::ValueEnum>::from_str(text, false).ok()
+    }
+
+    /// The modes, for an error message: "sampled, always or off".
+    pub fn names() -> String {
+        let names: Vec<String> = <Self as clap::ValueEnum>::value_variants()
+            .iter()
+            .filter_map(clap::ValueEnum::to_possible_value)
+            .map(|value| value.get_name().to_owned())
+            .collect();
+        match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
         }
     }
 }
@@ -120,16 +128,23 @@ pub async fn run(mode: ProgramStats, sampling: Sampling, clock: StatsClock) {
             .inspect_err(|e| eprintln!("headroom-collector: warning: {e}"))
             .ok()
     };
-    // Marks the clock off when dropped, so that cancelling the future stops it too.
-    struct On<'a>(&'a StatsClock, #[allow(dead_code)] RunTimeStats);
+    // Holds the stats on and marks the clock off when dropped, so that cancelling the
+    // future stops both.
+    struct On<'a> {
+        clock: &'a StatsClock,
+        _stats: RunTimeStats,
+    }
     impl Drop for On<'_> {
         fn drop(&mut self) {
-            self.0.set_on(false);
+            self.clock.set_on(false);
         }
     }
     let on = |stats| {
         clock.set_on(true);
-        On(&clock, stats)
+        On {
+            clock: &clock,
+            _stats: stats,
+        }
     };
     match mode {
         ProgramStats::Off => {}
