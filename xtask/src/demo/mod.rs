@@ -52,7 +52,9 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the demo loads eBPF programs and creates cgroups: run `sudo -E cargo xtask demo`");
     }
     setup::run()?;
-    eprintln!("xtask demo: building the collector and the stand-in API server");
+    eprintln!("xtask demo: building the collector, the webhook and the stand-in API server");
+    // Exactly what the demo runs: each binary it starts from target/ is built here, so a
+    // fresh clone works without a test run having built them first.
     shell::run(shell::cargo().args([
         "build",
         "--locked",
@@ -63,6 +65,10 @@ pub fn run() -> anyhow::Result<()> {
         "headroom-collector",
         "--example",
         "standin_apiserver",
+        "-p",
+        "webhook",
+        "--bin",
+        "headroom-webhook",
     ]))?;
     let target = target_dir().join("debug");
     let scratch = std::env::temp_dir().join(format!("headroom-demo-{}", std::process::id()));
