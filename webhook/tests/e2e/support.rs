@@ -46,7 +46,8 @@ impl Cluster {
     pub fn scratch(&self, name: &str) -> PathBuf {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = self.dir.join(format!(
-            "webhook-{name}-{}",
+            "webhook-{name}-{}-{}",
+            std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("create scratch dir");
