@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub audit_log: PathBuf,
-    pub server: String,
     pub token: String,
     pub dir: PathBuf,
 }
@@ -36,7 +35,6 @@ impl Cluster {
         Cluster {
             kubeconfig: env("HEADROOM_E2E_KUBECONFIG").into(),
             audit_log: env("HEADROOM_E2E_AUDIT_LOG").into(),
-            server: env("HEADROOM_E2E_SERVER"),
             token: env("HEADROOM_E2E_TOKEN"),
             dir: env("HEADROOM_E2E_DIR").into(),
         }
