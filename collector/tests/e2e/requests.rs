@@ -21,7 +21,7 @@ const HASH: &str = "5d8f9c7b6";
 const CONTAINER: &str = "agent";
 const CONTAINER_ID: &str = "4f1d2c3b4a5968778695a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3";
 
-fn require_root() {
+pub fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let uid = status
         .lines()
@@ -173,17 +173,6 @@ impl Drop for PodCgroup {
     }
 }
 
-/// A kubeconfig for the pod's ServiceAccount (a TokenRequest token): the audit log's
-/// user names exactly this client's requests.
-fn client_kubeconfig(cluster: &Cluster, namespace: &str) -> std::path::PathBuf {
-    let token = cluster.ok(&["create", "token", DEPLOYMENT, "-n", namespace], None);
-    let admin = std::fs::read_to_string(&cluster.kubeconfig).expect("admin kubeconfig");
-    let text = admin.replace(&cluster.token, token.trim());
-    let path = cluster.scratch("client").join("kubeconfig");
-    std::fs::write(&path, text).expect("write kubeconfig");
-    path
-}
-
 /// The sum of `name`'s series whose labels contain `labels`.
 fn series_sum(metrics: &str, name: &str, labels: &str) -> Option<f64> {
     let values: Vec<f64> = metrics
@@ -204,7 +193,8 @@ fn requests_of_a_pod_equal_the_audit_log_and_name_its_deployment() {
     let pod = workload(&cluster, namespace);
     let pod_name = pod["metadata"]["name"].as_str().expect("name").to_owned();
     let group = PodCgroup::create(pod["metadata"]["uid"].as_str().expect("uid"));
-    let kubeconfig = client_kubeconfig(&cluster, namespace);
+    // Its ServiceAccount's token: the audit log's user names exactly this client.
+    let kubeconfig = cluster.serviceaccount_kubeconfig(namespace, DEPLOYMENT);
 
     let dir = cluster.scratch("collector");
     let listen = format!("127.0.0.1:{}", free_port());

@@ -110,6 +110,19 @@ impl Cluster {
         );
     }
 
+    /// A kubeconfig for ServiceAccount `namespace/name`, its token from the TokenRequest
+    /// API (no token controller runs here to make a Secret).
+    pub fn serviceaccount_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = self.ok(
+            &["create", "token", name, "-n", namespace, "--duration=1h"],
+            None,
+        );
+        let admin = std::fs::read_to_string(&self.kubeconfig).expect("admin kubeconfig");
+        let path = self.scratch(name).join("kubeconfig");
+        std::fs::write(&path, admin.replace(&self.token, token.trim())).expect("write kubeconfig");
+        path
+    }
+
     /// Every entry of the audit log so far.
     pub fn audit(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.audit_log).expect("read the audit log");

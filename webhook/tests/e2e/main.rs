@@ -4,6 +4,7 @@
 mod admission;
 mod deploy;
 mod fail_safe;
+mod least_privilege;
 mod support;
 #[path = "../support/mod.rs"]
 mod test_pki;
