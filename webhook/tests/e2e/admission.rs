@@ -140,7 +140,16 @@ fn enforce_denies_the_outage_daemonset_with_the_numbers_and_allows_the_small_poo
 
     let expected = offline_check(&cluster, &ds, "Enforce");
     assert_eq!(expected["result"], "denied", "{expected}");
-    assert_eq!(expected["pods"], NODES as u64, "{expected}");
+    // One pod per Linux node: the 2,000 and any other test's (a kept control plane).
+    let linux = cluster
+        .ok(
+            &["get", "nodes", "-l", "kubernetes.io/os=linux", "-o", "name"],
+            None,
+        )
+        .lines()
+        .count();
+    assert!(linux >= NODES, "{linux} Linux nodes");
+    assert_eq!(expected["pods"], linux as u64, "{expected}");
     let out = cluster.apply(&ds);
     assert!(!out.status.success(), "applied: {}", stderr(&out));
     let message = expected["message"].as_str().expect("message");
@@ -151,7 +160,7 @@ fn enforce_denies_the_outage_daemonset_with_the_numbers_and_allows_the_small_poo
         "kubectl: {}\nexpected the offline check's message: {message}",
         stderr(&out)
     );
-    assert!(message.contains(&format!("{NODES} pods")), "{message}");
+    assert!(message.contains(&format!("{linux} pods")), "{message}");
     assert!(message.contains("Largest safe change"), "{message}");
     let gone = cluster.run(&["get", "daemonset", "agent", "-n", "monitoring"], None);
     assert!(stderr(&gone).contains("NotFound"), "{}", stderr(&gone));
@@ -290,11 +299,11 @@ fn audit_mode_allows_and_the_audit_log_carries_the_annotation() {
         "Audit mode seen by the webhook",
         Duration::from_secs(60),
         || {
-            let out = cluster.run(
+            // Denied until the webhook has seen the mode change, annotated from then on.
+            let _ = cluster.run(
                 &["apply", "--dry-run=server", "-f", "-"],
                 Some(&ds.to_string()),
             );
-            assert!(out.status.success(), "{}", stderr(&out));
             cluster
                 .audit()
                 .iter()
