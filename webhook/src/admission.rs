@@ -20,8 +20,11 @@ use crate::{
     review::{
         self, MetadataIn, ObjectIn, RequestIn, ResponseOut, ReviewIn, ReviewOut, ScaleIn, StatusOut,
     },
-    workload::{Autoscalers, Kind, Spec, Workload},
+    workload::{Autoscalers, Kind, Spec, Workload, parse_json},
 };
+
+/// The `reason` of the fail-opens metric for an object the webhook cannot parse.
+pub const FAIL_OPEN_UNPARSEABLE: &str = "unparseable";
 
 /// A request the webhook cannot answer with a decision: HTTP 400 with this message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,7 +205,7 @@ impl State {
         let kind = supported_kind(&request)?;
         let scale = request.sub_resource.is_some();
         let namespace = request.namespace.as_deref().unwrap_or_default();
-        // Err(Ok(_)): the object is missing (400); Err(Err(_)): it is invalid (denied).
+        // Err(Ok(_)): the object is missing (400); Err(Err(_)): we cannot parse it.
         let read_object = |object: Option<&RawValue>, which: &str| {
             let object = object.ok_or_else(|| Ok(format!("request.{which} is missing")))?;
             let document = format!("request.{which}");
@@ -211,22 +214,8 @@ impl State {
         let workload = match read_object(request.object, "object") {
             Ok(w) => w,
             Err(Ok(missing)) => return Err(BadRequest(missing)),
-            Err(Err(invalid)) => {
-                self.metrics
-                    .record_decision(mode, Outcome::Denied.as_str(), kind.as_str());
-                let message = format!("headroom: invalid {} object: {invalid}", kind.as_str());
-                let status = StatusOut {
-                    code: 400,
-                    message: &message,
-                    reason: "BadRequest",
-                };
-                return Ok(respond(
-                    &request.uid,
-                    false,
-                    Some(status),
-                    &[],
-                    &BTreeMap::new(),
-                ));
+            Err(Err(unparseable)) => {
+                return Ok(self.unparseable(&request, mode, kind, &unparseable));
             }
         };
         let old = if update {
@@ -234,7 +223,14 @@ impl State {
                 Ok(w) => Some(w),
                 Err(Ok(missing)) => return Err(BadRequest(missing)),
                 // An old object we cannot read: evaluate as a create (the worst case).
-                Err(Err(_)) => None,
+                Err(Err(unparseable)) => {
+                    tracing::warn!(
+                        uid = %request.uid,
+                        error = %unparseable,
+                        "cannot parse oldObject; evaluating the change as a create"
+                    );
+                    None
+                }
             }
         } else {
             None
@@ -270,6 +266,33 @@ impl State {
             &decision.warnings,
             &decision.audit_annotations,
         ))
+    }
+
+    /// An object the API server accepted but we cannot parse: our defect, not the user's.
+    /// Allowed with a warning naming the field, in every mode, and counted as a fail-open.
+    fn unparseable(
+        &self,
+        request: &RequestIn<'_>,
+        mode: &'static str,
+        kind: Kind,
+        error: &str,
+    ) -> Vec<u8> {
+        tracing::warn!(
+            uid = %request.uid,
+            kind = kind.as_str(),
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            name = %request.name,
+            error,
+            "cannot parse the object; allowed unevaluated (fail-open)"
+        );
+        self.metrics
+            .record_decision(mode, Outcome::FailOpen.as_str(), kind.as_str());
+        self.metrics.record_fail_open(FAIL_OPEN_UNPARSEABLE);
+        let warnings = [decision::fit_warning(&format!(
+            "headroom: not evaluated, cannot parse {error}; allowed"
+        ))];
+        let audit = BTreeMap::from([(decision::AUDIT_FAIL_OPEN.to_owned(), error.to_owned())]);
+        respond(&request.uid, true, None, &warnings, &audit)
     }
 
     fn decide(
@@ -337,7 +360,6 @@ fn read_workload(
     json: &str,
     namespace: &str,
 ) -> Result<Workload, String> {
-    let invalid = |e: serde_json::Error| e.to_string();
     let metadata_of = |m: Option<MetadataIn>| {
         let m = m.unwrap_or_default();
         ObjectMeta {
@@ -348,7 +370,7 @@ fn read_workload(
         }
     };
     if scale {
-        let object: ScaleIn = serde_json::from_str(json).map_err(invalid)?;
+        let object: ScaleIn = parse_json(document, "", json).map_err(|e| e.to_string())?;
         let replicas = object.spec.and_then(|s| s.replicas);
         Ok(Workload::from_scale_parts(
             kind,
@@ -356,7 +378,7 @@ fn read_workload(
             replicas,
         ))
     } else {
-        let object: ObjectIn<'_> = serde_json::from_str(json).map_err(invalid)?;
+        let object: ObjectIn<'_> = parse_json(document, "", json).map_err(|e| e.to_string())?;
         let metadata = metadata_of(object.metadata);
         Workload::from_parts(
             kind,

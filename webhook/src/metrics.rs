@@ -26,7 +26,7 @@ pub struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailOpenLabels {
-    /// `stale` or `missing`.
+    /// `stale`, `missing`, or `unparseable` (an object the webhook could not read).
     pub reason: &'static str,
 }
 

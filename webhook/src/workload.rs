@@ -116,11 +116,47 @@ pub struct Workload {
     pub create_all_at_once: bool,
 }
 
-fn parse_typed<T: DeserializeOwned>(document: &str, value: serde_json::Value) -> Result<T, Error> {
-    serde_json::from_value(value).map_err(|e| Error::InvalidWorkload {
+fn parse_typed<T: DeserializeOwned>(
+    document: &str,
+    at: &str,
+    value: serde_json::Value,
+) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|e| field_error(document, at, &e))
+}
+
+/// Parses JSON text found at `at` (`spec`, `""` for a whole object) of `document`; an error
+/// names the field that failed (`field `spec.replicas`: invalid type: …`).
+pub fn parse_json<'a, T: Deserialize<'a>>(
+    document: &str,
+    at: &str,
+    text: &'a str,
+) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(document, at, &e))?;
+    de.end().map_err(|e| Error::InvalidWorkload {
         document: document.to_owned(),
         message: e.to_string(),
-    })
+    })?;
+    Ok(value)
+}
+
+fn field_error(
+    document: &str,
+    at: &str,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> Error {
+    let path = e.path().to_string();
+    let field = match (at, path.as_str()) {
+        ("", ".") => String::new(),
+        (at, ".") => format!("field `{at}`: "),
+        ("", path) => format!("field `{path}`: "),
+        (at, path) => format!("field `{at}.{path}`: "),
+    };
+    Error::InvalidWorkload {
+        document: document.to_owned(),
+        message: format!("{field}{}", e.inner()),
+    }
 }
 
 /// An object's `spec`: parsed JSON (manifests) or raw JSON text (admission requests).
@@ -224,7 +260,7 @@ impl Workload {
                     message: "missing field `metadata`".to_owned(),
                 });
             }
-            Some(metadata) => parse_typed(document, metadata)?,
+            Some(metadata) => parse_typed(document, "metadata", metadata)?,
         };
         let spec = match value.get_mut("spec").map(serde_json::Value::take) {
             None | Some(serde_json::Value::Null) => None,
@@ -245,15 +281,11 @@ impl Workload {
             document: document.to_owned(),
             message: format!("missing field `{field}`"),
         };
-        let invalid = |e: serde_json::Error| Error::InvalidWorkload {
-            document: document.to_owned(),
-            message: e.to_string(),
-        };
         let text = match spec.ok_or_else(|| missing("spec"))? {
             Spec::Raw(text) => std::borrow::Cow::Borrowed(text),
             Spec::Value(value) => std::borrow::Cow::Owned(value.to_string()),
         };
-        let spec: SpecIn<'_> = serde_json::from_str(&text).map_err(invalid)?;
+        let spec: SpecIn<'_> = parse_json(document, "spec", &text)?;
         // The API server would not accept these absent or empty; the projection needs them.
         let selector_ok = |s: &Option<LabelSelector>| {
             s.as_ref().is_some_and(|s| {
@@ -340,7 +372,7 @@ impl Workload {
             }
         };
         let template_raw = template_raw.ok_or_else(|| missing(template_field))?;
-        let template: TemplateIn = serde_json::from_str(template_raw.get()).map_err(invalid)?;
+        let template: TemplateIn = parse_json(document, template_field, template_raw.get())?;
         let pod = template.spec.unwrap_or_default();
         let containers = pod.containers.unwrap_or_default();
         if containers.is_empty() {
@@ -375,7 +407,7 @@ impl Workload {
         document: &str,
         value: serde_json::Value,
     ) -> Result<Workload, Error> {
-        let scale: Scale = parse_typed(document, value)?;
+        let scale: Scale = parse_typed(document, "", value)?;
         let replicas = scale.spec.and_then(|s| s.replicas);
         Ok(Self::from_scale_parts(kind, scale.metadata, replicas))
     }

@@ -270,17 +270,19 @@ async fn bad_input_gets_a_clear_400_or_denial_never_a_panic() {
         "{body:?}"
     );
 
+    // The API server validated the object; failing to read it is our defect: fail open.
     let mut no_selector = web_deployment("web", 1);
     no_selector["spec"]
         .as_object_mut()
         .unwrap()
         .remove("selector");
     let r = c.review(&Review::create(no_selector).build()).await;
-    assert_eq!(r["allowed"], false);
-    assert_eq!(r["status"]["code"], 400);
+    assert_eq!(r["allowed"], true, "{r}");
     assert_eq!(
-        message(&r),
-        "headroom: invalid Deployment object: request.object: missing field `spec.selector`"
+        warnings(&r),
+        [
+            "headroom: not evaluated, cannot parse request.object: missing field `spec.selector`; allowed"
+        ]
     );
 
     let mut no_object = Review::create(web_deployment("web", 1)).build();
@@ -395,4 +397,66 @@ async fn profiles_polled_from_a_collector_endpoint() {
     let r = c.review(&Review::create(agent_daemonset()).build()).await;
     assert_eq!(r["allowed"], false, "{r}");
     assert!(message(&r).contains("264.1 MiB > 200.0 MiB"), "{r}");
+}
+
+#[tokio::test]
+async fn unparseable_objects_fail_open_in_every_mode_naming_the_field() {
+    let server = start_server(Profiles::File("profiles-outage.json"), 5000).await;
+    let mut c = client(&server).await;
+    // The recorded Deployment with `replicas` of the wrong type.
+    let mut bad = web_deployment("web", 3);
+    bad["spec"]["replicas"] = json!("three");
+    let r = c.review(&Review::create(bad.clone()).build()).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(r["status"].is_null(), "{r}");
+    let w = warnings(&r);
+    assert_eq!(w.len(), 1, "{r}");
+    assert!(
+        w[0].starts_with(
+            "headroom: not evaluated, cannot parse request.object: field `spec.replicas`: \
+             invalid type: string \"three\", expected i32"
+        ),
+        "{w:?}"
+    );
+    assert!(
+        r["auditAnnotations"]["fail-open"]
+            .as_str()
+            .is_some_and(|a| a.contains("`spec.replicas`")),
+        "{r}"
+    );
+
+    // A wrong type deep in the pod template (the recorded DaemonSet), in an exempt namespace.
+    let mut ds = agent_daemonset();
+    ds["metadata"]["namespace"] = json!("kube-system");
+    ds["spec"]["template"]["spec"]["containers"][0]["image"] = json!(["not", "a", "string"]);
+    let r = c.review(&Review::create(ds.clone()).build()).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(
+        warnings(&r)[0].contains("field `spec.template.spec.containers[0].image`"),
+        "{r}"
+    );
+
+    // Warn and Audit modes answer the same.
+    for mode in [webhook::budget::Mode::Warn, webhook::budget::Mode::Audit] {
+        let mut budget = (*server.state.budget()).clone();
+        budget.spec.mode = mode;
+        server.state.set_budget(budget);
+        let r = c.review(&Review::create(bad.clone()).build()).await;
+        assert_eq!(r["allowed"], true, "{r}");
+        assert!(warnings(&r)[0].contains("`spec.replicas`"), "{r}");
+    }
+
+    let (_, metrics) = http_get(server.running.metrics, "/metrics").await;
+    for line in [
+        r#"headroom_webhook_fail_opens_total{reason="unparseable"} 4"#,
+        r#"headroom_webhook_decisions_total{mode="Enforce",result="fail_open",kind="Deployment"} 1"#,
+        r#"headroom_webhook_decisions_total{mode="Enforce",result="fail_open",kind="DaemonSet"} 1"#,
+        r#"headroom_webhook_decisions_total{mode="Warn",result="fail_open",kind="Deployment"} 1"#,
+        r#"headroom_webhook_decisions_total{mode="Audit",result="fail_open",kind="Deployment"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line} in\n{metrics}"
+        );
+    }
 }
