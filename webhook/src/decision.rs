@@ -174,10 +174,22 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             Vec::new(),
         );
     }
-    if old.is_some() && starts == 0 && pods <= old_pods {
+    // No pods added and none restarted, or no pods added and the pod template unchanged
+    // (a CronJob suspended, a label changed): nothing to evaluate.
+    if let Some(old) = old
+        && pods <= old_pods
+        && (starts == 0 || !workload.template_changed(old))
+    {
         return decision(
             Outcome::NoAddedLoad,
-            format!("{pods} pods (was {old_pods}), none starting: adds no load"),
+            format!(
+                "{pods} pods (was {old_pods}), {}: adds no load",
+                if workload.template_changed(old) {
+                    "none starting"
+                } else {
+                    "pod template unchanged"
+                }
+            ),
             Vec::new(),
         );
     }

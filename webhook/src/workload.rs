@@ -455,10 +455,7 @@ impl Workload {
             };
         };
         let added = pods.saturating_sub(old_pods);
-        let template_changed = match (&self.template_text, &old.template_text) {
-            (Some(new), Some(old)) => new != old,
-            _ => false,
-        };
+        let template_changed = self.template_changed(old);
         let batch = match &self.rollout {
             Rollout::EveryRun => pods,
             _ if !template_changed => 0,
@@ -482,6 +479,15 @@ impl Workload {
             added
         };
         (batch + added_at_once).min(pods)
+    }
+
+    /// Whether the pod template differs from `old`'s. A `scale` request carries no template:
+    /// it changes only replicas.
+    pub fn template_changed(&self, old: &Workload) -> bool {
+        match (&self.template_text, &old.template_text) {
+            (Some(new), Some(old)) => new != old,
+            _ => false,
+        }
     }
 
     /// The value of the break-glass annotation, if it has a reason.

@@ -460,3 +460,28 @@ async fn unparseable_objects_fail_open_in_every_mode_naming_the_field() {
         );
     }
 }
+
+#[tokio::test]
+async fn cronjob_suspend_patch_is_allowed_unevaluated() {
+    let server = start_server(Profiles::File("profiles-outage.json"), 100).await;
+    let mut c = client(&server).await;
+    // The recorded CronJob, 50 pods per run: unmeasured beyond the canary size.
+    let mut old = support::fixture("cronjob-report.json");
+    old["metadata"]["namespace"] = json!("default");
+    old["spec"]["jobTemplate"]["spec"]["parallelism"] = json!(50);
+    let r = c.review(&Review::create(old.clone()).build()).await;
+    assert_eq!(r["allowed"], false, "evaluated, it is denied: {r}");
+
+    // kubectl patch cronjob report -p '{"spec":{"suspend":true}}'
+    let mut suspended = old.clone();
+    suspended["spec"]["suspend"] = json!(true);
+    let r = c.review(&Review::update(old, suspended).build()).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(warnings(&r).is_empty(), "{r}");
+    let (_, metrics) = http_get(server.running.metrics, "/metrics").await;
+    let line = r#"headroom_webhook_decisions_total{mode="Enforce",result="no_added_load",kind="CronJob"} 1"#;
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "missing {line} in\n{metrics}"
+    );
+}

@@ -290,6 +290,44 @@ fn scale_down_and_no_op_updates_are_always_allowed() {
     );
 }
 
+fn cronjob(parallelism: i64) -> Value {
+    let mut v = fixture("cronjob-report.json");
+    v["metadata"]["namespace"] = json!("default");
+    v["spec"]["jobTemplate"]["spec"]["parallelism"] = json!(parallelism);
+    v
+}
+
+#[test]
+fn a_suspended_cronjob_is_not_evaluated_but_a_new_template_is() {
+    let f = Fixture::new(Mode::Enforce);
+    let read = |v: Value| Workload::from_value(Kind::CronJob, "cronjob", v).unwrap();
+    // 50 pods per run, unmeasured: over the canary size, so evaluating it denies.
+    let old = cronjob(50);
+    let mut suspended = old.clone();
+    suspended["spec"]["suspend"] = json!(true);
+    let d = f.decide(&read(suspended), Some(&read(old.clone())));
+    assert_eq!(d.outcome, Outcome::NoAddedLoad, "{}", d.message);
+    assert_eq!(
+        d.message,
+        "50 pods (was 50), pod template unchanged: adds no load"
+    );
+    assert!(d.warnings.is_empty());
+
+    let mut new_image = old.clone();
+    new_image["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("busybox:1.37");
+    let d = f.decide(&read(new_image), Some(&read(old.clone())));
+    assert_eq!(d.outcome, Outcome::Denied, "{}", d.message);
+
+    let d = f.decide(&read(cronjob(60)), Some(&read(old)));
+    assert_eq!(
+        d.outcome,
+        Outcome::Denied,
+        "more pods per run: {}",
+        d.message
+    );
+}
+
 #[test]
 fn unmeasured_workload_is_allowed_up_to_the_canary_size() {
     let f = Fixture::new(Mode::Enforce);
