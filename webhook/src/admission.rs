@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use crate::{
     budget::{ControlPlaneBudget, ControlPlaneBudgetSpec},
     decision::{self, Context, Decision, Outcome},
+    error::Error,
     inventory::Inventory,
     load::Load,
     metrics::Metrics,
@@ -209,7 +210,8 @@ impl State {
         let read_object = |object: Option<&RawValue>, which: &str| {
             let object = object.ok_or_else(|| Ok(format!("request.{which} is missing")))?;
             let document = format!("request.{which}");
-            read_workload(kind, scale, &document, object.get(), namespace).map_err(Err)
+            read_workload(kind, scale, &document, object.get(), namespace)
+                .map_err(|e| Err(e.to_string()))
         };
         let workload = match read_object(request.object, "object") {
             Ok(w) => w,
@@ -353,13 +355,13 @@ fn respond(
 }
 
 /// Reads the object of a request; objects may leave their namespace to the request.
-fn read_workload(
+pub(crate) fn read_workload(
     kind: Kind,
     scale: bool,
     document: &str,
     json: &str,
     namespace: &str,
-) -> Result<Workload, String> {
+) -> Result<Workload, Error> {
     let metadata_of = |m: Option<MetadataIn>| {
         let m = m.unwrap_or_default();
         ObjectMeta {
@@ -370,7 +372,7 @@ fn read_workload(
         }
     };
     if scale {
-        let object: ScaleIn = parse_json(document, "", json).map_err(|e| e.to_string())?;
+        let object: ScaleIn = parse_json(document, "", json)?;
         let replicas = object.spec.and_then(|s| s.replicas);
         Ok(Workload::from_scale_parts(
             kind,
@@ -378,7 +380,7 @@ fn read_workload(
             replicas,
         ))
     } else {
-        let object: ObjectIn<'_> = parse_json(document, "", json).map_err(|e| e.to_string())?;
+        let object: ObjectIn<'_> = parse_json(document, "", json)?;
         let metadata = metadata_of(object.metadata);
         Workload::from_parts(
             kind,
@@ -386,33 +388,35 @@ fn read_workload(
             metadata,
             object.spec.map(|s| Spec::Raw(s.get())),
         )
-        .map_err(|e| e.to_string())
     }
 }
 
-const SUPPORTED: &str = "apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet, batch/v1 Job, \
+pub(crate) const SUPPORTED: &str = "apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet, batch/v1 Job, \
                          CronJob, and the scale subresource of deployments, statefulsets, \
                          replicasets";
 
-fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
-    let unsupported = |what: String| {
+pub(crate) fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
+    request_kind(request).map_err(|what| {
         BadRequest(format!(
             "unsupported {what}: headroom evaluates {SUPPORTED}"
         ))
-    };
+    })
+}
+
+/// The workload kind a request is about, or what it is about instead (`kind core/v1 Pod`).
+pub(crate) fn request_kind(request: &RequestIn<'_>) -> Result<Kind, String> {
     match request.sub_resource.as_deref() {
         Some("scale") => {
             if request.resource.group != "apps" {
-                return Err(unsupported(format!(
+                return Err(format!(
                     "resource {}/{}/scale",
                     request.resource.group, request.resource.resource
-                )));
+                ));
             }
-            Kind::from_scalable_resource(&request.resource.resource).ok_or_else(|| {
-                unsupported(format!("resource apps/{}/scale", request.resource.resource))
-            })
+            Kind::from_scalable_resource(&request.resource.resource)
+                .ok_or_else(|| format!("resource apps/{}/scale", request.resource.resource))
         }
-        Some(other) => Err(unsupported(format!("subresource {other}"))),
+        Some(other) => Err(format!("subresource {other}")),
         None => {
             let gvk = &request.kind;
             let kind = Kind::from_kind(&gvk.kind);
@@ -429,10 +433,7 @@ fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
                     } else {
                         &gvk.group
                     };
-                    Err(unsupported(format!(
-                        "kind {group}/{} {}",
-                        gvk.version, gvk.kind
-                    )))
+                    Err(format!("kind {group}/{} {}", gvk.version, gvk.kind))
                 }
             }
         }
