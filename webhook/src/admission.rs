@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::value::RawValue;
 
 use crate::{
@@ -368,6 +368,18 @@ pub(crate) fn read_workload(
             name: m.name,
             namespace: m.namespace.or_else(|| Some(namespace.to_owned())),
             annotations: m.annotations,
+            owner_references: m.owner_references.map(|owners| {
+                owners
+                    .into_iter()
+                    .map(|o| OwnerReference {
+                        api_version: o.api_version,
+                        kind: o.kind,
+                        name: o.name,
+                        controller: o.controller,
+                        ..OwnerReference::default()
+                    })
+                    .collect()
+            }),
             ..ObjectMeta::default()
         }
     };

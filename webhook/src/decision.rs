@@ -40,6 +40,8 @@ pub enum Outcome {
     NoAddedLoad,
     /// Unmeasured, within the canary size.
     Canary,
+    /// Created by a controller that was judged for these pods (a Deployment's ReplicaSet).
+    OwnerJudged,
     /// No or stale profile data: allowed with a warning.
     FailOpen,
 }
@@ -55,6 +57,7 @@ impl Outcome {
             Outcome::Exempt => "exempt",
             Outcome::NoAddedLoad => "no_added_load",
             Outcome::Canary => "canary",
+            Outcome::OwnerJudged => "owner_judged",
             Outcome::FailOpen => "fail_open",
         }
     }
@@ -171,6 +174,13 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
                 "namespace {} is exempt from {}",
                 reference.namespace, ctx.budget_name
             ),
+            Vec::new(),
+        );
+    }
+    if let Some(owner) = &workload.judged_owner {
+        return decision(
+            Outcome::OwnerJudged,
+            format!("controlled by {owner}, which was judged for these pods"),
             Vec::new(),
         );
     }

@@ -18,7 +18,7 @@ pub struct DecisionLabels {
     /// The budget's mode: Enforce, Warn or Audit.
     pub mode: &'static str,
     /// The outcome: allowed, denied, warned, audited, break_glass, exempt, no_added_load,
-    /// canary, fail_open.
+    /// canary, fail_open, owner_judged.
     pub result: &'static str,
     /// Workload kind (Deployment, …; `other` for deletes of other kinds).
     pub kind: &'static str,

@@ -114,6 +114,25 @@ pub struct Workload {
     pub rollout: Rollout,
     /// Whether pods start all at once on create (false: OrderedReady StatefulSet).
     pub create_all_at_once: bool,
+    /// The controller that owns this object and was judged for its pods (`Deployment web`
+    /// for a Deployment's ReplicaSet, `CronJob report` for a scheduled Job).
+    pub judged_owner: Option<String>,
+}
+
+/// The owner whose judgement covers an object of `kind`: any controller of a ReplicaSet
+/// (a Deployment, or an operator's own controller), the CronJob of a Job.
+fn judged_owner(kind: Kind, metadata: &ObjectMeta) -> Option<String> {
+    let owner = metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))?;
+    let covered = match kind {
+        Kind::ReplicaSet => true,
+        Kind::Job => owner.kind == "CronJob" && owner.api_version.starts_with("batch/"),
+        _ => false,
+    };
+    covered.then(|| format!("{} {}", owner.kind, owner.name))
 }
 
 fn parse_typed<T: DeserializeOwned>(
@@ -234,6 +253,8 @@ struct PodSpecIn {
     tolerations: Option<Vec<Toleration>>,
     #[serde(default)]
     containers: Option<Vec<ContainerIn>>,
+    #[serde(default)]
+    host_network: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -382,10 +403,13 @@ impl Workload {
             node_selector: pod.node_selector,
             affinity: pod.affinity,
             tolerations: pod.tolerations,
+            host_network: pod.host_network,
             ..PodSpec::default()
         };
+        let judged_owner = judged_owner(kind, &metadata);
         Ok(Workload {
             kind,
+            judged_owner,
             reference: WorkloadRef {
                 namespace: metadata.namespace.unwrap_or_default(),
                 kind: kind.as_str().to_owned(),
@@ -429,6 +453,7 @@ impl Workload {
             // Scaling starts all added pods; without the object we assume the worst.
             rollout: Rollout::None,
             create_all_at_once: true,
+            judged_owner: None,
         }
     }
 

@@ -485,3 +485,47 @@ async fn cronjob_suspend_patch_is_allowed_unevaluated() {
         "missing {line} in\n{metrics}"
     );
 }
+
+/// The recorded Deployment as its controller writes its ReplicaSet.
+fn replicaset_of(deployment: &Value, replicas: i64) -> Value {
+    let mut rs = deployment.clone();
+    rs["kind"] = json!("ReplicaSet");
+    rs["metadata"]["name"] = json!("web-7c5ddbdf54");
+    rs["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
+        "uid": "5b1e4c4e-6a43-4d5d-9f0e-0c1c3e0f7a11",
+        "controller": true, "blockOwnerDeletion": true
+    }]);
+    rs["spec"]["replicas"] = json!(replicas);
+    rs.as_object_mut().expect("object").remove("status");
+    rs
+}
+
+#[tokio::test]
+async fn replicasets_of_a_judged_controller_are_not_judged_again() {
+    let server = start_server(Profiles::File("profiles-outage.json"), 100).await;
+    let mut c = client(&server).await;
+    let deployment = web_deployment("web", 3);
+    // 1000 replicas would be denied (see scale_up_over_budget_is_denied…); the Deployment's
+    // own change was judged, so its ReplicaSet's is not.
+    let owned = replicaset_of(&deployment, 1000);
+    let r = c.review(&Review::create(owned.clone()).build()).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(warnings(&r).is_empty(), "{r}");
+
+    // A ReplicaSet of its own is judged.
+    let mut orphan = owned;
+    orphan["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    let r = c.review(&Review::create(orphan).build()).await;
+    assert_eq!(r["allowed"], false, "{r}");
+
+    let (_, metrics) = http_get(server.running.metrics, "/metrics").await;
+    let line = r#"headroom_webhook_decisions_total{mode="Enforce",result="owner_judged",kind="ReplicaSet"} 1"#;
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "missing {line} in\n{metrics}"
+    );
+}

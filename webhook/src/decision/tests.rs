@@ -542,3 +542,28 @@ fn fit_warning_cuts_at_120_characters() {
     assert_eq!(cut.chars().count(), 120);
     assert!(cut.ends_with('…'));
 }
+
+#[test]
+fn jobs_of_a_cronjob_are_not_judged_again_but_other_owned_jobs_are() {
+    let f = Fixture::new(Mode::Enforce);
+    let owned_by = |kind: &str, api_version: &str| {
+        let mut v = fixture("job-migrate.json");
+        v["metadata"]["namespace"] = json!("default");
+        v["spec"]["parallelism"] = json!(50);
+        v["spec"]["completions"] = json!(50);
+        v["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": api_version, "kind": kind, "name": "report",
+            "uid": "0b7a3c1e-2f4d-4e5a-9b6c-7d8e9f0a1b2c", "controller": true
+        }]);
+        Workload::from_value(Kind::Job, "job", v).unwrap()
+    };
+    let d = f.decide(&owned_by("CronJob", "batch/v1"), None);
+    assert_eq!(d.outcome, Outcome::OwnerJudged, "{}", d.message);
+    assert_eq!(
+        d.message,
+        "controlled by CronJob report, which was judged for these pods"
+    );
+    // An operator's Job: its owner is nothing headroom judged.
+    let d = f.decide(&owned_by("Workflow", "argoproj.io/v1alpha1"), None);
+    assert_eq!(d.outcome, Outcome::Denied, "{}", d.message);
+}
