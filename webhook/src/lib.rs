@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod advice;
 pub mod budget;
 pub mod check;
 pub mod cluster;

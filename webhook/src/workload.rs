@@ -472,8 +472,19 @@ impl Workload {
     /// Pods that start at once when this object replaces `old` (or is created, `old` =
     /// `None`), running `pods` pods where `old` ran `old_pods`.
     pub fn concurrent_starts(&self, old: Option<&Workload>, pods: u64, old_pods: u64) -> u64 {
+        self.concurrent_starts_with(&self.rollout, old, pods, old_pods)
+    }
+
+    /// [`Self::concurrent_starts`] had the object asked for `rollout` instead of its own.
+    pub fn concurrent_starts_with(
+        &self,
+        rollout: &Rollout,
+        old: Option<&Workload>,
+        pods: u64,
+        old_pods: u64,
+    ) -> u64 {
         let Some(old) = old else {
-            return if self.create_all_at_once || self.rollout == Rollout::EveryRun {
+            return if self.create_all_at_once || *rollout == Rollout::EveryRun {
                 pods
             } else {
                 pods.min(1)
@@ -481,7 +492,7 @@ impl Workload {
         };
         let added = pods.saturating_sub(old_pods);
         let template_changed = self.template_changed(old);
-        let batch = match &self.rollout {
+        let batch = match rollout {
             Rollout::EveryRun => pods,
             _ if !template_changed => 0,
             Rollout::Recreate => pods,
@@ -498,7 +509,7 @@ impl Workload {
             Rollout::OneAtATime => 1,
             Rollout::OnDelete | Rollout::None => 0,
         };
-        let added_at_once = if self.rollout == Rollout::OneAtATime {
+        let added_at_once = if *rollout == Rollout::OneAtATime {
             added.min(1)
         } else {
             added

@@ -4,6 +4,7 @@ use super::*;
 use crate::{
     budget::Limits,
     profile::{ProfileItem, WorkloadRef},
+    workload::Kind,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -207,8 +208,14 @@ fn outage_shape_daemonset_on_5000_nodes_is_denied_with_numbers() {
         m.contains("steady 50.0 KiB + startup 5.0 MiB per pod"),
         "{m}"
     );
-    // Per-pod room: min(200 MiB − 20 MiB, 100 MiB) / 5000 = 20.5 KiB.
-    assert!(m.contains("apiserver received bytes/s ≤ 20.5 KiB"), "{m}");
+    // A per-pod cost that fits steady, peak and share together: peak binds,
+    // 20 MiB + 5000 × f × (50 KiB + 5 MiB) ≤ 400 MiB → f ≤ 0.01505.
+    assert!(
+        m.contains("apiserver received bytes/s steady ≤ 770 B, startup ≤ 77.0 KiB"),
+        "{m}"
+    );
+    // Requests: steady fits (1500 ≤ 2000), so only startup is cut: (4000 − 1500) / 5000.
+    assert!(m.contains("apiserver requests/s startup ≤ 0.500;"), "{m}");
     assert!(m.contains("node-scoped watch"), "{m}");
     // 100 MiB share / 50 KiB = 2048 nodes; peak: 20 MiB + n × (50 KiB + 5 MiB) ≤ 400 MiB → 75.
     assert!(m.contains("at most 75 nodes"), "{m}");
@@ -566,4 +573,44 @@ fn jobs_of_a_cronjob_are_not_judged_again_but_other_owned_jobs_are() {
     // An operator's Job: its owner is nothing headroom judged.
     let d = f.decide(&owned_by("Workflow", "argoproj.io/v1alpha1"), None);
     assert_eq!(d.outcome, Outcome::Denied, "{}", d.message);
+}
+
+#[test]
+fn daemonset_growth_is_staged_in_nodes_not_max_unavailable() {
+    let mut f = Fixture::new(Mode::Enforce);
+    let node = |pool: &str, count| crate::inventory::NodeGroup {
+        labels: [("kubernetes.io/os", "linux"), ("pool", pool)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        count,
+        ..Default::default()
+    };
+    f.inventory = Inventory {
+        groups: vec![node("a", 800), node("b", 1197)],
+    };
+    let mut old = fixture("daemonset-agent.yaml");
+    old["spec"]["template"]["spec"]["nodeSelector"]["pool"] = json!("a");
+    let old = Workload::from_value(Kind::DaemonSet, "old", old).unwrap();
+    // The new template drops the pool: 1,197 nodes newly eligible, all starting at once.
+    let d = f.decide(&daemonset(), Some(&old));
+    assert_eq!(d.outcome, Outcome::Denied, "{}", d.message);
+    assert_eq!((d.pods, d.starts), (1997, 1198));
+    let e = d.evaluation.unwrap();
+    assert!(
+        !e.safe_changes
+            .iter()
+            .any(|s| matches!(s, SafeChange::RolloutBatch(_))),
+        "maxUnavailable does not bound pods on newly eligible nodes: {:?}",
+        e.safe_changes
+    );
+    let Some(SafeChange::Nodes(n)) = e.safe_changes.first() else {
+        panic!("{:?}", e.safe_changes);
+    };
+    assert!((801..1997).contains(n), "{n}");
+    assert!(
+        d.message.contains(&format!("at most {n} nodes")),
+        "{}",
+        d.message
+    );
 }
