@@ -529,3 +529,44 @@ async fn replicasets_of_a_judged_controller_are_not_judged_again() {
         "missing {line} in\n{metrics}"
     );
 }
+
+#[tokio::test]
+async fn http2_bodies_over_the_limit_get_413_like_http1() {
+    let server = start_server(Profiles::File("profiles-outage.json"), 10).await;
+    let mut c = support::H2Client::connect(server.running.https, &server.pki)
+        .await
+        .expect("HTTP/2 over TLS");
+    let review = serde_json::to_vec(&Review::create(web_deployment("web", 3)).build()).unwrap();
+    let (status, body) = c.post("/validate", review.clone()).await.expect("answered");
+    assert_eq!(status, 200, "{body:?}");
+
+    let huge = vec![b' '; webhook::server::MAX_BODY_BYTES + 1];
+    let (status, body) = c
+        .post("/validate", huge.clone())
+        .await
+        .expect("an answer, not a stream error");
+    assert_eq!(status, 413, "{body:?}");
+    // Without a content-length the limit is found while reading: the same answer.
+    let (status, body) = c
+        .post_streamed("/validate", huge)
+        .await
+        .expect("an answer, not a stream error");
+    assert_eq!(status, 413, "{body:?}");
+
+    // A client still sending when the answer comes (the API server streams large bodies)
+    // gets to finish: no stream reset, which clients report as an HTTP/2 framing error.
+    let total = 3 * webhook::server::MAX_BODY_BYTES;
+    let (status, _, sent) = c
+        .post_while_sending("/validate", total)
+        .await
+        .expect("an answer, not a stream error");
+    assert_eq!(status, 413);
+    assert_eq!(
+        sent, total,
+        "the stream was reset before the client finished"
+    );
+
+    // The connection still serves the next review.
+    let (status, _) = c.post("/validate", review).await.expect("answered");
+    assert_eq!(status, 200);
+}
