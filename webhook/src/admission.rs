@@ -17,6 +17,7 @@ use crate::{
     inventory::Inventory,
     load::Load,
     metrics::Metrics,
+    parents::{NoParents, ParentLookup},
     profile::{Snapshot, WorkloadRef},
     review::{
         self, MetadataIn, ObjectIn, RequestIn, ResponseOut, ReviewIn, ReviewOut, ScaleIn, StatusOut,
@@ -77,6 +78,7 @@ pub struct State {
     inventory: RwLock<Arc<Inventory>>,
     autoscalers: RwLock<Arc<Autoscalers>>,
     ledger: Mutex<Ledger>,
+    parents: RwLock<Arc<dyn ParentLookup>>,
     pub metrics: Metrics,
 }
 
@@ -96,8 +98,14 @@ impl State {
             inventory: RwLock::new(Arc::new(inventory)),
             autoscalers: RwLock::new(Arc::new(Autoscalers::default())),
             ledger: Mutex::new(Ledger::default()),
+            parents: RwLock::new(Arc::new(NoParents)),
             metrics: Metrics::default(),
         }
+    }
+
+    /// Where `*/scale` reviews find their parent object (standalone: nowhere).
+    pub fn set_parents(&self, parents: Arc<dyn ParentLookup>) {
+        write(&self.parents, parents);
     }
 
     pub fn set_budget(&self, budget: Budget) {
@@ -237,8 +245,25 @@ impl State {
         } else {
             None
         };
+        let (workload, old, unread_parent) = if scale {
+            self.with_parent(kind, workload, old)
+        } else {
+            (workload, old, None)
+        };
         let dry_run = request.dry_run.unwrap_or(false);
-        let decision = self.decide(&budget, &workload, old.as_ref(), dry_run);
+        let mut decision = self.decide(&budget, &workload, old.as_ref(), dry_run);
+        // Only where the parent could have changed the answer.
+        let judged = matches!(
+            decision.outcome,
+            Outcome::Allowed
+                | Outcome::Denied
+                | Outcome::Warned
+                | Outcome::Audited
+                | Outcome::Canary
+        );
+        if let Some(warning) = unread_parent.filter(|_| judged) {
+            decision.warnings.push(decision::fit_warning(&warning));
+        }
         self.metrics
             .record_decision(mode, decision.outcome.as_str(), kind.as_str());
         if decision.outcome == Outcome::FailOpen {
@@ -268,6 +293,30 @@ impl State {
             &decision.warnings,
             &decision.audit_annotations,
         ))
+    }
+
+    /// A `scale` review judged like its parent object with the replicas asked for; without
+    /// the parent, the Scale alone and a warning naming what was not checked.
+    fn with_parent(
+        &self,
+        kind: Kind,
+        scale: Workload,
+        old: Option<Workload>,
+    ) -> (Workload, Option<Workload>, Option<String>) {
+        let r = &scale.reference;
+        match read(&self.parents).parent(kind, &r.namespace, &r.name) {
+            Some(parent) => {
+                let old = old.map(|o| parent.with_replicas(o.replicas()));
+                (parent.with_replicas(scale.replicas()), old, None)
+            }
+            None => {
+                let warning = format!(
+                    "headroom: {r} not read for this scale: its annotations, image and strategy \
+                     were not checked"
+                );
+                (scale, old, Some(warning))
+            }
+        }
     }
 
     /// An object the API server accepted but we cannot parse: our defect, not the user's.

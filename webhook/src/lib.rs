@@ -18,6 +18,7 @@ pub mod http_client;
 pub mod inventory;
 pub mod load;
 pub mod metrics;
+pub mod parents;
 pub mod profile;
 pub mod projection;
 pub mod prometheus_rules;

@@ -457,6 +457,23 @@ impl Workload {
         }
     }
 
+    /// The replicas a `scale` request asks for (0 for a per-node workload).
+    pub fn replicas(&self) -> u64 {
+        match self.size {
+            Size::Replicas(n) => n,
+            Size::PerNode => 0,
+        }
+    }
+
+    /// This object with `replicas` replicas, as a `scale` request of it reads: everything
+    /// else (annotations, image, template, strategy) unchanged.
+    pub fn with_replicas(&self, replicas: u64) -> Workload {
+        Workload {
+            size: Size::Replicas(replicas),
+            ..self.clone()
+        }
+    }
+
     /// Pods this object runs: replicas (raised to an HPA's maxReplicas where one targets it),
     /// or eligible nodes for a DaemonSet.
     pub fn pods(&self, inventory: &Inventory, hpa_max: Option<u64>) -> u64 {

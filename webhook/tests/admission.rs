@@ -570,3 +570,77 @@ async fn http2_bodies_over_the_limit_get_413_like_http1() {
     let (status, _) = c.post("/validate", review).await.expect("answered");
     assert_eq!(status, 200);
 }
+
+/// The recorded StatefulSet (OrderedReady), running the image web is measured with.
+fn db_statefulset(replicas: i64) -> Value {
+    let mut db = support::fixture("statefulset-db.yaml");
+    db["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.27");
+    db["spec"]["replicas"] = json!(replicas);
+    db
+}
+
+fn parents(
+    objects: &[(webhook::workload::Kind, Value)],
+) -> std::sync::Arc<webhook::parents::Objects> {
+    let mut parents = webhook::parents::Objects::default();
+    for (kind, v) in objects {
+        parents
+            .insert(webhook::workload::Workload::from_value(*kind, "parent", v.clone()).unwrap());
+    }
+    std::sync::Arc::new(parents)
+}
+
+#[tokio::test]
+async fn scale_reviews_are_judged_like_their_parent() {
+    use webhook::workload::Kind;
+    let server = start_server(Profiles::File("profiles-outage.json"), 100).await;
+    let mut c = client(&server).await;
+    let scale = |old, new| Review::scale_of("statefulsets", "default", "db", old, new).build();
+
+    // Standalone: no parent to read; the Scale alone is unmeasured, and the answer says so.
+    let r = c.review(&scale(3, 30)).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(message(&r).contains("has no measured profile"), "{r}");
+    assert_eq!(
+        warnings(&r),
+        [
+            "headroom: StatefulSet default/db not read for this scale: its annotations, image and \
+          strategy were not checked"
+        ]
+    );
+
+    server.state.set_parents(parents(&[
+        (Kind::StatefulSet, db_statefulset(3)),
+        (Kind::Deployment, {
+            let mut web = web_deployment("web", 3);
+            web["metadata"]["annotations"] =
+                json!({"headroom.dev/break-glass": "INC-9: traffic spike"});
+            web
+        }),
+    ]));
+    // Measured through the parent's image, within budget, and nothing left unchecked.
+    let r = c.review(&scale(3, 30)).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(warnings(&r).is_empty(), "{r}");
+    // OrderedReady: one pod starts at a time, as for a patch of replicas.
+    let r = c.review(&scale(3, 600)).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(message(&r).contains("600 pods, 1 starting at once"), "{r}");
+    let patch = c
+        .review(&Review::update(db_statefulset(3), db_statefulset(600)).build())
+        .await;
+    assert!(
+        message(&patch).contains("600 pods, 1 starting at once"),
+        "{patch}"
+    );
+
+    // The parent's break-glass annotation counts for `kubectl scale`.
+    let r = c
+        .review(&Review::scale("default", "web", 3, 1000).build())
+        .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert_eq!(
+        warnings(&r),
+        ["headroom: budget not checked, break-glass: INC-9: traffic spike"]
+    );
+}

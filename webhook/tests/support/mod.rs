@@ -403,6 +403,17 @@ impl Review {
 
     /// An UPDATE of `deployments/scale` from `old` to `new` replicas.
     pub fn scale(namespace: &str, name: &str, old: i64, new: i64) -> Review {
+        Review::scale_of("deployments", namespace, name, old, new)
+    }
+
+    /// An UPDATE of `apps/<resource>/scale` from `old` to `new` replicas.
+    pub fn scale_of(
+        resource: &'static str,
+        namespace: &str,
+        name: &str,
+        old: i64,
+        new: i64,
+    ) -> Review {
         let scale = |replicas: i64| {
             json!({
                 "kind": "Scale",
@@ -421,7 +432,7 @@ impl Review {
             group: "autoscaling",
             version: "v1",
             kind: "Scale",
-            resource: "deployments",
+            resource,
             sub_resource: Some("scale"),
             operation: "UPDATE",
             namespace: namespace.to_owned(),
