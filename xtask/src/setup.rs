@@ -39,7 +39,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "benchmark: DNS throughput with and without the collector",
     ),
     ("tcpdump", "benchmark: the peer way of capturing DNS"),
-    ("openssl", "demo: the webhook's self-signed serving certificate"),
+    (
+        "openssl",
+        "demo: the webhook's self-signed serving certificate",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
