@@ -155,7 +155,9 @@ impl Agent {
     pub fn handle(&mut self, event: Result<Event<'_>>) {
         match event {
             Ok(Event::Connect(c)) => {
-                self.names.learn_comm(c.header.tgid, &c.comm);
+                let probes = &self.probes;
+                self.names
+                    .learn_comm(c.header.tgid, &c.comm, || probes.exec_path(c.header.tgid));
                 self.note_cgroup(c.header.cgroup_id);
                 if c.header.endpoint_kind == EndpointKind::ApiServer as u32 && c.protocol == 6 {
                     self.api.on_connect(&c);
@@ -277,7 +279,7 @@ impl Agent {
         }
         for (owner, totals) in self.api.owners() {
             let apiserver::Owner { cgroup_id, tgid } = *owner;
-            names.learn_comm(tgid, &totals.comm);
+            names.learn_comm(tgid, &totals.comm, || self.probes.exec_path(tgid));
             let Some((identity, last)) = name(names, cgroup_id, tgid) else {
                 continue;
             };
