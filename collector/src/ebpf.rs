@@ -15,8 +15,8 @@ use aya::{
     },
 };
 use collector_ebpf::{
-    EndpointKey, EndpointKind, EndpointValue, ExecPath, MapOp, PORT_HALF_WORDS, SocketInfo, TrafficCounters, TrafficKey, map,
-    program,
+    EndpointKey, EndpointKind, EndpointValue, ExecPath, MapOp, PORT_HALF_WORDS, SocketInfo,
+    TrafficCounters, TrafficKey, map, program,
 };
 
 use crate::error::{Error, Result};

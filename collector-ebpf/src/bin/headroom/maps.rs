@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use collector_ebpf::{
-    Drop, EndpointKey, EndpointValue, ExecPath, MapOp, PORT_HALF_WORDS, PORT_WORDS, SocketInfo, TrafficCounters, TrafficKey,
-    capacity,
+    Drop, EndpointKey, EndpointValue, ExecPath, MapOp, PORT_HALF_WORDS, PORT_WORDS, SocketInfo,
+    TrafficCounters, TrafficKey, capacity,
 };
 
 #[map]
