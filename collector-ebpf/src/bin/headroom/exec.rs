@@ -32,5 +32,5 @@ pub fn on_exec(ctx: &TracePointContext) -> Option<()> {
     }
     // SAFETY: as above; the map copies the value.
     let value: &ExecPath = unsafe { &*slot };
-    maps::EXEC_PATHS.insert(&tgid, value, 0).ok()
+    maps::EXEC_PATHS.insert(tgid, value, 0).ok()
 }

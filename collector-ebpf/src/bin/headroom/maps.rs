@@ -91,7 +91,7 @@ pub fn endpoint_kind(key: &EndpointKey) -> Option<u32> {
     }
     let any = EndpointKey::any_address(key.port);
     // SAFETY: as above.
-    unsafe { ENDPOINTS.get(&any) }.map(|v| v.kind)
+    unsafe { ENDPOINTS.get(any) }.map(|v| v.kind)
 }
 
 pub fn count_drop(what: Drop) {
