@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod evictions;
 pub mod gone;
 pub mod names;
+pub mod totals;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -70,6 +71,8 @@ pub struct Agent {
     gone: GoneCgroups,
     /// Counts of retired cgroups, kept by identities still measured.
     carried: Carried,
+    /// The TRAFFIC map's counts per key, kept through evictions (see `totals`).
+    totals: totals::TrafficTotals,
     /// This node's pods (empty without a cluster).
     pods: SharedPods,
     /// Where each tick's per-pod counters go, when profiles are served.
@@ -96,6 +99,7 @@ impl Agent {
             names,
             gone: GoneCgroups::new(DEFAULT_GRACE),
             carried: Carried::default(),
+            totals: totals::TrafficTotals::default(),
             probes,
             pods: SharedPods::new(DEFAULT_GRACE),
             profiles: None,
@@ -209,9 +213,11 @@ impl Agent {
         // The op counters before the maps are read, and after (see `evictions`).
         let ops_before = self.probes.map_ops()?;
         let traffic = self.probes.traffic()?;
+        // What the map holds, plus what keys it evicted had counted: never less.
+        let counted = self.totals.update(&traffic);
         let dns = self.dns.snapshot();
         let refs = Referenced::new(
-            traffic.keys().map(|k| (k.cgroup_id, k.tgid)),
+            counted.keys().map(|k| (k.cgroup_id, k.tgid)),
             self.api
                 .owners()
                 .map(|(o, _)| (o.cgroup_id, o.tgid))
@@ -264,7 +270,7 @@ impl Agent {
             Some((identity, false))
         };
 
-        for (key, counters) in &traffic {
+        for (key, counters) in &counted {
             if key.kind != EndpointKind::ApiServer as u32 {
                 continue;
             }
@@ -326,9 +332,13 @@ impl Agent {
         };
         // The kernel would keep a retired cgroup's keys until it needs the room (and
         // count them evicted then): delete them, so the map holds live cgroups.
-        for key in traffic.keys() {
+        for key in counted.keys() {
             let retired = retiring.contains(&key.cgroup_id) || self.gone.is_dropped(key.cgroup_id);
-            if retired && self.probes.remove_traffic(key)? {
+            if !retired {
+                continue;
+            }
+            self.totals.forget_cgroup(key.cgroup_id);
+            if traffic.contains_key(key) && self.probes.remove_traffic(key)? {
                 self.traffic_removed += 1;
             }
         }
