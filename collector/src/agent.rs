@@ -73,6 +73,8 @@ pub struct Agent {
     carried: Carried,
     /// The TRAFFIC map's counts per key, kept through evictions (see `totals`).
     totals: totals::TrafficTotals,
+    /// CLOSING's entry count and when it was taken (see `closing_entries`).
+    closing_counted: Option<(Instant, u64)>,
     /// This node's pods (empty without a cluster).
     pods: SharedPods,
     /// Where each tick's per-pod counters go, when profiles are served.
@@ -100,6 +102,7 @@ impl Agent {
             gone: GoneCgroups::new(DEFAULT_GRACE),
             carried: Carried::default(),
             totals: totals::TrafficTotals::default(),
+            closing_counted: None,
             probes,
             pods: SharedPods::new(DEFAULT_GRACE),
             profiles: None,
@@ -342,7 +345,7 @@ impl Agent {
                 self.traffic_removed += 1;
             }
         }
-        let closing_entries = self.probes.socket_entries(map::CLOSING)?;
+        let closing_entries = self.closing_entries(now)?;
         let evicted = self.evictions.update(&read);
         for (name, entries) in [
             (map::TRAFFIC, read.traffic_entries),
@@ -363,6 +366,20 @@ impl Agent {
         collector.program_stats_seconds =
             self.stats_clock.as_ref().map_or(0.0, StatsClock::seconds);
         Ok(snap)
+    }
+
+    /// CLOSING's fill, counted at most once a minute: counting walks every key, and the
+    /// map only says how far its LRU is from forgetting sockets still closing.
+    fn closing_entries(&mut self, now: Instant) -> Result<u64> {
+        const RECOUNT: Duration = Duration::from_secs(60);
+        if let Some((at, n)) = self.closing_counted
+            && now.duration_since(at) < RECOUNT
+        {
+            return Ok(n);
+        }
+        let n = self.probes.socket_entries(map::CLOSING)?;
+        self.closing_counted = Some((now, n));
+        Ok(n)
     }
 
     /// Forgets the cgroups retired this tick, and dropped ones the trackers took in
