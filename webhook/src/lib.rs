@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod advice;
 pub mod budget;
+pub mod capacity;
 pub mod check;
 pub mod cluster;
 pub mod decision;
