@@ -32,6 +32,8 @@ pub mod identity;
 #[cfg(feature = "agent")]
 pub mod ids;
 #[cfg(feature = "agent")]
+pub mod logging;
+#[cfg(feature = "agent")]
 pub mod metrics;
 #[cfg(feature = "agent")]
 pub mod preflight;

@@ -104,7 +104,7 @@ fn jitter_spreads_and_only_lengthens() {
     let min = firsts.iter().copied().fold(f64::MAX, f64::min);
     let max = firsts.iter().copied().fold(0.0, f64::max);
     assert!(
-        min >= 1.0 && min < 1.02 && max < 1.25 && max > 1.23,
+        (1.0..1.02).contains(&min) && max < 1.25 && max > 1.23,
         "{min}..{max}"
     );
     let mut buckets = [0u32; 5];
