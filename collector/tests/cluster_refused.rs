@@ -261,3 +261,61 @@ async fn without_endpointslices_v1_the_core_endpoints_serve_and_it_is_said_once(
         assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
     }
 }
+
+/// docs/api-cost.md states these numbers; a change here must change the page.
+#[test]
+fn the_api_cost_page_states_the_parameters_in_force() {
+    use collector::watch::backoff::{Gate, GatedBackoff, Jitter};
+    use kube::runtime::utils::Backoff as _;
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api-cost.md");
+    let page = std::fs::read_to_string(path).expect("docs/api-cost.md");
+    let backoff = BackoffConfig::default();
+    assert_eq!(
+        (backoff.min, backoff.max, backoff.max_refused),
+        (
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            Duration::from_secs(300)
+        )
+    );
+    assert!((backoff.jitter - 0.25).abs() < f64::EPSILON);
+    assert_eq!(backoff.start_jitter, Duration::from_secs(5));
+    assert_eq!(
+        collector::config::Config::default().watch_start_jitter,
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        collector::cluster::endpoints::DISCOVERY_RECHECK,
+        Duration::from_secs(300)
+    );
+    // The earliest LIST times of a refused watch, as StreamBackoff drives the backoff.
+    let gate = Arc::new(Gate::default());
+    gate.failed(true);
+    let mut refused = GatedBackoff::new(backoff.without_jitter(), gate, Jitter::with_seed(1));
+    let mut at = Duration::ZERO;
+    let mut times = Vec::new();
+    while at < Duration::from_secs(600) {
+        times.push(at.as_secs().to_string());
+        refused.reset();
+        at += refused.next().expect("never ends");
+    }
+    let schedule = format!("t = {} s", times.join(", "));
+    for phrase in [
+        schedule.as_str(),
+        "resourceVersion=0",
+        "without `limit`",
+        "timeoutSeconds=290",
+        "`spec.nodeName=<node>`",
+        "`kubernetes.io/service-name=kubernetes`",
+        "`metadata.name=kubernetes`",
+        "`metadata.name=kube-dns`",
+        "random 0–25 %",
+        "(default 5 s)",
+        "1 s ×2 to 300 s",
+        "every 5 min",
+        "6 in the first minute and at most 10 in ten minutes",
+    ] {
+        assert!(page.contains(phrase), "docs/api-cost.md lacks {phrase:?}");
+    }
+}

@@ -186,6 +186,7 @@ async fn one_watch_per_resource_names_pods_and_follows_endpoints() {
         assert_eq!(query(s, key), Some(selector), "{s:?}");
         if s.watch {
             assert_eq!(query(s, "resourceVersion"), Some("1010"), "{s:?}");
+            assert_eq!(query(s, "timeoutSeconds"), Some("290"), "{s:?}");
         } else {
             // Lists come from the API server's watch cache, not etcd, in one page (a
             // limit would make the API server skip the cache).
