@@ -758,7 +758,7 @@ fn collector_metric_names() -> BTreeSet<String> {
         }
     }
     // How each family is encoded (collector/src/metrics/exposition.rs, watches.rs).
-    let kinds: [(&str, &str); 25] = [
+    let kinds: [(&str, &str); 27] = [
         ("apiserver_requests", "counter"),
         ("apiserver_connections", "counter"),
         ("apiserver_sent", "counter"),
@@ -784,6 +784,8 @@ fn collector_metric_names() -> BTreeSet<String> {
         ("collector_kube_events", "counter"),
         ("collector_kube_watch_errors", "counter"),
         ("collector_kube_last_event_timestamp", "gauge"),
+        ("collector_kube_watch_ready", "gauge"),
+        ("collector_kube_api_served", "gauge"),
     ];
     let mut names = BTreeSet::new();
     for (family, kind) in kinds {
@@ -817,6 +819,10 @@ fn collector_metric_names() -> BTreeSet<String> {
 /// The webhook's sample names, from its real exposition.
 fn webhook_metric_names() -> BTreeSet<String> {
     let metrics = Metrics::default();
+    // The watches' families exist with `serve --kube`.
+    let _ = metrics
+        .watches
+        .set(Arc::new(webhook::cluster::health()));
     metrics.record_decision("Enforce", "allowed", "Deployment");
     metrics.record_fail_open("stale");
     metrics.record_refresh_error("prometheus");
