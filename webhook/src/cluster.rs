@@ -258,7 +258,8 @@ pub async fn run(
     .await;
 }
 
-/// Patches the budget's status every `every` from the profile data.
+/// Patches the budget's status every `every` from the profile data; a failure is logged
+/// when it starts or changes (and its end), not on every refresh.
 async fn write_status(
     budgets: Api<ControlPlaneBudget>,
     state: &State,
@@ -266,6 +267,8 @@ async fn write_status(
     every: Duration,
 ) {
     let mut tick = tokio::time::interval(every);
+    // While failing: the HTTP status of the last failure, if the API server answered.
+    let mut failing: Option<Option<u16>> = None;
     loop {
         tick.tick().await;
         let Some(data) = state.data() else { continue };
@@ -273,11 +276,30 @@ async fn write_status(
             ControlPlaneBudgetStatus::compute(&state.budget().spec, data.snapshot.totals);
         status.observed_at = Some(rfc3339(data.fetched_at));
         let patch = Patch::Merge(serde_json::json!({ "status": status }));
-        if let Err(e) = budgets
+        match budgets
             .patch_status(name, &PatchParams::default(), &patch)
             .await
         {
-            tracing::warn!(error = %e, "writing the budget status failed");
+            Ok(_) => {
+                if failing.take().is_some() {
+                    tracing::info!(budget = %name, "writing the budget status works again");
+                }
+            }
+            Err(e) => {
+                let code = match &e {
+                    kube::Error::Api(status) => Some(status.code),
+                    _ => None,
+                };
+                if failing != Some(code) {
+                    tracing::warn!(
+                        budget = %name,
+                        error = %e,
+                        "writing the budget status failed (it needs patch on \
+                         controlplanebudgets/status: see {RBAC}); retrying every refresh"
+                    );
+                }
+                failing = Some(code);
+            }
         }
     }
 }

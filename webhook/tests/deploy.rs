@@ -820,9 +820,7 @@ fn collector_metric_names() -> BTreeSet<String> {
 fn webhook_metric_names() -> BTreeSet<String> {
     let metrics = Metrics::default();
     // The watches' families exist with `serve --kube`.
-    let _ = metrics
-        .watches
-        .set(Arc::new(webhook::cluster::health()));
+    let _ = metrics.watches.set(Arc::new(webhook::cluster::health()));
     metrics.record_decision("Enforce", "allowed", "Deployment");
     metrics.record_fail_open("stale");
     metrics.record_refresh_error("prometheus");
