@@ -27,6 +27,9 @@ use crate::{
 /// agent often runs with `hostNetwork`.
 pub const DEFAULT_PORT: u16 = 9977;
 
+/// The port measured as DNS on every address unless `--dns-port` says otherwise.
+pub const DNS_PORT: u16 = 53;
+
 /// Largest DNS top-K: the names kept per workload bound the collector's memory.
 pub const MAX_DNS_TOP_K: usize = 1024;
 
@@ -36,8 +39,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// API server endpoints to measure (standalone; in cluster, discovery adds more).
     pub apiservers: Vec<SocketAddr>,
-    /// DNS server endpoints to measure.
+    /// DNS server endpoints to measure, beyond the `dns_ports` on every address.
     pub dns_servers: Vec<SocketAddr>,
+    /// Ports measured as DNS on every address, IPv4 and IPv6, UDP and TCP (client side:
+    /// queries sent to the port, answers from it): NodeLocal DNSCache, a resolved stub, a
+    /// pod's own nameserver and the node's resolver are all seen without configuration.
+    pub dns_ports: Vec<u16>,
     /// The cgroup v2 mount (or a hybrid host's v1 root, whose `unified` mount is then
     /// used); detected from /proc/self/mountinfo when unset.
     pub cgroup_root: Option<PathBuf>,
@@ -74,6 +81,7 @@ impl Default for Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
             apiservers: Vec::new(),
             dns_servers: Vec::new(),
+            dns_ports: vec![DNS_PORT],
             cgroup_root: None,
             node_name: None,
             kubeconfig: None,
@@ -116,6 +124,15 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub dns_servers: Vec<SocketAddr>,
+    /// Port measured as DNS on every address (client side); repeat or separate with
+    /// commas; replaces the default [default: 53].
+    #[arg(
+        long = "dns-port",
+        env = "HEADROOM_DNS_PORT",
+        value_name = "PORT",
+        value_delimiter = ','
+    )]
+    pub dns_ports: Vec<u16>,
     /// cgroup v2 mount point; on a hybrid host the v1 root works too (its unified/ is
     /// used) [default: detected from /proc/self/mountinfo].
     #[arg(long, env = "HEADROOM_CGROUP_ROOT", value_name = "DIR")]
@@ -168,6 +185,7 @@ struct File {
     listen: Option<String>,
     api_servers: Option<Vec<String>>,
     dns_servers: Option<Vec<String>>,
+    dns_ports: Option<Vec<u16>>,
     cgroup_root: Option<PathBuf>,
     node_name: Option<String>,
     kubeconfig: Option<PathBuf>,
@@ -205,6 +223,10 @@ const API_SERVERS: Field = Field {
 const DNS_SERVERS: Field = Field {
     key: "dnsServers",
     flag: "dns-server",
+};
+const DNS_PORTS: Field = Field {
+    key: "dnsPorts",
+    flag: "dns-port",
 };
 const CGROUP_ROOT: Field = Field {
     key: "cgroupRoot",
@@ -305,6 +327,9 @@ impl Config {
         if let Some(values) = file.dns_servers {
             self.dns_servers = parse_socket_addrs(DNS_SERVERS, &values)?;
         }
+        if let Some(values) = file.dns_ports {
+            self.dns_ports = values;
+        }
         if let Some(value) = file.cgroup_root {
             self.cgroup_root = Some(value);
         }
@@ -364,6 +389,9 @@ impl Config {
         }
         if !args.dns_servers.is_empty() {
             self.dns_servers.clone_from(&args.dns_servers);
+        }
+        if !args.dns_ports.is_empty() {
+            self.dns_ports.clone_from(&args.dns_ports);
         }
         if let Some(value) = &args.cgroup_root {
             self.cgroup_root = Some(value.clone());
@@ -465,7 +493,24 @@ impl Config {
                 ),
             ));
         }
-        let endpoints = self.apiservers.len() + self.dns_servers.len();
+        for (i, port) in self.dns_ports.iter().enumerate() {
+            if *port == 0 {
+                return Err(invalid(
+                    format!("{DNS_PORTS}[{i}]"),
+                    "port 0 is no DNS port; give the port clients send queries to, such as 53",
+                ));
+            }
+            if let Some(api) = self.apiservers.iter().find(|a| a.port() == *port) {
+                return Err(invalid(
+                    format!("{DNS_PORTS}[{i}]"),
+                    format!(
+                        "port {port} is the port of the API server {api} in {API_SERVERS}; \
+                         an endpoint is measured as one or the other"
+                    ),
+                ));
+            }
+        }
+        let endpoints = self.apiservers.len() + self.dns_servers.len() + self.dns_ports.len();
         let capacity = collector_ebpf::capacity::ENDPOINTS as usize;
         if endpoints > capacity {
             return Err(invalid(
@@ -543,7 +588,11 @@ impl Config {
             .dns_servers
             .iter()
             .map(|a| (endpoint::key_of(*a), EndpointKind::Dns));
-        apiservers.chain(dns)
+        let any_address = self
+            .dns_ports
+            .iter()
+            .map(|port| (EndpointKey::any_address(*port), EndpointKind::Dns));
+        apiservers.chain(dns).chain(any_address)
     }
 }
 

@@ -119,8 +119,26 @@ fn the_pod_has_what_preflight_demands_and_no_more() {
         .find(|v| v["name"] == mount["name"])
         .expect("the mounted volume");
     assert_eq!(volume["hostPath"]["path"], "/sys/fs/cgroup");
-    // Nothing else of the host is mounted.
-    assert_eq!(pod["volumes"].as_array().expect("volumes").len(), 1);
+    // Besides it, only tracefs (read-only: the exec tracepoint's id), where the collector
+    // looks for it; nothing else of the host is mounted.
+    let tracefs = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/sys/kernel/tracing")
+        .expect("tracefs where aya looks for tracepoint ids");
+    assert_eq!(tracefs["readOnly"], true);
+    let host_paths: Vec<&str> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(|v| {
+            v["hostPath"]["path"]
+                .as_str()
+                .unwrap_or("(not a host path)")
+        })
+        .collect();
+    assert_eq!(host_paths, ["/sys/fs/cgroup", "/sys/kernel/tracing"]);
     assert_ne!(
         pod["hostNetwork"], true,
         "the hooks see every network namespace"

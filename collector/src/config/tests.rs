@@ -55,6 +55,7 @@ cgroupRoot: /sys/fs/cgroup/unified
 nodeName: node-a
 seriesGracePeriod: 10m
 dnsTopK: 50
+dnsPorts: [53, 5353]
 readinessTimeout: 1m30s
 standalone: true
 programStats: always
@@ -72,6 +73,7 @@ fn file_sets_every_field() {
             listen: addr("127.0.0.1:9100"),
             apiservers: vec![addr("10.96.0.1:443"), addr("[fd00::1]:6443")],
             dns_servers: vec![addr("10.96.0.10:53")],
+            dns_ports: vec![53, 5353],
             cgroup_root: Some("/sys/fs/cgroup/unified".into()),
             node_name: Some("node-a".into()),
             kubeconfig: None,
@@ -348,9 +350,34 @@ fn endpoints_for_the_kernel_map() {
         [
             EndpointKind::ApiServer,
             EndpointKind::ApiServer,
+            EndpointKind::Dns,
+            EndpointKind::Dns,
             EndpointKind::Dns
         ]
     );
     let first = config.endpoints().next().expect("one").0;
     assert_eq!(first, EndpointKey::v4([10, 96, 0, 1], 443));
+}
+
+#[test]
+fn dns_is_port_53_on_every_address_unless_told_otherwise() {
+    let config = load("", &[]).expect("defaults");
+    assert_eq!(config.dns_ports, [53]);
+    let any = collector_ebpf::EndpointKey::any_address(53);
+    assert!(
+        config
+            .endpoints()
+            .any(|(key, kind)| key == any && kind == collector_ebpf::EndpointKind::Dns),
+        "the default puts the any-address entry for port 53 in the kernel's table"
+    );
+    let config = load("", &["--dns-port", "53,5353"]).expect("two ports");
+    assert_eq!(config.dns_ports, [53, 5353]);
+    let error = load("", &["--dns-port", "0"])
+        .expect_err("port 0")
+        .to_string();
+    assert!(error.contains("dnsPorts (--dns-port)[0]"), "{error}");
+    let error = load("", &["--dns-port", "6443", "--apiserver", "10.0.0.1:6443"])
+        .expect_err("the API server's port")
+        .to_string();
+    assert!(error.contains("10.0.0.1:6443"), "{error}");
 }
