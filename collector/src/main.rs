@@ -56,8 +56,8 @@ async fn main() -> anyhow::Result<()> {
     let mut probes =
         Probes::attach(&checked.cgroup_root).context("starting the kernel programs")?;
     if let Some(why) = probes.exec_unavailable() {
-        eprintln!(
-            "headroom-collector: the exec tracepoint is not attached ({why}); node processes are \
+        tracing::warn!(
+            "the exec tracepoint is not attached ({why}); node processes are \
              named from /proc and their comm, so one that exits before it is named goes by its \
              sending thread's name. Mount tracefs (/sys/kernel/tracing) to name them all"
         );
