@@ -339,6 +339,21 @@ async fn a_refused_node_list_backs_off_logs_once_and_keeps_the_webhook_not_ready
         ],
         "the budget and HPAs listed; the nodes did not"
     );
+    let probes = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let probes_addr = probes.local_addr().expect("addr");
+    let router = webhook::server::metrics_router(state.clone());
+    tokio::spawn(async move { axum::serve(probes, router).await });
+    let (code, body) = support::http_get(probes_addr, "/readyz").await;
+    assert_eq!(
+        (code.as_u16(), body.as_str()),
+        (
+            503,
+            "not ready:\n  nodes: never listed: 403 Forbidden (grant list/watch on nodes: see \
+             deploy/webhook/rbac.yaml)\n"
+        )
+    );
     // A DaemonSet change in this window: allowed unevaluated, never projected at 0 pods.
     let answer: Value =
         serde_json::from_slice(&state.review(&daemonset_review()).expect("an answer"))
