@@ -19,9 +19,11 @@ impl LogFormat {
     }
 }
 
-/// Without `--log-level` or `RUST_LOG`: info, and kube-runtime's watcher only for
-/// errors (it warns on every retry; `crate::watch` logs each change of state once).
-pub const DEFAULT_FILTER: &str = "info,kube_runtime::watcher=error";
+/// Without `--log-level` or `RUST_LOG`: info, without kube-runtime's watcher warnings
+/// and kube-client's per-request errors (both say it again on every retry;
+/// `crate::watch` logs each change of state once, with what to do).
+pub const DEFAULT_FILTER: &str =
+    "info,kube_runtime::watcher=error,kube_client::client::builder=off";
 
 /// The filter of `level` (`--log-level`, an `EnvFilter` directive such as `debug` or
 /// `info,collector::watch=debug`), else `RUST_LOG`, else [`DEFAULT_FILTER`].

@@ -129,10 +129,14 @@ pub fn user_agent(binary: &str, node: Option<&str>) -> String {
 #[error("the User-Agent {0:?} is not a valid header value")]
 pub struct InvalidUserAgent(String);
 
-/// Makes every request of clients built from `config` carry `user_agent`.
-pub fn identify(config: &mut kube::Config, user_agent: &str) -> Result<(), InvalidUserAgent> {
+/// Prepares `config` for Headroom's clients: every request carries `user_agent`, and
+/// kube-client's own retry of 429/503/504 (up to 15 attempts per request, with delays of
+/// up to 1000 s) is off, so the watch backoff of this module is the one retry schedule
+/// (the one `docs/api-cost.md` states) and every failure is seen and logged here.
+pub fn prepare(config: &mut kube::Config, user_agent: &str) -> Result<(), InvalidUserAgent> {
     let value = http::HeaderValue::from_str(user_agent)
         .map_err(|_| InvalidUserAgent(user_agent.to_owned()))?;
+    config.default_retry = false;
     config
         .headers
         .retain(|(name, _)| name != http::header::USER_AGENT);
@@ -156,11 +160,13 @@ mod tests {
             format!("headroom-webhook/{version}")
         );
         let mut config = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
-        identify(&mut config, "a/1").expect("valid");
-        identify(&mut config, "headroom-webhook/1").expect("valid");
+        assert!(config.default_retry);
+        prepare(&mut config, "a/1").expect("valid");
+        prepare(&mut config, "headroom-webhook/1").expect("valid");
         assert_eq!(config.headers.len(), 1);
         assert_eq!(config.headers[0].1, "headroom-webhook/1");
-        assert!(identify(&mut config, "bad\nvalue").is_err());
+        assert!(!config.default_retry, "one retry policy: the watch backoff");
+        assert!(prepare(&mut config, "bad\nvalue").is_err());
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub async fn client() -> Result<Client, kube::Error> {
 /// A client from `config` whose requests carry the webhook's `User-Agent`.
 pub fn client_from(mut config: kube::Config) -> Result<Client, kube::Error> {
     // The user agent is built from the crate version: always a valid header.
-    let _ = watch::identify(&mut config, &user_agent());
+    let _ = watch::prepare(&mut config, &user_agent());
     Client::try_from(config)
 }
 

@@ -55,6 +55,9 @@ fn status(code: u16, reason: &str) -> String {
     .to_string()
 }
 
+/// A body (200) or an error status and reason.
+type Answer = Result<String, (u16, &'static str)>;
+
 /// One request as the fake API server saw it.
 #[derive(Clone, Debug)]
 struct Seen {
@@ -68,7 +71,8 @@ struct Seen {
 /// a listed path stay open without events. Anything else is 404.
 #[derive(Clone, Debug, Default)]
 struct Script {
-    lists: HashMap<&'static str, Result<String, (u16, &'static str)>>,
+    /// Shared with the serving task: a test changes answers while it runs.
+    lists: Arc<Mutex<HashMap<&'static str, Answer>>>,
     patches: Arc<Mutex<Vec<Value>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
@@ -103,14 +107,25 @@ impl Script {
             "ControlPlaneBudgetList",
             json!([budget("Warn")]),
         );
-        let mut script = Script::default();
-        script.lists.insert(NODES, Ok(nodes));
-        script.lists.insert(HPAS, Ok(hpas));
+        let script = Script::default();
+        script.set(NODES, Ok(nodes));
+        script.set(HPAS, Ok(hpas));
+        script.set("/apis/autoscaling/v2", Ok(discovery.to_string()));
+        script.set(BUDGETS, Ok(budgets));
         script
-            .lists
-            .insert("/apis/autoscaling/v2", Ok(discovery.to_string()));
-        script.lists.insert(BUDGETS, Ok(budgets));
-        script
+    }
+
+    /// What `path` answers from now on; `None`: 404.
+    fn set(&self, path: &'static str, answer: Answer) {
+        self.lists.lock().expect("lock").insert(path, answer);
+    }
+
+    fn remove(&self, path: &str) {
+        self.lists.lock().expect("lock").remove(path);
+    }
+
+    fn answer_of(&self, path: &str) -> Option<Answer> {
+        self.lists.lock().expect("lock").get(path).cloned()
     }
 
     fn answer(&self, request: &Request) -> Response {
@@ -130,13 +145,13 @@ impl Script {
             user_agent,
             at: Instant::now(),
         });
-        let (code, body) = match self.lists.get(path.as_str()) {
+        let (code, body) = match self.answer_of(&path) {
             Some(Ok(_)) if watch => {
                 let pending = futures::stream::pending::<Result<Bytes, Infallible>>();
                 return Response::new(Body::from_stream(pending));
             }
-            Some(Ok(body)) => (200, body.clone()),
-            Some(Err((code, reason))) => (*code, status(*code, reason)),
+            Some(Ok(body)) => (200, body),
+            Some(Err((code, reason))) => (code, status(code, reason)),
             None if path == format!("{BUDGETS}/default/status") => {
                 (200, budget("Warn").to_string())
             }
@@ -233,7 +248,7 @@ impl Logs {
     fn capture(&self) -> tracing::subscriber::DefaultGuard {
         let logs = self.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("info,kube_runtime=error")
+            .with_env_filter("info,kube_runtime::watcher=error,kube_client::client::builder=off")
             .with_ansi(false)
             .with_writer(move || logs.clone())
             .finish();
@@ -323,8 +338,8 @@ async fn watches_fill_the_state_and_status_is_patched() {
 async fn a_refused_node_list_backs_off_logs_once_and_keeps_the_webhook_not_ready() {
     let logs = Logs::default();
     let _capture = logs.capture();
-    let mut script = Script::healthy();
-    script.lists.insert(NODES, Err((403, "Forbidden")));
+    let script = Script::healthy();
+    script.set(NODES, Err((403, "Forbidden")));
     let t0 = Instant::now();
     let state = start(script.serve().await);
 
@@ -420,10 +435,10 @@ async fn a_refused_node_list_backs_off_logs_once_and_keeps_the_webhook_not_ready
 async fn without_autoscaling_v2_the_webhook_projects_without_hpas_and_says_so_once() {
     let logs = Logs::default();
     let _capture = logs.capture();
-    let mut script = Script::healthy();
+    let script = Script::healthy();
     // A 1.20 API server serves autoscaling/v2beta2, not v2.
-    script.lists.remove("/apis/autoscaling/v2");
-    script.lists.remove(HPAS);
+    script.remove("/apis/autoscaling/v2");
+    script.remove(HPAS);
     let t0 = Instant::now();
     let state = start(script.serve().await);
 
@@ -471,4 +486,46 @@ async fn without_autoscaling_v2_the_webhook_projects_without_hpas_and_says_so_on
         )),
         "{metrics}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unavailable_api_server_is_retried_within_thirty_seconds_and_recovery_is_said() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let script = Script::healthy();
+    let nodes = script.answer_of(NODES).expect("nodes");
+    script.set(NODES, Err((503, "ServiceUnavailable")));
+    let t0 = Instant::now();
+    let state = start(script.serve().await);
+
+    // Five minutes of 503s: LISTs at t = 0, 1, 3, 7, 15, 31 s, then every 30–37.5 s
+    // (transient: no 5-minute steps; no hidden retries in the client), one WARN line.
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let lists = script.lists_of(NODES, t0 + Duration::from_secs(300));
+    println!("nodes LISTs answered 503 in 5 minutes: {lists}");
+    assert!((12..=14).contains(&lists), "{lists}");
+    assert!(!state.ready());
+    let said = logs.lines();
+    let unavailable: Vec<_> = said
+        .iter()
+        .filter(|l| l.contains("cannot list nodes"))
+        .collect();
+    assert_eq!(unavailable.len(), 1, "{said:#?}");
+    assert!(
+        unavailable[0].contains("WARN")
+            && unavailable[0].contains("503 Service Unavailable; retrying with backoff"),
+        "{unavailable:?}"
+    );
+
+    // The API server is back: the next LIST (within 37.5 s) fills the inventory.
+    script.set(NODES, nodes);
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert!(state.ready(), "{:?}", state.not_ready_because());
+    assert_eq!(state.inventory().total(), 3);
+    let back: Vec<_> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("the nodes watch works again"))
+        .collect();
+    assert_eq!(back.len(), 1, "{back:?}");
 }

@@ -137,7 +137,7 @@ pub fn user_agent(node: &str) -> String {
 /// A client from `config` whose requests carry the collector's `User-Agent`.
 pub fn client_for(mut config: kube::Config, node: &str) -> Result<Client, Error> {
     let agent = user_agent(node);
-    api_watch::identify(&mut config, &agent).map_err(|_| Error::NodeName {
+    api_watch::prepare(&mut config, &agent).map_err(|_| Error::NodeName {
         node: node.to_owned(),
     })?;
     Client::try_from(config).map_err(Error::Client)
