@@ -97,9 +97,9 @@ fn node_group(node: &Node) -> NodeGroup {
     }
 }
 
-/// Keeps `events` in a reflector store and hands the store to `publish` at most once per
-/// `every` when it changed after the first complete LIST (a node inventory of thousands
-/// is not rebuilt per event).
+/// Keeps `events` in a reflector store and hands the store to `publish` on the first
+/// complete LIST, then at most once per `every` when it changed (a node inventory of
+/// thousands is not rebuilt per event).
 async fn follow<K>(
     events: impl Stream<Item = watcher::Event<K>>,
     every: Duration,
@@ -118,7 +118,13 @@ async fn follow<K>(
                 writer.apply_watcher_event(&event);
                 match event {
                     watcher::Event::Init | watcher::Event::InitApply(_) => {}
-                    watcher::Event::InitDone => (listed, dirty) = (true, true),
+                    // The first complete list is published at once: readiness and the
+                    // admission path see it together.
+                    watcher::Event::InitDone if !listed => {
+                        publish(&store);
+                        (listed, dirty) = (true, false);
+                    }
+                    watcher::Event::InitDone => dirty = true,
                     watcher::Event::Apply(_) | watcher::Event::Delete(_) => dirty = true,
                 }
             }

@@ -227,6 +227,8 @@ impl Cluster {
     /// Starts the three watches on the current tokio runtime.
     pub fn start(client: Client, config: ClusterConfig) -> Self {
         let health = Arc::new(health::health());
+        // Counted from now: discovery comes before the API server endpoints' watch.
+        health.started(Resource::EndpointSlices.name());
         let pods = SharedPods::new(config.gone_grace);
         let service = Endpoints::from([config.service]);
         let resolv = std::fs::read_to_string(&config.resolv_conf)
