@@ -15,9 +15,12 @@ use std::{
 };
 
 use futures::{FutureExt as _, StreamExt as _, future::BoxFuture};
-use k8s_openapi::api::{
-    core::v1::{Endpoints as CoreEndpoints, Service},
-    discovery::v1::EndpointSlice,
+use k8s_openapi::{
+    api::{
+        core::v1::{Endpoints as CoreEndpoints, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{Api, Client, runtime::watcher};
 use tokio::sync::watch;
@@ -81,7 +84,11 @@ pub fn core_endpoints(endpoints: &CoreEndpoints) -> Endpoints {
         .collect()
 }
 
-/// The cluster IPs of a DNS Service at each of its port-53-style ports (UDP or TCP).
+/// The cluster IPs of a DNS Service at each of its port-53-style ports (UDP or TCP),
+/// and every address (`[::]`) at each numeric target port other than its port: after
+/// kube-proxy's DNAT a query to the Service's port 53 goes to a DNS pod's target port
+/// (CoreDNS on 1053), and the packet hooks see only that. A named target port needs the
+/// Service's EndpointSlices to resolve and is not measured after the DNAT.
 pub fn service_endpoints(service: &Service) -> Endpoints {
     let Some(spec) = service.spec.as_ref() else {
         return Endpoints::new();
@@ -99,8 +106,19 @@ pub fn service_endpoints(service: &Service) -> Endpoints {
         .flatten()
         .filter_map(|p| u16::try_from(p.port).ok())
         .collect();
+    let target_ports: BTreeSet<u16> = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| match &p.target_port {
+            Some(IntOrString::Int(target)) if *target != p.port => u16::try_from(*target).ok(),
+            _ => None,
+        })
+        .collect();
+    let any = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
     ips.iter()
         .flat_map(|&ip| ports.iter().map(move |&port| SocketAddr::new(ip, port)))
+        .chain(target_ports.iter().map(|&port| SocketAddr::new(any, port)))
         .collect()
 }
 
@@ -355,6 +373,30 @@ mod tests {
     fn kube_dns_service_addresses() {
         let service: Service = fixture("service-kube-dns.json");
         assert_eq!(service_endpoints(&service), addrs(&["10.96.0.10:53"]));
+        // CoreDNS listening on 1053 behind port 53: that port on every address too.
+        let mut mapped = service.clone();
+        for port in mapped
+            .spec
+            .as_mut()
+            .and_then(|s| s.ports.as_mut())
+            .expect("ports")
+        {
+            port.target_port = Some(IntOrString::Int(1053));
+        }
+        assert_eq!(
+            service_endpoints(&mapped),
+            addrs(&["10.96.0.10:53", "[::]:1053"])
+        );
+        let mut named = service;
+        for port in named
+            .spec
+            .as_mut()
+            .and_then(|s| s.ports.as_mut())
+            .expect("ports")
+        {
+            port.target_port = Some(IntOrString::String("dns".into()));
+        }
+        assert_eq!(service_endpoints(&named), addrs(&["10.96.0.10:53"]));
     }
 
     #[test]
