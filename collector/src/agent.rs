@@ -562,7 +562,7 @@ pub async fn run(
                     // A full table or a map error: keep measuring what is there.
                     Some(d) if alive => {
                         if let Err(e) = d.apply(agent.probes_mut()) {
-                            eprintln!("headroom-collector: warning: updating endpoints: {e}");
+                            tracing::warn!(error = %e, "updating endpoints failed; measuring with the ones in place");
                         }
                     }
                     _ => discovery = None,

@@ -17,6 +17,7 @@ use collector_ebpf::{EndpointKey, EndpointKind};
 use crate::{
     endpoint,
     error::{Error, Result},
+    logging::{self, LogFormat},
     metrics::bpf_stats::ProgramStats,
 };
 
@@ -65,6 +66,13 @@ pub struct Config {
     pub standalone: bool,
     /// When the kernel's BPF run-time stats (the per-program self-metrics) are on.
     pub program_stats: ProgramStats,
+    /// Text or JSON log lines.
+    pub log_format: LogFormat,
+    /// A `tracing` filter (`info`, `debug,kube=info`); unset: `RUST_LOG`, else `info`.
+    pub log_level: Option<String>,
+    /// The first LIST of each watch waits a random time below this, so the collectors
+    /// of a DaemonSet rollout or a mass restart do not list in step.
+    pub watch_start_jitter: Duration,
 }
 
 impl Default for Config {
@@ -82,6 +90,9 @@ impl Default for Config {
             readiness_timeout: Duration::from_secs(30),
             standalone: false,
             program_stats: ProgramStats::default(),
+            log_format: LogFormat::default(),
+            log_level: None,
+            watch_start_jitter: Duration::from_secs(5),
         }
     }
 }
@@ -152,6 +163,17 @@ pub struct Args {
     /// [default: sampled].
     #[arg(long, env = "HEADROOM_PROGRAM_STATS", value_name = "MODE", value_enum)]
     pub program_stats: Option<ProgramStats>,
+    /// Log lines as text or JSON [default: text].
+    #[arg(long, env = "HEADROOM_LOG_FORMAT", value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. debug or info,collector::watch=debug [default: RUST_LOG, else
+    /// info].
+    #[arg(long, env = "HEADROOM_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// The first LIST of each API watch waits a random time below this, e.g. 5s; 0s
+    /// lists at once [default: 5s].
+    #[arg(long, env = "HEADROOM_WATCH_START_JITTER", value_name = "DURATION", value_parser = parse_duration)]
+    pub watch_start_jitter: Option<Duration>,
 }
 
 /// The file's shape: camelCase keys as in Kubernetes objects; unknown keys are errors
@@ -172,6 +194,9 @@ struct File {
     readiness_timeout: Option<String>,
     standalone: Option<bool>,
     program_stats: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    watch_start_jitter: Option<String>,
 }
 
 /// A field's name in the file and on the command line, for error messages.
@@ -230,6 +255,18 @@ const READINESS_TIMEOUT: Field = Field {
 const PROGRAM_STATS: Field = Field {
     key: "programStats",
     flag: "program-stats",
+};
+const LOG_FORMAT: Field = Field {
+    key: "logFormat",
+    flag: "log-format",
+};
+const LOG_LEVEL: Field = Field {
+    key: "logLevel",
+    flag: "log-level",
+};
+const WATCH_START_JITTER: Field = Field {
+    key: "watchStartJitter",
+    flag: "watch-start-jitter",
 };
 
 fn invalid(field: impl fmt::Display, problem: impl Into<String>) -> Error {
@@ -324,6 +361,21 @@ impl Config {
                 )
             })?;
         }
+        if let Some(value) = file.log_format {
+            self.log_format = LogFormat::parse(&value).ok_or_else(|| {
+                invalid(
+                    LOG_FORMAT,
+                    format!("{value:?} is not a format; give text or json"),
+                )
+            })?;
+        }
+        if let Some(value) = file.log_level {
+            self.log_level = Some(value);
+        }
+        if let Some(value) = file.watch_start_jitter {
+            self.watch_start_jitter =
+                parse_duration(&value).map_err(|e| invalid(WATCH_START_JITTER, e))?;
+        }
         Ok(())
     }
 
@@ -365,10 +417,34 @@ impl Config {
         if let Some(value) = args.program_stats {
             self.program_stats = value;
         }
+        if let Some(value) = args.log_format {
+            self.log_format = value;
+        }
+        if let Some(value) = &args.log_level {
+            self.log_level = Some(value.clone());
+        }
+        if let Some(value) = args.watch_start_jitter {
+            self.watch_start_jitter = value;
+        }
     }
 
     /// Checks every field; the first bad one is the error.
     pub fn validate(&self) -> Result<()> {
+        if let Some(level) = &self.log_level {
+            logging::filter(Some(level)).map_err(|e| {
+                invalid(
+                    LOG_LEVEL,
+                    format!("{level:?} is not a tracing filter ({e}); give e.g. info or debug"),
+                )
+            })?;
+        }
+        if self.watch_start_jitter > Duration::from_secs(300) {
+            return Err(invalid(
+                WATCH_START_JITTER,
+                "more than 5m would leave a new collector blind to its pods for minutes; give \
+                 at most 5m",
+            ));
+        }
         if self.listen.port() == 0 {
             return Err(invalid(
                 LISTEN,

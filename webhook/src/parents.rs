@@ -3,17 +3,14 @@
 //! decision also reads: annotations (break-glass, a declared profile), the image (the image
 //! fallback) and the strategy (an OrderedReady StatefulSet starts one pod at a time).
 
-use std::{collections::HashMap, fmt};
+use std::{collections::HashMap, fmt, sync::Arc};
 
+use collector::watch::{self, BackoffConfig, Health, Watched};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
-        watcher,
-    },
+    Api, Client, Resource,
+    runtime::reflector::{self, ObjectRef, Store},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -57,72 +54,90 @@ impl ParentLookup for Objects {
     }
 }
 
-/// Parents from the cluster: one reflector store per kind, each fed by a watch (one LIST,
-/// then WATCH, with kube-runtime's backoff). Status and managedFields are dropped before
-/// they are stored: the webhook reads metadata and spec only.
+/// Parents from the cluster: one reflector store per kind, each fed by the watch every
+/// Headroom binary runs ([`collector::watch`]: one LIST from the watch cache, then WATCH,
+/// backoff, failures logged once per change of state with what to do). Status and
+/// managedFields are dropped before they are stored: the webhook reads metadata and spec.
+///
+/// These watches do not gate readiness: without a parent a scale review is still judged
+/// (from the Scale, with a warning), as in standalone mode.
 #[derive(Clone)]
 pub struct Reflected {
     deployments: Store<Deployment>,
     statefulsets: Store<StatefulSet>,
     replicasets: Store<ReplicaSet>,
+    pub health: Arc<Health>,
 }
+
+pub const DEPLOYMENTS: Watched = Watched {
+    resource: "deployments",
+    api_version: "apps/v1",
+    rbac: crate::cluster::RBAC,
+};
+pub const STATEFULSETS: Watched = Watched {
+    resource: "statefulsets",
+    api_version: "apps/v1",
+    rbac: crate::cluster::RBAC,
+};
+pub const REPLICASETS: Watched = Watched {
+    resource: "replicasets",
+    api_version: "apps/v1",
+    rbac: crate::cluster::RBAC,
+};
 
 impl fmt::Debug for Reflected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reflected")
-            .field("deployments", &self.deployments.len())
-            .field("statefulsets", &self.statefulsets.len())
-            .field("replicasets", &self.replicasets.len())
+            .field("deployments", &self.deployments.state().len())
+            .field("statefulsets", &self.statefulsets.state().len())
+            .field("replicasets", &self.replicasets.state().len())
             .finish()
     }
 }
 
 impl Reflected {
     /// Starts the three watches in the background; lookups answer from what has arrived.
-    pub fn spawn(client: &Client) -> Reflected {
+    pub fn spawn(client: &Client, backoff: BackoffConfig) -> Reflected {
+        let health = Arc::new(Health::new(&[DEPLOYMENTS, STATEFULSETS, REPLICASETS]));
+        let start = |resource| (client.clone(), resource, health.clone(), backoff);
         Reflected {
-            deployments: reflect(Api::all(client.clone()), |d: &mut Deployment| {
+            deployments: reflect(start(DEPLOYMENTS.resource), |d: &mut Deployment| {
                 d.status = None;
             }),
-            statefulsets: reflect(Api::all(client.clone()), |s: &mut StatefulSet| {
+            statefulsets: reflect(start(STATEFULSETS.resource), |s: &mut StatefulSet| {
                 s.status = None;
             }),
-            replicasets: reflect(Api::all(client.clone()), |r: &mut ReplicaSet| {
+            replicasets: reflect(start(REPLICASETS.resource), |r: &mut ReplicaSet| {
                 r.status = None;
             }),
+            health,
         }
     }
 }
 
-fn reflect<K>(api: Api<K>, trim: impl Fn(&mut K) + Send + 'static) -> Store<K>
+fn reflect<K>(
+    (client, resource, health, backoff): (Client, &'static str, Arc<Health>, BackoffConfig),
+    trim: impl Fn(&mut K) + Send + 'static,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + fmt::Debug + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
-    let events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(move |k: &mut K| {
-            k.managed_fields_mut().clear();
-            trim(k);
-        })
-        .reflect(writer);
-    let kind = K::kind(&());
+    let (store, mut writer) = reflector::store();
+    let events = watch::watch(
+        Api::<K>::all(client),
+        watch::cached_list_config(),
+        resource,
+        health,
+        backoff,
+    );
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
-        let mut failing = false;
         while let Some(event) = events.next().await {
-            // Logged once per change of state, not once per retry.
-            match event {
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(%kind, error = %e, "parent watch failing; retrying");
-                }
-                Ok(_) if failing => {
-                    failing = false;
-                    tracing::info!(%kind, "parent watch recovered");
-                }
-                _ => {}
-            }
+            let event = event.modify(|k| {
+                k.meta_mut().managed_fields = None;
+                trim(k);
+            });
+            writer.apply_watcher_event(&event);
         }
     });
     store

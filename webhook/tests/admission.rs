@@ -584,8 +584,10 @@ fn parents(
 ) -> std::sync::Arc<webhook::parents::Objects> {
     let mut parents = webhook::parents::Objects::default();
     for (kind, v) in objects {
-        parents
-            .insert(webhook::workload::Workload::from_value(*kind, "parent", v.clone()).unwrap());
+        parents.insert(
+            webhook::workload::Workload::from_value(*kind, "parent", v.clone())
+                .expect("a recorded object"),
+        );
     }
     std::sync::Arc::new(parents)
 }

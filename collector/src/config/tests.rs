@@ -59,6 +59,9 @@ dnsPorts: [53, 5353]
 readinessTimeout: 1m30s
 standalone: true
 programStats: always
+logFormat: json
+logLevel: debug
+watchStartJitter: 2s
 ";
 
 #[test]
@@ -79,7 +82,32 @@ fn file_sets_every_field() {
             readiness_timeout: Duration::from_secs(90),
             standalone: true,
             program_stats: ProgramStats::Always,
+            log_format: LogFormat::Json,
+            log_level: Some("debug".into()),
+            watch_start_jitter: Duration::from_secs(2),
         }
+    );
+}
+
+#[test]
+fn log_flags_override_the_file_and_bad_values_name_the_field() {
+    let config = load(FILE, &["--log-format", "text", "--log-level", "warn"]).expect("valid");
+    assert_eq!(
+        (config.log_format, config.log_level.as_deref()),
+        (LogFormat::Text, Some("warn"))
+    );
+    let e = error("logLevel: 'info,collector=loud'", &[]);
+    assert!(e.contains("logLevel (--log-level)"), "{e}");
+    let e = error("logFormat: xml", &[]);
+    assert!(
+        e.contains("logFormat (--log-format)") && e.contains("text or json"),
+        "{e}"
+    );
+    let e = error("", &["--watch-start-jitter", "10m"]);
+    assert!(e.contains("watchStartJitter (--watch-start-jitter)"), "{e}");
+    assert_eq!(
+        load("", &[]).expect("defaults").watch_start_jitter,
+        Duration::from_secs(5)
     );
 }
 
