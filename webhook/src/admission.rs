@@ -3,25 +3,34 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use collector::watch::Health;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::value::RawValue;
 
 use crate::{
     budget::{ControlPlaneBudget, ControlPlaneBudgetSpec},
     decision::{self, Context, Decision, Outcome},
+    error::Error,
     inventory::Inventory,
     load::Load,
     metrics::Metrics,
+    parents::{NoParents, ParentLookup},
     profile::{Snapshot, WorkloadRef},
     review::{
         self, MetadataIn, ObjectIn, RequestIn, ResponseOut, ReviewIn, ReviewOut, ScaleIn, StatusOut,
     },
-    workload::{Autoscalers, Kind, Spec, Workload},
+    workload::{Autoscalers, Kind, Spec, Workload, parse_json},
 };
+
+/// The `reason` of the fail-opens metric for an object the webhook cannot parse.
+pub const FAIL_OPEN_UNPARSEABLE: &str = "unparseable";
 
 /// A request the webhook cannot answer with a decision: HTTP 400 with this message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,9 +81,17 @@ pub struct State {
     data: RwLock<Option<Arc<Data>>>,
     inventory: RwLock<Arc<Inventory>>,
     autoscalers: RwLock<Arc<Autoscalers>>,
+    /// False from [`State::await_inventory`] until the node watch has listed once.
+    inventory_listed: AtomicBool,
     ledger: Mutex<Ledger>,
+    parents: RwLock<Arc<dyn ParentLookup>>,
     pub metrics: Metrics,
 }
+
+/// The warning of a DaemonSet change allowed before the node inventory was listed.
+pub const INVENTORY_NOT_LISTED: &str = "headroom: the node inventory has not been listed yet, so \
+                                        this DaemonSet's pods cannot be counted; allowed \
+                                        unevaluated (fail-open)";
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
     lock.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -91,9 +108,16 @@ impl State {
             data: RwLock::new(None),
             inventory: RwLock::new(Arc::new(inventory)),
             autoscalers: RwLock::new(Arc::new(Autoscalers::default())),
+            inventory_listed: AtomicBool::new(true),
             ledger: Mutex::new(Ledger::default()),
+            parents: RwLock::new(Arc::new(NoParents)),
             metrics: Metrics::default(),
         }
+    }
+
+    /// Where `*/scale` reviews find their parent object (standalone: nowhere).
+    pub fn set_parents(&self, parents: Arc<dyn ParentLookup>) {
+        write(&self.parents, parents);
     }
 
     pub fn set_budget(&self, budget: Budget) {
@@ -149,9 +173,47 @@ impl State {
         })
     }
 
-    /// Ready once profile data has arrived.
+    /// The inventory comes from a node watch: until [`State::inventory_listed`], a
+    /// DaemonSet is allowed unevaluated rather than projected at zero pods.
+    pub fn await_inventory(&self) {
+        self.inventory_listed.store(false, Ordering::Relaxed);
+    }
+
+    /// The node watch has published a complete inventory.
+    pub fn inventory_listed(&self) {
+        self.inventory_listed.store(true, Ordering::Relaxed);
+    }
+
+    /// The in-cluster watches, for readiness and the metrics (set once, with `--kube`).
+    pub fn set_watches(&self, health: Arc<Health>) {
+        let _ = self.metrics.watches.set(health);
+    }
+
+    /// Ready once profile data has arrived and every watch has listed.
     pub fn ready(&self) -> bool {
-        self.data().is_some()
+        self.not_ready_because().is_empty()
+    }
+
+    /// Why not ready, one line each; empty when ready.
+    pub fn not_ready_because(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.data().is_none() {
+            problems.push("no profile data yet".to_owned());
+        }
+        if let Some(health) = self.metrics.watches.get() {
+            problems.extend(health.readiness().problems);
+        }
+        problems
+    }
+
+    /// What readiness should mention while ready (an API not served and what is done
+    /// without it).
+    pub fn readiness_notes(&self) -> Vec<String> {
+        self.metrics
+            .watches
+            .get()
+            .map(|h| h.readiness().notes)
+            .unwrap_or_default()
     }
 
     /// Answers one AdmissionReview body with a serialized AdmissionReview.
@@ -202,31 +264,18 @@ impl State {
         let kind = supported_kind(&request)?;
         let scale = request.sub_resource.is_some();
         let namespace = request.namespace.as_deref().unwrap_or_default();
-        // Err(Ok(_)): the object is missing (400); Err(Err(_)): it is invalid (denied).
+        // Err(Ok(_)): the object is missing (400); Err(Err(_)): we cannot parse it.
         let read_object = |object: Option<&RawValue>, which: &str| {
             let object = object.ok_or_else(|| Ok(format!("request.{which} is missing")))?;
             let document = format!("request.{which}");
-            read_workload(kind, scale, &document, object.get(), namespace).map_err(Err)
+            read_workload(kind, scale, &document, object.get(), namespace)
+                .map_err(|e| Err(e.to_string()))
         };
         let workload = match read_object(request.object, "object") {
             Ok(w) => w,
             Err(Ok(missing)) => return Err(BadRequest(missing)),
-            Err(Err(invalid)) => {
-                self.metrics
-                    .record_decision(mode, Outcome::Denied.as_str(), kind.as_str());
-                let message = format!("headroom: invalid {} object: {invalid}", kind.as_str());
-                let status = StatusOut {
-                    code: 400,
-                    message: &message,
-                    reason: "BadRequest",
-                };
-                return Ok(respond(
-                    &request.uid,
-                    false,
-                    Some(status),
-                    &[],
-                    &BTreeMap::new(),
-                ));
+            Err(Err(unparseable)) => {
+                return Ok(self.unparseable(&request, mode, kind, &unparseable));
             }
         };
         let old = if update {
@@ -234,13 +283,51 @@ impl State {
                 Ok(w) => Some(w),
                 Err(Ok(missing)) => return Err(BadRequest(missing)),
                 // An old object we cannot read: evaluate as a create (the worst case).
-                Err(Err(_)) => None,
+                Err(Err(unparseable)) => {
+                    tracing::warn!(
+                        uid = %request.uid,
+                        error = %unparseable,
+                        "cannot parse oldObject; evaluating the change as a create"
+                    );
+                    None
+                }
             }
         } else {
             None
         };
+        if kind == Kind::DaemonSet && !self.inventory_listed.load(Ordering::Relaxed) {
+            self.metrics
+                .record_decision(mode, Outcome::FailOpen.as_str(), kind.as_str());
+            self.metrics.record_fail_open("inventory");
+            tracing::warn!(uid = %request.uid, workload = %workload.reference, "{INVENTORY_NOT_LISTED}");
+            let warnings = [INVENTORY_NOT_LISTED.to_owned()];
+            return Ok(respond(
+                &request.uid,
+                true,
+                None,
+                &warnings,
+                &BTreeMap::new(),
+            ));
+        }
+        let (workload, old, unread_parent) = if scale {
+            self.with_parent(kind, workload, old)
+        } else {
+            (workload, old, None)
+        };
         let dry_run = request.dry_run.unwrap_or(false);
-        let decision = self.decide(&budget, &workload, old.as_ref(), dry_run);
+        let mut decision = self.decide(&budget, &workload, old.as_ref(), dry_run);
+        // Only where the parent could have changed the answer.
+        let judged = matches!(
+            decision.outcome,
+            Outcome::Allowed
+                | Outcome::Denied
+                | Outcome::Warned
+                | Outcome::Audited
+                | Outcome::Canary
+        );
+        if let Some(warning) = unread_parent.filter(|_| judged) {
+            decision.warnings.push(decision::fit_warning(&warning));
+        }
         self.metrics
             .record_decision(mode, decision.outcome.as_str(), kind.as_str());
         if decision.outcome == Outcome::FailOpen {
@@ -270,6 +357,57 @@ impl State {
             &decision.warnings,
             &decision.audit_annotations,
         ))
+    }
+
+    /// A `scale` review judged like its parent object with the replicas asked for; without
+    /// the parent, the Scale alone and a warning naming what was not checked.
+    fn with_parent(
+        &self,
+        kind: Kind,
+        scale: Workload,
+        old: Option<Workload>,
+    ) -> (Workload, Option<Workload>, Option<String>) {
+        let r = &scale.reference;
+        match read(&self.parents).parent(kind, &r.namespace, &r.name) {
+            Some(parent) => {
+                let old = old.map(|o| parent.with_replicas(o.replicas()));
+                (parent.with_replicas(scale.replicas()), old, None)
+            }
+            None => {
+                let warning = format!(
+                    "headroom: {r} not read for this scale: its annotations, image and strategy \
+                     were not checked"
+                );
+                (scale, old, Some(warning))
+            }
+        }
+    }
+
+    /// An object the API server accepted but we cannot parse: our defect, not the user's.
+    /// Allowed with a warning naming the field, in every mode, and counted as a fail-open.
+    fn unparseable(
+        &self,
+        request: &RequestIn<'_>,
+        mode: &'static str,
+        kind: Kind,
+        error: &str,
+    ) -> Vec<u8> {
+        tracing::warn!(
+            uid = %request.uid,
+            kind = kind.as_str(),
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            name = %request.name,
+            error,
+            "cannot parse the object; allowed unevaluated (fail-open)"
+        );
+        self.metrics
+            .record_decision(mode, Outcome::FailOpen.as_str(), kind.as_str());
+        self.metrics.record_fail_open(FAIL_OPEN_UNPARSEABLE);
+        let warnings = [decision::fit_warning(&format!(
+            "headroom: not evaluated, cannot parse {error}; allowed"
+        ))];
+        let audit = BTreeMap::from([(decision::AUDIT_FAIL_OPEN.to_owned(), error.to_owned())]);
+        respond(&request.uid, true, None, &warnings, &audit)
     }
 
     fn decide(
@@ -330,25 +468,36 @@ fn respond(
 }
 
 /// Reads the object of a request; objects may leave their namespace to the request.
-fn read_workload(
+pub(crate) fn read_workload(
     kind: Kind,
     scale: bool,
     document: &str,
     json: &str,
     namespace: &str,
-) -> Result<Workload, String> {
-    let invalid = |e: serde_json::Error| e.to_string();
+) -> Result<Workload, Error> {
     let metadata_of = |m: Option<MetadataIn>| {
         let m = m.unwrap_or_default();
         ObjectMeta {
             name: m.name,
             namespace: m.namespace.or_else(|| Some(namespace.to_owned())),
             annotations: m.annotations,
+            owner_references: m.owner_references.map(|owners| {
+                owners
+                    .into_iter()
+                    .map(|o| OwnerReference {
+                        api_version: o.api_version,
+                        kind: o.kind,
+                        name: o.name,
+                        controller: o.controller,
+                        ..OwnerReference::default()
+                    })
+                    .collect()
+            }),
             ..ObjectMeta::default()
         }
     };
     if scale {
-        let object: ScaleIn = serde_json::from_str(json).map_err(invalid)?;
+        let object: ScaleIn = parse_json(document, "", json)?;
         let replicas = object.spec.and_then(|s| s.replicas);
         Ok(Workload::from_scale_parts(
             kind,
@@ -356,7 +505,7 @@ fn read_workload(
             replicas,
         ))
     } else {
-        let object: ObjectIn<'_> = serde_json::from_str(json).map_err(invalid)?;
+        let object: ObjectIn<'_> = parse_json(document, "", json)?;
         let metadata = metadata_of(object.metadata);
         Workload::from_parts(
             kind,
@@ -364,33 +513,35 @@ fn read_workload(
             metadata,
             object.spec.map(|s| Spec::Raw(s.get())),
         )
-        .map_err(|e| e.to_string())
     }
 }
 
-const SUPPORTED: &str = "apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet, batch/v1 Job, \
+pub(crate) const SUPPORTED: &str = "apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet, batch/v1 Job, \
                          CronJob, and the scale subresource of deployments, statefulsets, \
                          replicasets";
 
-fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
-    let unsupported = |what: String| {
+pub(crate) fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
+    request_kind(request).map_err(|what| {
         BadRequest(format!(
             "unsupported {what}: headroom evaluates {SUPPORTED}"
         ))
-    };
+    })
+}
+
+/// The workload kind a request is about, or what it is about instead (`kind core/v1 Pod`).
+pub(crate) fn request_kind(request: &RequestIn<'_>) -> Result<Kind, String> {
     match request.sub_resource.as_deref() {
         Some("scale") => {
             if request.resource.group != "apps" {
-                return Err(unsupported(format!(
+                return Err(format!(
                     "resource {}/{}/scale",
                     request.resource.group, request.resource.resource
-                )));
+                ));
             }
-            Kind::from_scalable_resource(&request.resource.resource).ok_or_else(|| {
-                unsupported(format!("resource apps/{}/scale", request.resource.resource))
-            })
+            Kind::from_scalable_resource(&request.resource.resource)
+                .ok_or_else(|| format!("resource apps/{}/scale", request.resource.resource))
         }
-        Some(other) => Err(unsupported(format!("subresource {other}"))),
+        Some(other) => Err(format!("subresource {other}")),
         None => {
             let gvk = &request.kind;
             let kind = Kind::from_kind(&gvk.kind);
@@ -407,10 +558,7 @@ fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
                     } else {
                         &gvk.group
                     };
-                    Err(unsupported(format!(
-                        "kind {group}/{} {}",
-                        gvk.version, gvk.kind
-                    )))
+                    Err(format!("kind {group}/{} {}", gvk.version, gvk.kind))
                 }
             }
         }

@@ -8,7 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod advice;
 pub mod budget;
+pub mod capacity;
 pub mod check;
 pub mod cluster;
 pub mod decision;
@@ -17,6 +19,7 @@ pub mod http_client;
 pub mod inventory;
 pub mod load;
 pub mod metrics;
+pub mod parents;
 pub mod profile;
 pub mod projection;
 pub mod prometheus_rules;

@@ -1,7 +1,10 @@
 //! The webhook's own metrics, prefixed `headroom_webhook_`.
 
-use std::sync::atomic::AtomicU64;
+mod watches;
 
+use std::sync::{Arc, OnceLock, atomic::AtomicU64};
+
+use collector::watch::Health;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -18,7 +21,7 @@ pub struct DecisionLabels {
     /// The budget's mode: Enforce, Warn or Audit.
     pub mode: &'static str,
     /// The outcome: allowed, denied, warned, audited, break_glass, exempt, no_added_load,
-    /// canary, fail_open.
+    /// canary, fail_open, owner_judged.
     pub result: &'static str,
     /// Workload kind (Deployment, …; `other` for deletes of other kinds).
     pub kind: &'static str,
@@ -26,7 +29,8 @@ pub struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailOpenLabels {
-    /// `stale` or `missing`.
+    /// `stale` or `missing` (profile data), `inventory` (nodes not listed yet),
+    /// `unparseable` (an object the webhook could not read).
     pub reason: &'static str,
 }
 
@@ -45,6 +49,8 @@ pub struct Metrics {
     pub fail_opens: Family<FailOpenLabels, Counter>,
     pub invalid_requests: Counter,
     pub refresh_errors: Family<SourceLabels, Counter>,
+    /// The in-cluster watches (`serve --kube`), read at scrape time.
+    pub watches: Arc<OnceLock<Arc<Health>>>,
 }
 
 impl Default for Metrics {
@@ -72,7 +78,8 @@ impl Default for Metrics {
         let fail_opens = Family::<FailOpenLabels, Counter>::default();
         registry.register(
             "fail_opens",
-            "Changes allowed unevaluated because profile data was stale or missing",
+            "Changes allowed unevaluated: profile data stale or missing, or the node inventory \
+             not listed yet",
             fail_opens.clone(),
         );
         let invalid_requests = Counter::default();
@@ -87,8 +94,13 @@ impl Default for Metrics {
             "Failed refreshes of profile data by source",
             refresh_errors.clone(),
         );
+        let watches = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(watches::WatchCollector {
+            health: watches.clone(),
+        }));
         Metrics {
             registry,
+            watches,
             decisions,
             admission_duration,
             data_age,

@@ -10,8 +10,7 @@ use std::{
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, State as AxumState},
+    extract::{DefaultBodyLimit, Request, State as AxumState},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -33,6 +32,9 @@ use crate::{
     sources::Source,
     tls::{self, ReloadingCert},
 };
+
+mod body;
+use body::BodyError;
 
 /// Largest AdmissionReview body accepted (an object and its old version, each ≤ 1.5 MiB in
 /// etcd, plus the review around them).
@@ -89,11 +91,31 @@ pub fn admission_router(state: Arc<State>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/", post(validate))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The handler reads the body with its own limit (see `body`).
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
-async fn validate(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
+async fn validate(AxumState(state): AxumState<Arc<State>>, request: Request) -> Response {
+    let http2 = request.version() == axum::http::Version::HTTP_2;
+    let body = match body::read_limited(request.into_body(), MAX_BODY_BYTES, http2).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            let message = format!(
+                "request body is over {MAX_BODY_BYTES} bytes: not an AdmissionReview the API \
+                 server sends\n"
+            );
+            return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        }
+        Err(BodyError::Read(e)) => {
+            tracing::debug!(error = %e, "reading the request body failed");
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}\n"),
+            )
+                .into_response();
+        }
+    };
     match state.review(&body) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(BadRequest(message)) => {
@@ -126,11 +148,25 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
 }
 
 async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
-    // Not ready without data; the webhook still answers (fail-open) if called.
-    if state.ready() {
-        (StatusCode::OK, "ready\n").into_response()
+    // Not ready without data or before the watches listed; the webhook still answers
+    // (fail-open) if called.
+    let problems = state.not_ready_because();
+    let notes = state.readiness_notes();
+    let lines = |head: &str, lines: &[String]| {
+        std::iter::once(head.to_owned())
+            .chain(lines.iter().map(|l| format!("  {l}")))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    if problems.is_empty() {
+        (StatusCode::OK, lines("ready", &notes)).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no profile data yet\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            lines("not ready:", &problems),
+        )
+            .into_response()
     }
 }
 
@@ -209,7 +245,7 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
             let kube = |e: kube::Error| Error::Kube {
                 message: e.to_string(),
             };
-            let client = kube::Client::try_default().await.map_err(kube)?;
+            let client = cluster::client().await.map_err(kube)?;
             let budget = cluster::fetch_budget(client.clone(), name)
                 .await
                 .map_err(kube)?;
@@ -273,7 +309,17 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
     }
 
     if let (Some(client), Some(name)) = (client, config.cluster.clone()) {
-        tokio::spawn(cluster::run(client, state.clone(), name, config.refresh));
+        let health = Arc::new(cluster::health());
+        state.set_watches(health.clone());
+        state.await_inventory();
+        tokio::spawn(cluster::run(
+            client,
+            state.clone(),
+            health,
+            name,
+            config.refresh,
+            collector::watch::BackoffConfig::default(),
+        ));
     }
     // Budget file, node inventory file and certificate: reloaded when they change.
     if let Some(path) = config.budget.clone() {

@@ -16,6 +16,18 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The collector as the webhook builds it: its shared parts without the agent.
+    shell::run(shell::cargo().args([
+        "clippy",
+        "--locked",
+        "-p",
+        "collector",
+        "--lib",
+        "--no-default-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     let mut ebpf = shell::cargo_nightly();
     ebpf.current_dir(shell::workspace_root().join("collector-ebpf"))
         .args([

@@ -5,7 +5,8 @@
 //! /profiles`) onto the server's router. The maths is in [`compute`], plain functions
 //! of the stored samples.
 pub mod compute;
-pub mod schema;
+/// The wire types live in [`crate::schema`], which builds without the agent.
+pub use crate::schema::profiles as schema;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -2,41 +2,8 @@
 //! from the DNS tracker's bounded top-K tables (docs/dns-names.md). Names are never
 //! labels of a series; this is where an operator sees what an `ndots:5` search list or
 //! a chatty client makes a pod ask.
-use serde::Serialize;
-
 use crate::metrics::Snapshot;
-
-pub const API_VERSION: &str = "headroom.dev/v1alpha1";
-pub const KIND: &str = "DnsNameList";
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DnsNameList {
-    pub api_version: &'static str,
-    pub kind: &'static str,
-    pub items: Vec<Item>,
-}
-
-/// One identity (a pod's container, or a node process) and its most asked names.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Item {
-    pub namespace: String,
-    pub workload_kind: String,
-    pub workload: String,
-    pub pod: String,
-    pub container: String,
-    pub names: Vec<Name>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Name {
-    pub name: String,
-    /// Queries for the name: at least the true count, at most `error` more.
-    pub queries: u64,
-    pub error: u64,
-}
+pub use crate::schema::dns_names::{API_VERSION, DnsNameList, Item, KIND, Name};
 
 /// The list for `snapshot`, identities in label order, names most asked first.
 pub fn list(snapshot: &Snapshot) -> DnsNameList {
@@ -60,8 +27,8 @@ pub fn list(snapshot: &Snapshot) -> DnsNameList {
         })
         .collect();
     DnsNameList {
-        api_version: API_VERSION,
-        kind: KIND,
+        api_version: API_VERSION.to_owned(),
+        kind: KIND.to_owned(),
         items,
     }
 }
