@@ -54,8 +54,9 @@ fn collector_as_its_serviceaccount_is_refused_nothing() {
             .filter(|e| e["user"]["username"] == USER && one_per_request(e))
             .collect()
     };
-    // Each watch it opens starts with a list: pods (this node's), the `kubernetes`
-    // EndpointSlices in default, the kube-dns Service in kube-system.
+    // Each watch it opens starts with a list: pods (this node's), the API server's
+    // addresses in default (the `kubernetes` EndpointSlices, or on a server without
+    // discovery.k8s.io/v1 such as 1.20 the Endpoints), the kube-dns Service.
     let listed = |requests: &[Value], resource: &str| {
         requests
             .iter()
@@ -63,10 +64,8 @@ fn collector_as_its_serviceaccount_is_refused_nothing() {
     };
     wait_for("its lists", Duration::from_secs(30), || {
         let requests = mine();
-        ["pods", "endpointslices", "services"]
-            .iter()
-            .all(|r| listed(&requests, r))
-            .then_some(())
+        let addresses = listed(&requests, "endpointslices") || listed(&requests, "endpoints");
+        (addresses && ["pods", "services"].iter().all(|r| listed(&requests, r))).then_some(())
     });
     // A few seconds of steady running, then stop it: its watches end and show too.
     thread::sleep(Duration::from_secs(3));

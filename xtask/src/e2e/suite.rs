@@ -14,10 +14,6 @@ use crate::{shell, test::Totals};
 
 /// (package, test target): the webhook's first, then the collector's.
 const SUITES: &[(&str, &str)] = &[("webhook", "e2e"), ("collector", "e2e")];
-/// Tests named `pending_issue_<N>_…` assert what another issue's work delivers (they
-/// fail until it lands): skipped unless a filter is given, e.g.
-/// `cargo xtask e2e -- pending_issue_11`.
-const PENDING: &str = "pending_issue_";
 
 /// Runs every suite, its output shown and kept in `<dir>/tests-<package>.log`.
 pub fn run(plane: &ControlPlane, dir: &Path, extra: &[String]) -> anyhow::Result<Totals> {
@@ -29,11 +25,6 @@ pub fn run(plane: &ControlPlane, dir: &Path, extra: &[String]) -> anyhow::Result
         let mut cmd = shell::cargo();
         cmd.args(["test", "--locked", "-p", package, "--test", target, "--"])
             .args(["--ignored", "--test-threads=1"])
-            .args(if extra.is_empty() {
-                vec!["--skip", PENDING]
-            } else {
-                Vec::new()
-            })
             .args(extra)
             .env("HEADROOM_E2E_KUBECONFIG", &plane.files.kubeconfig)
             .env("HEADROOM_E2E_AUDIT_LOG", &plane.files.audit_log)
