@@ -258,7 +258,14 @@ fn requests_of_a_pod_equal_the_audit_log_and_name_its_deployment() {
         &mut group.command(&format!("exec {kubectl} get pods --watch -o name")),
         &dir.join("watch.log"),
     );
-    thread::sleep(Duration::from_secs(3));
+    // It prints the pod once its list is done and the watch goes out right after it;
+    // a second more and the watch is open.
+    wait_for(
+        "kubectl's watch listing the pod",
+        Duration::from_secs(30),
+        || watch.log_text().contains("pod/").then_some(()),
+    );
+    thread::sleep(Duration::from_secs(1));
     watch.kill();
 
     let user = format!("system:serviceaccount:{namespace}:{DEPLOYMENT}");
@@ -270,7 +277,16 @@ fn requests_of_a_pod_equal_the_audit_log_and_name_its_deployment() {
             .collect()
     };
     let audited = || requests().len() as f64;
-    let made = requests();
+    // kube-apiserver 1.20 writes a watch's entry when the watch ends: once it has seen
+    // kubectl's connection close.
+    let made = wait_for(
+        "the watch in the audit log",
+        Duration::from_secs(15),
+        || {
+            let made = requests();
+            made.iter().any(|e| e["verb"] == "watch").then_some(made)
+        },
+    );
     let expected = made.len() as f64;
     let verbs = |verb: &str, code: u16| {
         made.iter()
