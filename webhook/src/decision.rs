@@ -120,9 +120,9 @@ pub fn fit_warning(text: &str) -> String {
 
 #[derive(Deserialize)]
 struct Declared {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::load::deserialize_partial")]
     steady: Load,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::load::deserialize_partial")]
     startup: Load,
 }
 

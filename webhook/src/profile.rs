@@ -1,109 +1,14 @@
-//! The reading side of the profile contract (`docs/profiles.md`): what one pod of a
-//! workload costs, as collectors serve it, and the merged in-memory snapshot the admission
-//! path reads.
+//! The reading side of the profile contract (`docs/profiles.md`): the merged in-memory
+//! snapshot the admission path reads. The document types are the collector's own
+//! ([`collector::schema::profiles`]): one definition, strict on both sides.
 
 use std::{collections::HashMap, time::SystemTime};
 
-use serde::{Deserialize, Serialize};
+pub use collector::schema::profiles::{
+    API_VERSION, KIND, ProfileError, ProfileItem, ProfileList, WorkloadRef,
+};
 
-use crate::{error::Error, load::Load};
-
-pub const API_VERSION: &str = "headroom.dev/v1alpha1";
-pub const KIND: &str = "ProfileList";
-
-/// `ProfileList` as served at a collector's `/profiles`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProfileList {
-    pub api_version: String,
-    pub kind: String,
-    #[serde(default)]
-    pub node: String,
-    #[serde(default)]
-    pub generated_at: String,
-    #[serde(default)]
-    pub window_seconds: u64,
-    #[serde(default)]
-    pub totals: Load,
-    #[serde(default)]
-    pub items: Vec<ProfileItem>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WorkloadRef {
-    #[serde(default)]
-    pub namespace: String,
-    pub kind: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for WorkloadRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProfileItem {
-    pub workload: WorkloadRef,
-    #[serde(default)]
-    pub image: String,
-    #[serde(default)]
-    pub pods: u64,
-    #[serde(default)]
-    pub minutes: u64,
-    #[serde(default)]
-    pub steady: Load,
-    #[serde(default)]
-    pub startup: Load,
-    #[serde(default)]
-    pub current: Load,
-}
-
-impl ProfileList {
-    /// Parses and validates one `ProfileList` (JSON). `source_name` names the file or URL.
-    pub fn parse(source_name: &str, bytes: &[u8]) -> Result<ProfileList, Error> {
-        let list: ProfileList = serde_json::from_slice(bytes).map_err(|e| Error::Parse {
-            path: source_name.to_owned(),
-            message: format!("not a ProfileList: {e}"),
-        })?;
-        list.validate(source_name)?;
-        Ok(list)
-    }
-
-    fn validate(&self, source_name: &str) -> Result<(), Error> {
-        if self.api_version != API_VERSION || self.kind != KIND {
-            return Err(Error::UnsupportedProfileVersion {
-                source_name: source_name.to_owned(),
-                found_api_version: self.api_version.clone(),
-                found_kind: self.kind.clone(),
-            });
-        }
-        let invalid = |field: String, load: &Load| {
-            load.invalid_dimension().map(|d| Error::InvalidProfile {
-                source_name: source_name.to_owned(),
-                field: format!("{field}.{}", d.field()),
-                message: "must be a finite number ≥ 0".to_owned(),
-            })
-        };
-        if let Some(e) = invalid("totals".to_owned(), &self.totals) {
-            return Err(e);
-        }
-        for (i, item) in self.items.iter().enumerate() {
-            for (name, load) in [
-                ("steady", &item.steady),
-                ("startup", &item.startup),
-                ("current", &item.current),
-            ] {
-                if let Some(e) = invalid(format!("items[{i}].{name}"), load) {
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-}
+use crate::load::Load;
 
 /// What one pod costs, with where the figure came from.
 #[derive(Clone, Debug, PartialEq)]

@@ -377,3 +377,56 @@ async fn handler_serves_json() {
     assert_eq!(list.node, "node-a");
     assert_eq!(list.items.len(), 1);
 }
+
+/// Every leaf of a JSON document: its path and value.
+fn leaves(path: String, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                leaves(format!("{path}.{k}"), v, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                leaves(format!("{path}[{i}]"), v, out);
+            }
+        }
+        leaf => out.push((path, leaf.clone())),
+    }
+}
+
+/// What the handler serves, read with the webhook's reader (the shared schema's
+/// `ProfileList::parse`): every field arrives, none as 0 or empty.
+#[tokio::test]
+async fn served_profiles_read_back_whole_with_the_webhooks_reader() {
+    let created = now() - 1800.0;
+    let mut store = ProfileStore::new(StoreConfig::default(), created);
+    // Started after the store began: its first minute (the startup burst) was seen.
+    let pod = (web("web-1"), [2.0; 4], Some(created + 60.0));
+    feed(&mut store, &[pod], [5.0; 4], created + 60.0, now());
+    let response = handler(State(SharedProfiles::new(store, "node-a"))).await;
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("a body");
+    let read = crate::schema::profiles::ProfileList::parse("/profiles", &body)
+        .expect("the webhook reads what the collector serves");
+    assert_eq!(read.items.len(), 1);
+    let mut fields = Vec::new();
+    leaves(
+        String::new(),
+        &serde_json::to_value(&read).expect("serialises"),
+        &mut fields,
+    );
+    let served: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let mut served_fields = Vec::new();
+    leaves(String::new(), &served, &mut served_fields);
+    assert_eq!(fields, served_fields, "nothing lost or added in reading");
+    for (path, value) in &fields {
+        let set = match value {
+            serde_json::Value::Number(n) => n.as_f64().is_some_and(|v| v > 0.0),
+            serde_json::Value::String(s) => !s.is_empty(),
+            _ => false,
+        };
+        assert!(set, "{path} arrived as {value}");
+    }
+}

@@ -1,17 +1,39 @@
 use axum::{Router, extract::Query, routing::get};
 
 use super::*;
-use crate::{load::Dimension, prometheus_rules as rules};
+use crate::{
+    load::{Dimension, Load},
+    prometheus_rules as rules,
+};
 
+/// A collector's document for `node`, serialised as the collector serves it.
 fn list(node: &str, pods: u64, requests: f64) -> String {
-    format!(
-        r#"{{"apiVersion": "headroom.dev/v1alpha1", "kind": "ProfileList", "node": "{node}",
-            "totals": {{"apiserverRequestsPerSecond": {requests}}},
-            "items": [{{"workload": {{"namespace": "default", "kind": "Deployment", "name": "web"}},
-                        "image": "nginx:1.27", "pods": {pods}, "minutes": 30,
-                        "steady": {{"apiserverRequestsPerSecond": {requests}}},
-                        "current": {{"apiserverRequestsPerSecond": 1}}}}]}}"#
-    )
+    let one = |requests| Load {
+        apiserver_requests_per_second: requests,
+        ..Load::ZERO
+    };
+    let list = ProfileList {
+        api_version: crate::profile::API_VERSION.into(),
+        kind: crate::profile::KIND.into(),
+        node: node.into(),
+        generated_at: "2026-11-22T05:00:00Z".into(),
+        window_seconds: 3600,
+        totals: one(requests),
+        items: vec![crate::profile::ProfileItem {
+            workload: crate::profile::WorkloadRef {
+                namespace: "default".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+            },
+            image: "nginx:1.27".into(),
+            pods,
+            minutes: 30,
+            steady: one(requests),
+            startup: Load::ZERO,
+            current: one(1.0),
+        }],
+    };
+    serde_json::to_string(&list).unwrap()
 }
 
 async fn serve(router: Router) -> String {
