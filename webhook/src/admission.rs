@@ -140,13 +140,20 @@ impl State {
         read(&self.data)
     }
 
-    /// Age of the profile data, `None` before the first fetch.
+    /// Age of the newest measurement in the profile data (not of the fetch); `None`
+    /// before the first fetch or when the data holds no measurement. For data that does
+    /// not say when it was measured (built by hand), the time it was set.
     pub fn data_age(&self) -> Option<Duration> {
-        self.data().map(|d| {
+        let data = self.data()?;
+        let measured_at = match data.snapshot.nodes {
+            Some(_) => data.snapshot.measured_at()?,
+            None => data.fetched_at,
+        };
+        Some(
             SystemTime::now()
-                .duration_since(d.fetched_at)
-                .unwrap_or_default()
-        })
+                .duration_since(measured_at)
+                .unwrap_or_default(),
+        )
     }
 
     /// Ready once profile data has arrived.
@@ -243,13 +250,8 @@ impl State {
         let decision = self.decide(&budget, &workload, old.as_ref(), dry_run);
         self.metrics
             .record_decision(mode, decision.outcome.as_str(), kind.as_str());
-        if decision.outcome == Outcome::FailOpen {
-            let reason = if self.data().is_some() {
-                "stale"
-            } else {
-                "missing"
-            };
-            self.metrics.record_fail_open(reason);
+        if let Some(reason) = decision.fail_open {
+            self.metrics.record_fail_open(reason.as_str());
         }
         tracing::debug!(
             uid = %request.uid,

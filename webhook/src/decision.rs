@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::{
     budget::{BREAK_GLASS_ANNOTATION, ControlPlaneBudgetSpec, DECLARED_PROFILE_ANNOTATION, Mode},
+    freshness::{self, DataGap, FailOpenReason},
     inventory::Inventory,
     load::{Dimension, Load},
     profile::{PerPod, Provenance, Snapshot},
@@ -85,6 +86,8 @@ pub struct Decision {
     pub pods: u64,
     pub starts: u64,
     pub evaluation: Option<Evaluation>,
+    /// Set with [`Outcome::FailOpen`]: what was wrong with the data.
+    pub fail_open: Option<FailOpenReason>,
 }
 
 impl Decision {
@@ -100,7 +103,8 @@ pub struct Context<'a> {
     pub budget: &'a ControlPlaneBudgetSpec,
     /// `None`: no profile data has arrived yet.
     pub snapshot: Option<&'a Snapshot>,
-    /// Age of the snapshot's data; compared with the budget's maxDataAgeSeconds.
+    /// Age of the snapshot's newest measurement; compared with the budget's
+    /// maxDataAgeSeconds.
     pub data_age: Option<Duration>,
     pub inventory: &'a Inventory,
     pub autoscalers: &'a Autoscalers,
@@ -162,6 +166,7 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
         pods,
         starts,
         evaluation: None,
+        fail_open: None,
     };
 
     if ctx.budget.exempt_namespaces.contains(&reference.namespace) {
@@ -193,20 +198,9 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             .insert(AUDIT_BREAK_GLASS.to_owned(), reason.to_owned());
         return d;
     }
-    let max_age = Duration::from_secs(ctx.budget.max_data_age_seconds);
-    let snapshot = match (ctx.snapshot, ctx.data_age) {
-        (Some(s), Some(age)) if age <= max_age => s,
-        (Some(_), Some(age)) => {
-            return fail_open(
-                decision,
-                format!(
-                    "profile data is {}s old (max {}s)",
-                    age.as_secs(),
-                    max_age.as_secs()
-                ),
-            );
-        }
-        _ => return fail_open(decision, "no profile data yet".to_owned()),
+    let snapshot = match freshness::judge(ctx.snapshot, ctx.data_age, ctx.inventory, ctx.budget) {
+        Ok(s) => s,
+        Err(gap) => return fail_open(decision, gap),
     };
 
     let mut warnings = Vec::new();
@@ -304,13 +298,18 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
     d
 }
 
-fn fail_open(decision: impl Fn(Outcome, String, Vec<String>) -> Decision, why: String) -> Decision {
+fn fail_open(
+    decision: impl Fn(Outcome, String, Vec<String>) -> Decision,
+    gap: DataGap,
+) -> Decision {
+    let DataGap { reason, why } = gap;
     let mut d = decision(
         Outcome::FailOpen,
         format!("not evaluated: {why}; allowed (fail-open)"),
         vec![format!("headroom: not evaluated, {why}; allowed")],
     );
     d.audit_annotations.insert(AUDIT_FAIL_OPEN.to_owned(), why);
+    d.fail_open = Some(reason);
     d
 }
 

@@ -13,6 +13,7 @@ pub mod check;
 pub mod cluster;
 pub mod decision;
 pub mod error;
+pub mod freshness;
 pub mod http_client;
 pub mod inventory;
 pub mod load;

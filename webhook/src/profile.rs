@@ -2,13 +2,22 @@
 //! snapshot the admission path reads. The document types are the collector's own
 //! ([`collector::schema::profiles`]): one definition, strict on both sides.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::SystemTime,
+};
 
 pub use collector::schema::profiles::{
     API_VERSION, KIND, ProfileError, ProfileItem, ProfileList, WorkloadRef,
 };
 
 use crate::load::Load;
+
+/// An RFC 3339 time (`generatedAt`), `None` if it is not one.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    let t: k8s_openapi::jiff::Timestamp = text.parse().ok()?;
+    Some(SystemTime::from(t))
+}
 
 /// What one pod costs, with where the figure came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,8 +69,13 @@ pub struct Snapshot {
     pub workloads: HashMap<WorkloadRef, ProfileItem>,
     /// Image → the workload measured with the most pods running it.
     pub images: HashMap<String, WorkloadRef>,
-    /// When the data was fetched (the oldest fetch among the merged sources).
-    pub fetched_at: Option<SystemTime>,
+    /// Per node whose data is in hand (a collector's `node`, Prometheus' `instance`), the
+    /// time of its newest measurement. `None`: the data does not say which nodes it
+    /// covers, and coverage is not judged (built by hand, as in tests).
+    pub nodes: Option<BTreeMap<String, SystemTime>>,
+    /// Why the data is missing where the source must have some (an empty answer from
+    /// Prometheus is missing data, not zero load).
+    pub missing: Option<String>,
 }
 
 impl Snapshot {
@@ -70,7 +84,12 @@ impl Snapshot {
     /// up; minutes take the longest.
     pub fn merge<'a>(lists: impl IntoIterator<Item = &'a ProfileList>) -> Snapshot {
         let mut snapshot = Snapshot::default();
+        let mut nodes = BTreeMap::new();
         for list in lists {
+            // Validated lists have an RFC 3339 time; anything else counts as long ago.
+            let at = parse_time(&list.generated_at).unwrap_or(SystemTime::UNIX_EPOCH);
+            let newest: &mut SystemTime = nodes.entry(list.node.clone()).or_insert(at);
+            *newest = (*newest).max(at);
             snapshot.totals += list.totals;
             for item in &list.items {
                 snapshot
@@ -89,8 +108,14 @@ impl Snapshot {
                     .or_insert_with(|| item.clone());
             }
         }
+        snapshot.nodes = Some(nodes);
         snapshot.index_images();
         snapshot
+    }
+
+    /// The time of the newest measurement in the data, if it says.
+    pub fn measured_at(&self) -> Option<SystemTime> {
+        self.nodes.as_ref()?.values().max().copied()
     }
 
     /// Rebuilds the image index; called after the workload map changes.

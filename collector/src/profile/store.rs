@@ -12,7 +12,7 @@ use crate::metrics::Identity;
 pub type Counters = [u64; DIMENSIONS];
 
 /// How far a 5-minute rate looks back, in seconds.
-pub const RATE_RANGE_SECONDS: f64 = 300.0;
+pub const RATE_RANGE_SECONDS: f64 = crate::schema::profiles::RATE_WINDOW_SECONDS as f64;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreConfig {

@@ -12,6 +12,9 @@ pub use self::load::{Dimension, Load};
 
 pub const API_VERSION: &str = "headroom.dev/v1alpha1";
 pub const KIND: &str = "ProfileList";
+/// The range of the 5-minute rates a profile is made of: a pod's steady figure is true
+/// once it has been measured this long.
+pub const RATE_WINDOW_SECONDS: u64 = 300;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WorkloadRef {
@@ -121,6 +124,20 @@ impl ProfileList {
                     message: "must be a finite number ≥ 0".to_owned(),
                 })
         };
+        if self
+            .generated_at
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .is_err()
+        {
+            return Err(ProfileError::InvalidValue {
+                source_name: source_name.to_owned(),
+                field: "generatedAt".to_owned(),
+                message: format!(
+                    "`{}` is not an RFC 3339 time (e.g. 2026-11-22T05:00:00Z)",
+                    self.generated_at
+                ),
+            });
+        }
         if let Some(e) = invalid("totals".to_owned(), &self.totals) {
             return Err(e);
         }

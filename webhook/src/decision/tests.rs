@@ -30,6 +30,7 @@ fn budget(mode: Mode) -> ControlPlaneBudgetSpec {
         exempt_namespaces: vec!["kube-system".to_owned()],
         trust_declared: false,
         max_data_age_seconds: 300,
+        ..ControlPlaneBudgetSpec::default()
     }
 }
 

@@ -98,6 +98,11 @@ async fn reads_recording_rules_from_the_prometheus_api() {
                 vec![(labels.into(), "8")]
             } else if query == rules::WORKLOAD_MINUTES {
                 vec![(labels.into(), "42")]
+            } else if query == prometheus::COLLECTOR_SCRAPES {
+                vec![
+                    (r#"{"instance":"node-a"}"#.into(), "1700000000.5"),
+                    (r#"{"instance":"node-b"}"#.into(), "1699999990"),
+                ]
             } else if query == rules::WORKLOAD_IMAGE {
                 // Mid-rollout: the newer image's pods started later.
                 vec![
@@ -126,14 +131,30 @@ async fn reads_recording_rules_from_the_prometheus_api() {
     assert_eq!(web.image, "nginx:1.28", "the newest pod's image");
     assert_eq!(snapshot.images["nginx:1.28"], web.workload);
     assert_eq!(snapshot.workloads.len(), 1, "an image alone is no profile");
+    // When each collector was last scraped, from the samples' own timestamps.
+    let nodes = snapshot.nodes.as_ref().unwrap();
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["node-a", "node-b"]);
+    assert_eq!(
+        snapshot.measured_at(),
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_500))
+    );
+    // Three of the four cluster totals answered with no series: missing, not zero.
+    assert_eq!(
+        snapshot.missing.as_deref(),
+        Some(
+            "Prometheus has no series for headroom:cluster_apiserver_received_bytes:rate5m (+2 \
+             more)"
+        )
+    );
 
     let err = Source::Prometheus("http://127.0.0.1:1".into())
         .fetch()
         .await
         .unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with("Prometheus query `headroom:cluster_apiserver_requests:rate5m`"),
+        err.to_string().starts_with(
+            "Prometheus query `max by (instance) (timestamp(headroom_collector_build_info))`"
+        ),
         "{err}"
     );
 }

@@ -32,6 +32,9 @@ spec:
     dnsQueriesPerSecond: 500
   burstFactor: 2
   canarySize: 3
+  # One machine's collector stands for the 5,000 nodes: its one node is all the data.
+  minCoverage: 0
+  maxDataAgeSeconds: 120
 ";
 
 /// A workload a demo cgroup stands for, and the review body it is created with.
