@@ -211,6 +211,7 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
                 steady: cost.steady,
                 startup: cost.startup,
                 provenance: Provenance::Declared,
+                measured_seconds: None,
             }),
             Some(Ok(_)) => {
                 warnings.push(format!(
@@ -225,8 +226,12 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             None => None,
         });
     let Some(per_pod) = per_pod else {
-        return unmeasured(workload, pods, ctx, decision, warnings);
+        return unmeasured(workload, pods, ctx, decision, warnings, None);
     };
+    // A profile younger than minMeasuredSeconds is not yet the figure it will be.
+    if let Some(left) = per_pod.seconds_until_measured(ctx.budget.min_measured_seconds) {
+        return unmeasured(workload, pods, ctx, decision, warnings, Some(left));
+    }
 
     let cost = PodCost {
         steady: per_pod.steady,
@@ -319,9 +324,28 @@ fn unmeasured(
     ctx: &Context<'_>,
     decision: impl Fn(Outcome, String, Vec<String>) -> Decision,
     mut warnings: Vec<String>,
+    // Seconds until its profile covers minMeasuredSeconds; `None`: it has none.
+    measured_in: Option<u64>,
 ) -> Decision {
     let canary = u64::from(ctx.budget.canary_size);
     let reference = &workload.reference;
+    let (what, next) = match measured_in {
+        None => (
+            "has no measured profile and no trusted declared one".to_owned(),
+            "let the collector measure it, then scale".to_owned(),
+        ),
+        Some(left) => (
+            format!(
+                "has a profile measured for less than minMeasuredSeconds ({}s), which is not \
+                 yet its true cost",
+                ctx.budget.min_measured_seconds
+            ),
+            format!("it is measured in {left}s; scale after that"),
+        ),
+    };
+    if let Some(left) = measured_in {
+        warnings.push(format!("headroom: {reference} measured in {left}s"));
+    }
     if pods <= canary {
         warnings.push(format!(
             "headroom: {reference} unmeasured; allowed as a canary ({pods} ≤ {canary} pods)"
@@ -337,10 +361,9 @@ fn unmeasured(
         Size::Replicas(_) => format!("set replicas to at most {canary}"),
     };
     let message = format!(
-        "headroom: {reference} has no measured profile and no trusted declared one; an \
-         unmeasured workload may run at most {canary} pods (canarySize of {}), this change \
-         runs {pods}. Largest safe change: run a canary first ({fix}), let the collector \
-         measure it, then scale.",
+        "headroom: {reference} {what}; an unmeasured workload may run at most {canary} pods \
+         (canarySize of {}), this change runs {pods}. Largest safe change: run a canary \
+         first ({fix}), {next}.",
         ctx.budget_name
     );
     let short = format!("unmeasured, {pods} pods > canary size {canary}");

@@ -25,6 +25,18 @@ pub struct PerPod {
     pub steady: Load,
     pub startup: Load,
     pub provenance: Provenance,
+    /// How long the measurement behind it ran (`None`: declared, not measured).
+    pub measured_seconds: Option<u64>,
+}
+
+impl PerPod {
+    /// Seconds until a measured figure covers `min_seconds`; `None` once it does (or for
+    /// a declared one).
+    pub fn seconds_until_measured(&self, min_seconds: u64) -> Option<u64> {
+        self.measured_seconds
+            .filter(|&m| m < min_seconds)
+            .map(|m| min_seconds - m)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -98,6 +110,8 @@ impl Snapshot {
                     .and_modify(|merged| {
                         merged.pods += item.pods;
                         merged.minutes = merged.minutes.max(item.minutes);
+                        merged.measured_seconds =
+                            merged.measured_seconds.max(item.measured_seconds);
                         merged.steady = merged.steady.max(item.steady);
                         merged.startup = merged.startup.max(item.startup);
                         merged.current += item.current;
@@ -145,6 +159,7 @@ impl Snapshot {
                     pods: item.pods,
                     minutes: item.minutes,
                 },
+                measured_seconds: Some(item.measured_seconds),
             });
         }
         let image = image.filter(|i| !i.is_empty())?;
@@ -159,6 +174,7 @@ impl Snapshot {
                 pods: item.pods,
                 minutes: item.minutes,
             },
+            measured_seconds: Some(item.measured_seconds),
         })
     }
 

@@ -37,8 +37,12 @@ pub struct ProfileItem {
     pub workload: WorkloadRef,
     /// The first app container's image; empty for node processes.
     pub image: String,
+    /// Pods the figures rest on: those measured for a full rate window.
     pub pods: u64,
     pub minutes: u64,
+    /// How long the workload's longest-measured pod has been sampled in the window; the
+    /// figures are the rate window's own once this reaches it ([`RATE_WINDOW_SECONDS`]).
+    pub measured_seconds: u64,
     pub steady: Load,
     pub startup: Load,
     pub current: Load,

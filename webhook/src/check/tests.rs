@@ -32,6 +32,7 @@ fn snapshot() -> Snapshot {
             image: "nginx:1.27".into(),
             pods: 3,
             minutes: 30,
+            measured_seconds: 1800,
             steady: one(1.0),
             startup: one(2.0),
             current: Load::ZERO,

@@ -61,6 +61,7 @@ fn item(
         image: image.to_owned(),
         pods: 12,
         minutes: 55,
+        measured_seconds: 3300,
         steady,
         startup,
         current,

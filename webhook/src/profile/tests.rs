@@ -18,6 +18,7 @@ const EXAMPLE: &str = r#"{
       "image": "registry.example/agent:1.2",
       "pods": 12,
       "minutes": 55,
+      "measuredSeconds": 3300,
       "steady":  { "apiserverRequestsPerSecond": 0.5, "apiserverReceivedBytesPerSecond": 2048,
                    "apiserverConnectionsPerSecond": 0.01, "dnsQueriesPerSecond": 3 },
       "startup": { "apiserverRequestsPerSecond": 4, "apiserverReceivedBytesPerSecond": 800000,

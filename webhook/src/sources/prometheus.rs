@@ -174,6 +174,7 @@ pub async fn fetch(base: &str) -> Result<Snapshot, Error> {
                 entry.pods = whole;
             } else {
                 entry.minutes = whole;
+                entry.measured_seconds = whole * 60;
             }
         }
     }
@@ -221,6 +222,7 @@ fn entry<'a>(
             image: String::new(),
             pods: 0,
             minutes: 0,
+            measured_seconds: 0,
             steady: Load::ZERO,
             startup: Load::ZERO,
             current: Load::ZERO,

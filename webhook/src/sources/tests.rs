@@ -28,6 +28,7 @@ fn list(node: &str, pods: u64, requests: f64) -> String {
             image: "nginx:1.27".into(),
             pods,
             minutes: 30,
+            measured_seconds: 1800,
             steady: one(requests),
             startup: Load::ZERO,
             current: one(1.0),

@@ -125,7 +125,7 @@ pub fn fresh_profiles(name: &str, dir: &Path) -> PathBuf {
             .expect("now")
             .to_string()
     );
-    let path = dir.join(name);
+    let path = dir.join(Path::new(name).file_name().expect("a file name"));
     std::fs::write(&path, serde_json::to_vec(&list).expect("json")).expect("write profiles");
     path
 }

@@ -1,4 +1,3 @@
-#![expect(clippy::unwrap_used, reason = "tests")]
 use super::*;
 
 fn load(a: f64, b: f64, c: f64, d: f64) -> Load {
