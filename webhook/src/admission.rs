@@ -2,21 +2,22 @@
 //! Reads only in-memory state; the refreshers in [`crate::server`] replace it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, RwLock},
+    collections::BTreeMap,
+    sync::{Arc, Mutex, OnceLock, RwLock},
     time::{Duration, Instant, SystemTime},
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::value::RawValue;
+use tokio::sync::mpsc;
 
 use crate::{
     budget::{ControlPlaneBudget, ControlPlaneBudgetSpec},
     decision::{self, Context, Decision, Outcome},
     inventory::Inventory,
-    load::Load,
     metrics::Metrics,
-    profile::{Snapshot, WorkloadRef},
+    profile::Snapshot,
+    reservation::{Ledger, Reservation},
     review::{
         self, MetadataIn, ObjectIn, RequestIn, ResponseOut, ReviewIn, ReviewOut, ScaleIn, StatusOut,
     },
@@ -50,21 +51,6 @@ pub struct Data {
     pub fetched_at: SystemTime,
 }
 
-/// Load admitted since the last snapshot, per workload: the snapshot cannot see it yet.
-#[derive(Debug, Default)]
-struct Ledger {
-    entries: HashMap<WorkloadRef, Load>,
-}
-
-impl Ledger {
-    fn pending_except(&self, workload: &WorkloadRef) -> Load {
-        self.entries
-            .iter()
-            .filter(|(w, _)| *w != workload)
-            .fold(Load::ZERO, |sum, (_, l)| sum + *l)
-    }
-}
-
 /// Everything the admission path reads.
 #[derive(Debug)]
 pub struct State {
@@ -72,7 +58,10 @@ pub struct State {
     data: RwLock<Option<Arc<Data>>>,
     inventory: RwLock<Arc<Inventory>>,
     autoscalers: RwLock<Arc<Autoscalers>>,
-    ledger: Mutex<Ledger>,
+    /// Admitted increases not yet measured (see [`crate::reservation`]).
+    ledger: Arc<Mutex<Ledger>>,
+    /// Where admitted increases go to be shared with the other replicas (`--kube`).
+    share: OnceLock<mpsc::UnboundedSender<Reservation>>,
     pub metrics: Metrics,
 }
 
@@ -86,14 +75,39 @@ fn write<T>(lock: &RwLock<T>, value: T) {
 
 impl State {
     pub fn new(budget: Budget, inventory: Inventory) -> State {
+        State::with_ledger(budget, inventory, Arc::default())
+    }
+
+    /// A state whose reservations are `ledger`, shared with other states in this process.
+    pub fn with_ledger(budget: Budget, inventory: Inventory, ledger: Arc<Mutex<Ledger>>) -> State {
         State {
             budget: RwLock::new(Arc::new(budget)),
             data: RwLock::new(None),
             inventory: RwLock::new(Arc::new(inventory)),
             autoscalers: RwLock::new(Arc::new(Autoscalers::default())),
-            ledger: Mutex::new(Ledger::default()),
+            ledger,
+            share: OnceLock::new(),
             metrics: Metrics::default(),
         }
+    }
+
+    /// Sends every admitted increase to `share` too (set once, in `--kube` mode).
+    pub fn share_reservations(&self, share: mpsc::UnboundedSender<Reservation>) {
+        let _ = self.share.set(share);
+    }
+
+    /// Adds reservations made by other replicas.
+    pub fn merge_reservations(&self, reservations: impl IntoIterator<Item = Reservation>) {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(reservations);
+    }
+
+    /// The reservations in force.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        ledger.reservations().cloned().collect()
     }
 
     pub fn set_budget(&self, budget: Budget) {
@@ -104,8 +118,9 @@ impl State {
         read(&self.budget)
     }
 
-    /// Replaces the profile data; what the ledger held is now measured.
+    /// Replaces the profile data; reservations it shows in full end.
     pub fn set_snapshot(&self, snapshot: Snapshot, fetched_at: SystemTime) {
+        let measured_at = snapshot.measured_at().unwrap_or(fetched_at);
         write(
             &self.data,
             Some(Arc::new(Data {
@@ -116,8 +131,7 @@ impl State {
         self.ledger
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .clear();
+            .expire(measured_at);
     }
 
     pub fn set_inventory(&self, inventory: Inventory) {
@@ -302,9 +316,15 @@ impl State {
         {
             let added =
                 e.projection.workload_steady - data.snapshot.current_share(&workload.reference);
-            ledger
-                .entries
-                .insert(workload.reference.clone(), added.clamp_non_negative());
+            let reservation = Reservation {
+                workload: workload.reference.clone(),
+                load: added.clamp_non_negative(),
+                admitted_at: SystemTime::now(),
+            };
+            ledger.reserve(reservation.clone());
+            if let Some(share) = self.share.get() {
+                let _ = share.send(reservation);
+            }
         }
         decision
     }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod profile;
 pub mod projection;
 pub mod prometheus_rules;
+pub mod reservation;
 pub mod review;
 pub mod server;
 pub mod sources;

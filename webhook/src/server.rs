@@ -31,6 +31,7 @@ use crate::{
     error::Error,
     freshness,
     inventory::Inventory,
+    reservation,
     sources::Source,
     tls::{self, ReloadingCert},
 };
@@ -278,6 +279,16 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
     }
 
     if let (Some(client), Some(name)) = (client, config.cluster.clone()) {
+        // Reservations shared with the other replicas through the budget's status.
+        let (share, admitted) = tokio::sync::mpsc::unbounded_channel();
+        state.share_reservations(share);
+        tokio::spawn(reservation::shared::run(
+            kube::Api::all(client.clone()),
+            name.clone(),
+            state.clone(),
+            admitted,
+            config.refresh,
+        ));
         tokio::spawn(cluster::run(client, state.clone(), name, config.refresh));
     }
     // Budget file, node inventory file and certificate: reloaded when they change.
