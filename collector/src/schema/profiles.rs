@@ -17,6 +17,7 @@ pub const KIND: &str = "ProfileList";
 pub const RATE_WINDOW_SECONDS: u64 = 300;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "jsonschema", derive(schemars::JsonSchema))]
 pub struct WorkloadRef {
     /// Empty for node processes.
     pub namespace: String,
