@@ -28,6 +28,10 @@ pub mod map {
     /// `PerCpuArray<u64>` indexed by [`crate::MapOp`]: entries the programs created in
     /// and removed from the LRU maps, from which user space counts their evictions.
     pub const MAP_OPS: &str = "MAP_OPS";
+    /// `LruHashMap<u32 tgid, ExecPath>`: the path each process last executed, from the
+    /// exec tracepoint, so a process is named by its executable even after it exited
+    /// (the socket hooks only see the sending *thread's* 15-byte comm).
+    pub const EXEC_PATHS: &str = "EXEC_PATHS";
 }
 
 /// Names of the programs (their function names in the kernel object).
@@ -46,11 +50,17 @@ pub mod program {
     pub const SENDMSG6: &str = "headroom_sendmsg6";
     /// `cgroup/sock_release`: a measured socket is closed.
     pub const SOCK_RELEASE: &str = "headroom_sock_release";
+    /// `tracepoint/sched/sched_process_exec`: records the executable of each process.
+    pub const EXEC: &str = "headroom_exec";
+    /// The tracepoint [`EXEC`] attaches to: (category, name).
+    pub const EXEC_TRACEPOINT: (&str, &str) = ("sched", "sched_process_exec");
 }
 
 /// Maximum entries of the maps; user space reports fill against these.
 pub mod capacity {
     pub const ENDPOINTS: u32 = 256;
+    /// Processes whose executable is remembered; the oldest execs are evicted first.
+    pub const EXEC_PATHS: u32 = 8_192;
     pub const TRAFFIC: u32 = 16_384;
     pub const SOCKETS: u32 = 65_536;
     pub const CLOSING: u32 = 8_192;
@@ -62,8 +72,12 @@ pub mod capacity {
     pub const EVENTS_WAKEUP_BYTES: u64 = 256 << 10;
 }
 
-/// Words of the `PORTS` bitmap: one bit per TCP/UDP port.
-pub const PORT_WORDS: u32 = 65_536 / 64;
+/// Words of one half of the `PORTS` bitmap: one bit per TCP/UDP port.
+pub const PORT_HALF_WORDS: u32 = 65_536 / 64;
+/// Words of the `PORTS` bitmap: the first half has a port's bit set when some endpoint
+/// uses the port; the second half when an any-address entry
+/// ([`EndpointKey::any_address`]) does, so only those ports pay a second lookup.
+pub const PORT_WORDS: u32 = 2 * PORT_HALF_WORDS;
 
 /// What a measured endpoint is.
 #[repr(u32)]
@@ -148,6 +162,25 @@ impl EndpointKey {
         }
     }
 
+    /// Every address at `port` (the unspecified address `::`): a packet whose exact
+    /// endpoint is not in the table is measured as this entry's kind when its port's
+    /// bit is set in the wildcard half of `PORTS`.
+    pub const fn any_address(port: u16) -> Self {
+        Self::v6([0; 16], port)
+    }
+
+    /// Whether this key stands for every address at its port.
+    pub const fn is_any_address(&self) -> bool {
+        let mut i = 0;
+        while i < 16 {
+            if self.addr[i] != 0 {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
     /// An IPv6 endpoint.
     pub const fn v6(addr: [u8; 16], port: u16) -> Self {
         Self {
@@ -217,6 +250,17 @@ pub struct SocketInfo {
     pub comm: [u8; 16],
     /// TLS record tracking per direction (index 0 egress, 1 ingress).
     pub tls: [TlsCursor; 2],
+}
+
+/// Bytes of an executable's path kept (what a longer path keeps is its beginning, so
+/// user space names it from the path's last complete component).
+pub const EXEC_PATH_LEN: usize = 128;
+
+/// The path a process executed, NUL-terminated (as the exec tracepoint reports it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecPath {
+    pub path: [u8; EXEC_PATH_LEN],
 }
 
 /// Where the next TLS record header starts in one direction of a TCP stream.
@@ -347,6 +391,7 @@ mod pod {
     unsafe impl aya::Pod for super::TrafficCounters {}
     unsafe impl aya::Pod for super::SocketInfo {}
     unsafe impl aya::Pod for super::TlsCursor {}
+    unsafe impl aya::Pod for super::ExecPath {}
 }
 
 // The ABI must not change size by accident: a mismatch would corrupt maps silently.

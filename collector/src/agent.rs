@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod evictions;
 pub mod gone;
 pub mod names;
+pub mod totals;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -70,6 +71,10 @@ pub struct Agent {
     gone: GoneCgroups,
     /// Counts of retired cgroups, kept by identities still measured.
     carried: Carried,
+    /// The TRAFFIC map's counts per key, kept through evictions (see `totals`).
+    totals: totals::TrafficTotals,
+    /// CLOSING's entry count and when it was taken (see `closing_entries`).
+    closing_counted: Option<(Instant, u64)>,
     /// This node's pods (empty without a cluster).
     pods: SharedPods,
     /// Where each tick's per-pod counters go, when profiles are served.
@@ -96,6 +101,8 @@ impl Agent {
             names,
             gone: GoneCgroups::new(DEFAULT_GRACE),
             carried: Carried::default(),
+            totals: totals::TrafficTotals::default(),
+            closing_counted: None,
             probes,
             pods: SharedPods::new(DEFAULT_GRACE),
             profiles: None,
@@ -155,7 +162,9 @@ impl Agent {
     pub fn handle(&mut self, event: Result<Event<'_>>) {
         match event {
             Ok(Event::Connect(c)) => {
-                self.names.learn_comm(c.header.tgid, &c.comm);
+                let probes = &self.probes;
+                self.names
+                    .learn_comm(c.header.tgid, &c.comm, || probes.exec_path(c.header.tgid));
                 self.note_cgroup(c.header.cgroup_id);
                 if c.header.endpoint_kind == EndpointKind::ApiServer as u32 && c.protocol == 6 {
                     self.api.on_connect(&c);
@@ -207,9 +216,11 @@ impl Agent {
         // The op counters before the maps are read, and after (see `evictions`).
         let ops_before = self.probes.map_ops()?;
         let traffic = self.probes.traffic()?;
+        // What the map holds, plus what keys it evicted had counted: never less.
+        let counted = self.totals.update(&traffic);
         let dns = self.dns.snapshot();
         let refs = Referenced::new(
-            traffic.keys().map(|k| (k.cgroup_id, k.tgid)),
+            counted.keys().map(|k| (k.cgroup_id, k.tgid)),
             self.api
                 .owners()
                 .map(|(o, _)| (o.cgroup_id, o.tgid))
@@ -262,7 +273,7 @@ impl Agent {
             Some((identity, false))
         };
 
-        for (key, counters) in &traffic {
+        for (key, counters) in &counted {
             if key.kind != EndpointKind::ApiServer as u32 {
                 continue;
             }
@@ -277,7 +288,7 @@ impl Agent {
         }
         for (owner, totals) in self.api.owners() {
             let apiserver::Owner { cgroup_id, tgid } = *owner;
-            names.learn_comm(tgid, &totals.comm);
+            names.learn_comm(tgid, &totals.comm, || self.probes.exec_path(tgid));
             let Some((identity, last)) = name(names, cgroup_id, tgid) else {
                 continue;
             };
@@ -324,13 +335,17 @@ impl Agent {
         };
         // The kernel would keep a retired cgroup's keys until it needs the room (and
         // count them evicted then): delete them, so the map holds live cgroups.
-        for key in traffic.keys() {
+        for key in counted.keys() {
             let retired = retiring.contains(&key.cgroup_id) || self.gone.is_dropped(key.cgroup_id);
-            if retired && self.probes.remove_traffic(key)? {
+            if !retired {
+                continue;
+            }
+            self.totals.forget_cgroup(key.cgroup_id);
+            if traffic.contains_key(key) && self.probes.remove_traffic(key)? {
                 self.traffic_removed += 1;
             }
         }
-        let closing_entries = self.probes.socket_entries(map::CLOSING)?;
+        let closing_entries = self.closing_entries(now)?;
         let evicted = self.evictions.update(&read);
         for (name, entries) in [
             (map::TRAFFIC, read.traffic_entries),
@@ -351,6 +366,20 @@ impl Agent {
         collector.program_stats_seconds =
             self.stats_clock.as_ref().map_or(0.0, StatsClock::seconds);
         Ok(snap)
+    }
+
+    /// CLOSING's fill, counted at most once a minute: counting walks every key, and the
+    /// map only says how far its LRU is from forgetting sockets still closing.
+    fn closing_entries(&mut self, now: Instant) -> Result<u64> {
+        const RECOUNT: Duration = Duration::from_secs(60);
+        if let Some((at, n)) = self.closing_counted
+            && now.duration_since(at) < RECOUNT
+        {
+            return Ok(n);
+        }
+        let n = self.probes.socket_entries(map::CLOSING)?;
+        self.closing_counted = Some((now, n));
+        Ok(n)
     }
 
     /// Forgets the cgroups retired this tick, and dropped ones the trackers took in
@@ -533,7 +562,7 @@ pub async fn run(
                     // A full table or a map error: keep measuring what is there.
                     Some(d) if alive => {
                         if let Err(e) = d.apply(agent.probes_mut()) {
-                            eprintln!("headroom-collector: warning: updating endpoints: {e}");
+                            tracing::warn!(error = %e, "updating endpoints failed; measuring with the ones in place");
                         }
                     }
                     _ => discovery = None,

@@ -225,7 +225,7 @@ impl Drop for ChildGroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        eprintln!("headroom: could not remove cgroup {}", self.path.display());
+        tracing::warn!("could not remove cgroup {}", self.path.display());
     }
 }
 

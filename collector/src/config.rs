@@ -17,6 +17,7 @@ use collector_ebpf::{EndpointKey, EndpointKind};
 use crate::{
     endpoint,
     error::{Error, Result},
+    logging::{self, LogFormat},
     metrics::bpf_stats::ProgramStats,
 };
 
@@ -25,6 +26,9 @@ use crate::{
 /// 10249/10256, kubelet 10250, Cilium 9962–9965, Calico 9091), since a DaemonSet
 /// agent often runs with `hostNetwork`.
 pub const DEFAULT_PORT: u16 = 9977;
+
+/// The port measured as DNS on every address unless `--dns-port` says otherwise.
+pub const DNS_PORT: u16 = 53;
 
 /// Largest DNS top-K: the names kept per workload bound the collector's memory.
 pub const MAX_DNS_TOP_K: usize = 1024;
@@ -35,8 +39,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// API server endpoints to measure (standalone; in cluster, discovery adds more).
     pub apiservers: Vec<SocketAddr>,
-    /// DNS server endpoints to measure.
+    /// DNS server endpoints to measure, beyond the `dns_ports` on every address.
     pub dns_servers: Vec<SocketAddr>,
+    /// Ports measured as DNS on every address, IPv4 and IPv6, UDP and TCP (client side:
+    /// queries sent to the port, answers from it): NodeLocal DNSCache, a resolved stub, a
+    /// pod's own nameserver and the node's resolver are all seen without configuration.
+    pub dns_ports: Vec<u16>,
     /// The cgroup v2 mount (or a hybrid host's v1 root, whose `unified` mount is then
     /// used); detected from /proc/self/mountinfo when unset.
     pub cgroup_root: Option<PathBuf>,
@@ -61,6 +69,13 @@ pub struct Config {
     pub standalone: bool,
     /// When the kernel's BPF run-time stats (the per-program self-metrics) are on.
     pub program_stats: ProgramStats,
+    /// Text or JSON log lines.
+    pub log_format: LogFormat,
+    /// A `tracing` filter (`info`, `debug,kube=info`); unset: `RUST_LOG`, else `info`.
+    pub log_level: Option<String>,
+    /// The first LIST of each watch waits a random time below this, so the collectors
+    /// of a DaemonSet rollout or a mass restart do not list in step.
+    pub watch_start_jitter: Duration,
 }
 
 impl Default for Config {
@@ -69,6 +84,7 @@ impl Default for Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
             apiservers: Vec::new(),
             dns_servers: Vec::new(),
+            dns_ports: vec![DNS_PORT],
             cgroup_root: None,
             node_name: None,
             kubeconfig: None,
@@ -78,6 +94,9 @@ impl Default for Config {
             readiness_timeout: Duration::from_secs(30),
             standalone: false,
             program_stats: ProgramStats::default(),
+            log_format: LogFormat::default(),
+            log_level: None,
+            watch_start_jitter: Duration::from_secs(5),
         }
     }
 }
@@ -109,6 +128,15 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub dns_servers: Vec<SocketAddr>,
+    /// Port measured as DNS on every address (client side); repeat or separate with
+    /// commas; replaces the default [default: 53].
+    #[arg(
+        long = "dns-port",
+        env = "HEADROOM_DNS_PORT",
+        value_name = "PORT",
+        value_delimiter = ','
+    )]
+    pub dns_ports: Vec<u16>,
     /// cgroup v2 mount point; on a hybrid host the v1 root works too (its unified/ is
     /// used) [default: detected from /proc/self/mountinfo].
     #[arg(long, env = "HEADROOM_CGROUP_ROOT", value_name = "DIR")]
@@ -143,6 +171,17 @@ pub struct Args {
     /// [default: sampled].
     #[arg(long, env = "HEADROOM_PROGRAM_STATS", value_name = "MODE", value_enum)]
     pub program_stats: Option<ProgramStats>,
+    /// Log lines as text or JSON [default: text].
+    #[arg(long, env = "HEADROOM_LOG_FORMAT", value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. debug or info,collector::watch=debug [default: RUST_LOG, else
+    /// info].
+    #[arg(long, env = "HEADROOM_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// The first LIST of each API watch waits a random time below this, e.g. 5s; 0s
+    /// lists at once [default: 5s].
+    #[arg(long, env = "HEADROOM_WATCH_START_JITTER", value_name = "DURATION", value_parser = parse_duration)]
+    pub watch_start_jitter: Option<Duration>,
 }
 
 /// The file's shape: camelCase keys as in Kubernetes objects; unknown keys are errors
@@ -154,6 +193,7 @@ struct File {
     listen: Option<String>,
     api_servers: Option<Vec<String>>,
     dns_servers: Option<Vec<String>>,
+    dns_ports: Option<Vec<u16>>,
     cgroup_root: Option<PathBuf>,
     node_name: Option<String>,
     kubeconfig: Option<PathBuf>,
@@ -163,6 +203,9 @@ struct File {
     readiness_timeout: Option<String>,
     standalone: Option<bool>,
     program_stats: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    watch_start_jitter: Option<String>,
 }
 
 /// A field's name in the file and on the command line, for error messages.
@@ -189,6 +232,10 @@ const API_SERVERS: Field = Field {
 const DNS_SERVERS: Field = Field {
     key: "dnsServers",
     flag: "dns-server",
+};
+const DNS_PORTS: Field = Field {
+    key: "dnsPorts",
+    flag: "dns-port",
 };
 const CGROUP_ROOT: Field = Field {
     key: "cgroupRoot",
@@ -221,6 +268,18 @@ const READINESS_TIMEOUT: Field = Field {
 const PROGRAM_STATS: Field = Field {
     key: "programStats",
     flag: "program-stats",
+};
+const LOG_FORMAT: Field = Field {
+    key: "logFormat",
+    flag: "log-format",
+};
+const LOG_LEVEL: Field = Field {
+    key: "logLevel",
+    flag: "log-level",
+};
+const WATCH_START_JITTER: Field = Field {
+    key: "watchStartJitter",
+    flag: "watch-start-jitter",
 };
 
 fn invalid(field: impl fmt::Display, problem: impl Into<String>) -> Error {
@@ -281,6 +340,9 @@ impl Config {
         if let Some(values) = file.dns_servers {
             self.dns_servers = parse_socket_addrs(DNS_SERVERS, &values)?;
         }
+        if let Some(values) = file.dns_ports {
+            self.dns_ports = values;
+        }
         if let Some(value) = file.cgroup_root {
             self.cgroup_root = Some(value);
         }
@@ -316,6 +378,21 @@ impl Config {
                 )
             })?;
         }
+        if let Some(value) = file.log_format {
+            self.log_format = LogFormat::parse(&value).ok_or_else(|| {
+                invalid(
+                    LOG_FORMAT,
+                    format!("{value:?} is not a format; give text or json"),
+                )
+            })?;
+        }
+        if let Some(value) = file.log_level {
+            self.log_level = Some(value);
+        }
+        if let Some(value) = file.watch_start_jitter {
+            self.watch_start_jitter =
+                parse_duration(&value).map_err(|e| invalid(WATCH_START_JITTER, e))?;
+        }
         Ok(())
     }
 
@@ -329,6 +406,9 @@ impl Config {
         }
         if !args.dns_servers.is_empty() {
             self.dns_servers.clone_from(&args.dns_servers);
+        }
+        if !args.dns_ports.is_empty() {
+            self.dns_ports.clone_from(&args.dns_ports);
         }
         if let Some(value) = &args.cgroup_root {
             self.cgroup_root = Some(value.clone());
@@ -357,10 +437,34 @@ impl Config {
         if let Some(value) = args.program_stats {
             self.program_stats = value;
         }
+        if let Some(value) = args.log_format {
+            self.log_format = value;
+        }
+        if let Some(value) = &args.log_level {
+            self.log_level = Some(value.clone());
+        }
+        if let Some(value) = args.watch_start_jitter {
+            self.watch_start_jitter = value;
+        }
     }
 
     /// Checks every field; the first bad one is the error.
     pub fn validate(&self) -> Result<()> {
+        if let Some(level) = &self.log_level {
+            logging::filter(Some(level)).map_err(|e| {
+                invalid(
+                    LOG_LEVEL,
+                    format!("{level:?} is not a tracing filter ({e}); give e.g. info or debug"),
+                )
+            })?;
+        }
+        if self.watch_start_jitter > Duration::from_secs(300) {
+            return Err(invalid(
+                WATCH_START_JITTER,
+                "more than 5m would leave a new collector blind to its pods for minutes; give \
+                 at most 5m",
+            ));
+        }
         if self.listen.port() == 0 {
             return Err(invalid(
                 LISTEN,
@@ -409,7 +513,24 @@ impl Config {
                 ),
             ));
         }
-        let endpoints = self.apiservers.len() + self.dns_servers.len();
+        for (i, port) in self.dns_ports.iter().enumerate() {
+            if *port == 0 {
+                return Err(invalid(
+                    format!("{DNS_PORTS}[{i}]"),
+                    "port 0 is no DNS port; give the port clients send queries to, such as 53",
+                ));
+            }
+            if let Some(api) = self.apiservers.iter().find(|a| a.port() == *port) {
+                return Err(invalid(
+                    format!("{DNS_PORTS}[{i}]"),
+                    format!(
+                        "port {port} is the port of the API server {api} in {API_SERVERS}; \
+                         an endpoint is measured as one or the other"
+                    ),
+                ));
+            }
+        }
+        let endpoints = self.apiservers.len() + self.dns_servers.len() + self.dns_ports.len();
         let capacity = collector_ebpf::capacity::ENDPOINTS as usize;
         if endpoints > capacity {
             return Err(invalid(
@@ -498,7 +619,11 @@ impl Config {
             .dns_servers
             .iter()
             .map(|a| (endpoint::key_of(*a), EndpointKind::Dns));
-        apiservers.chain(dns)
+        let any_address = self
+            .dns_ports
+            .iter()
+            .map(|port| (EndpointKey::any_address(*port), EndpointKind::Dns));
+        apiservers.chain(dns).chain(any_address)
     }
 }
 

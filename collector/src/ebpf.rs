@@ -10,14 +10,29 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, TracePoint,
+    },
 };
 use collector_ebpf::{
-    EndpointKey, EndpointKind, EndpointValue, MapOp, SocketInfo, TrafficCounters, TrafficKey, map,
-    program,
+    EndpointKey, EndpointKind, EndpointValue, ExecPath, MapOp, PORT_HALF_WORDS, SocketInfo,
+    TrafficCounters, TrafficKey, map, program,
 };
 
 use crate::error::{Error, Result};
+
+/// Loads and attaches the exec tracepoint. Not fatal when it fails: measuring goes on
+/// and only short-lived processes lose their executable's name.
+fn attach_exec(ebpf: &mut Ebpf) -> Result<()> {
+    let name = program::EXEC;
+    let (category, event) = program::EXEC_TRACEPOINT;
+    let prog: &mut TracePoint = program_mut(ebpf, name)?;
+    prog.load()
+        .map_err(|source| Error::Program { name, source })?;
+    prog.attach(category, event)
+        .map_err(|source| Error::Program { name, source })?;
+    Ok(())
+}
 
 /// The kernel object built by build.rs from collector-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/headroom"));
@@ -28,6 +43,9 @@ pub struct Probes {
     cgroup_root: PathBuf,
     /// The LRU maps' capacities as the kernel created them (fixed once loaded).
     capacities: BTreeMap<&'static str, u32>,
+    /// Why the exec tracepoint is not attached, if it is not: processes are then named
+    /// from /proc and their comm only (a short-lived one by its sending thread's name).
+    exec_unavailable: Option<String>,
 }
 
 impl std::fmt::Debug for Probes {
@@ -99,6 +117,7 @@ impl Probes {
             prog.attach(&root, attach_type, CgroupAttachMode::Single)
                 .map_err(|source| Error::Program { name, source })?;
         }
+        let exec_unavailable = attach_exec(&mut ebpf).err().map(|e| e.to_string());
         let capacities = [map::TRAFFIC, map::SOCKETS, map::CLOSING]
             .into_iter()
             .map(|name| Ok((name, loaded_capacity(&ebpf, name)?)))
@@ -107,7 +126,23 @@ impl Probes {
             ebpf,
             cgroup_root: cgroup_root.into(),
             capacities,
+            exec_unavailable,
         })
+    }
+
+    /// Why processes cannot be named by the executable the exec tracepoint saw, if so
+    /// (no tracefs, or no permission to attach a tracepoint).
+    pub fn exec_unavailable(&self) -> Option<&str> {
+        self.exec_unavailable.as_deref()
+    }
+
+    /// The executable process `tgid` last ran, as the exec tracepoint recorded it.
+    pub fn exec_path(&self, tgid: u32) -> Option<String> {
+        let map = self.ebpf.map(map::EXEC_PATHS)?;
+        let paths: HashMap<&MapData, u32, ExecPath> = HashMap::try_from(map).ok()?;
+        let exec = paths.get(&tgid, 0).ok()?;
+        let len = exec.path.iter().position(|&b| b == 0)?;
+        String::from_utf8(exec.path[..len].to_vec()).ok()
     }
 
     pub fn cgroup_root(&self) -> &Path {
@@ -124,7 +159,11 @@ impl Probes {
             .insert(key, EndpointValue { kind: kind as u32 }, 0)
             .map_err(|source| Error::Map { name, source })?;
         // Then the port's bit, which lets packets reach the endpoint lookup at all.
-        self.set_port_bit(key.port, true)
+        self.set_port_bit(key.port, true)?;
+        if key.is_any_address() {
+            self.set_port_bit_in(PORT_HALF_WORDS, key.port, true)?;
+        }
+        Ok(())
     }
 
     /// Stops measuring an endpoint: removes its entry, then clears its port's bit
@@ -141,6 +180,13 @@ impl Probes {
                 if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
             Err(source) => return Err(Error::Map { name, source }),
         }
+        if key.is_any_address() {
+            self.set_port_bit_in(PORT_HALF_WORDS, key.port, false)?;
+        }
+        let name = map::ENDPOINTS;
+        let endpoints: HashMap<&mut MapData, EndpointKey, EndpointValue> =
+            HashMap::try_from(self.ebpf.map_mut(name).ok_or(Error::MapNotFound { name })?)
+                .map_err(|source| Error::Map { name, source })?;
         let mut port_in_use = false;
         for other in endpoints.keys() {
             let other = other.map_err(|source| Error::Map { name, source })?;
@@ -154,11 +200,16 @@ impl Probes {
 
     /// Sets or clears `port`'s bit in the PORTS bitmap.
     fn set_port_bit(&mut self, port: u16, on: bool) -> Result<()> {
+        self.set_port_bit_in(0, port, on)
+    }
+
+    /// Sets or clears `port`'s bit in the half of the PORTS bitmap starting at `half`.
+    fn set_port_bit_in(&mut self, half: u32, port: u16, on: bool) -> Result<()> {
         let name = map::PORTS;
         let mut ports: Array<&mut MapData, u64> =
             Array::try_from(self.ebpf.map_mut(name).ok_or(Error::MapNotFound { name })?)
                 .map_err(|source| Error::Map { name, source })?;
-        let word = u32::from(port >> 6);
+        let word = half + u32::from(port >> 6);
         let bit = 1u64 << (port & 63);
         let bits = ports
             .get(&word, 0)

@@ -2,8 +2,10 @@
 //! sends to the API server and DNS, and the user space that names and exports it.
 //!
 //! Without the default `agent` feature only the parts the webhook shares build: the
-//! wire types ([`schema`]), with no kernel object, aya or eBPF build behind them.
+//! wire types ([`schema`]) and how both binaries watch the API server ([`watch`]), with
+//! no kernel object, aya or eBPF build behind them.
 pub mod schema;
+pub mod watch;
 
 #[cfg(feature = "agent")]
 pub mod agent;
@@ -29,6 +31,8 @@ pub mod events;
 pub mod identity;
 #[cfg(feature = "agent")]
 pub mod ids;
+#[cfg(feature = "agent")]
+pub mod logging;
 #[cfg(feature = "agent")]
 pub mod metrics;
 #[cfg(feature = "agent")]

@@ -5,10 +5,11 @@ use clap::Parser;
 use collector::{
     agent::{self, Agent, Discovery},
     cgroup,
-    cluster::{self, Cluster, ClusterConfig, Mode},
+    cluster::{self, BackoffConfig, Cluster, ClusterConfig, Mode},
     config::{Args, Config},
     dns::DnsConfig,
     ebpf::Probes,
+    logging,
     metrics::{Metrics, SharedSnapshot, bpf_stats},
     preflight,
     profile::{self, ProfileStore, SharedProfiles, StoreConfig},
@@ -35,6 +36,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli.config)?;
+    logging::init(config.log_format, config.log_level.as_deref());
     let mode = cluster::mode(
         |name| match name {
             cluster::NODE_NAME_ENV => config.node_name.clone(),
@@ -45,14 +47,21 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let checked = preflight::preflight(&config)?;
     if let Some(v1_root) = &checked.hybrid_root {
-        eprintln!(
-            "headroom-collector: cgroup root {} is not cgroup v2 (a hybrid host): using its cgroup v2 mount {}",
+        tracing::warn!(
+            "cgroup root {} is not cgroup v2 (a hybrid host): using its cgroup v2 mount {}",
             v1_root.display(),
             checked.cgroup_root.display()
         );
     }
     let mut probes =
         Probes::attach(&checked.cgroup_root).context("starting the kernel programs")?;
+    if let Some(why) = probes.exec_unavailable() {
+        tracing::warn!(
+            "the exec tracepoint is not attached ({why}); node processes are \
+             named from /proc and their comm, so one that exits before it is named goes by its \
+             sending thread's name. Mount tracefs (/sys/kernel/tracing) to name them all"
+        );
+    }
     for (key, kind) in config.endpoints() {
         probes.add_endpoint(key, kind)?;
     }
@@ -73,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
     // the flags' ones live. Standalone: the flags' endpoints, as put in above.
     let in_cluster = |node: &String, service| ClusterConfig {
         gone_grace: config.series_grace_period,
+        backoff: BackoffConfig {
+            start_jitter: config.watch_start_jitter,
+            ..BackoffConfig::default()
+        },
         ..ClusterConfig::new(node.clone(), service)
     };
     let watching = match mode {
@@ -80,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
             Some((Cluster::in_cluster(in_cluster(&node, service))?, node))
         }
         Mode::Kubeconfig { path, node } => {
-            let (client, server) = cluster::kubeconfig_client(&path).await?;
+            let (client, server) = cluster::kubeconfig_client(&path, &node).await?;
             Some((Cluster::start(client, in_cluster(&node, server)), node))
         }
         Mode::Standalone => None,
@@ -126,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let mut metrics = Metrics::new(snapshot.clone());
     if discovery.is_some() {
         metrics.register_watches(cluster.health().clone());
+        readiness.set_watches(cluster.health().clone());
     }
     let app = server::router(AppState {
         metrics: Arc::new(metrics),
@@ -136,14 +150,11 @@ async fn main() -> anyhow::Result<()> {
     let http = tokio::spawn(server::serve(checked.listener, app, async {
         let _ = http_stopped.await;
     }));
-    eprintln!(
-        "headroom-collector: measuring from cgroup root {} ({}), serving http://{}/metrics and /profiles",
-        checked.cgroup_root.display(),
-        if discovery.is_some() {
-            "in cluster"
-        } else {
-            "standalone"
-        },
+    tracing::info!(
+        cgroup_root = %checked.cgroup_root.display(),
+        mode = if discovery.is_some() { "in cluster" } else { "standalone" },
+        node = %node,
+        "measuring; serving http://{}/metrics and /profiles",
         config.listen
     );
 

@@ -7,7 +7,7 @@ use std::{
     future::Future,
     net::{SocketAddr, TcpListener},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -25,6 +25,7 @@ use crate::{
     config::format_duration,
     error::{Error, Result},
     metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE},
+    watch::Health,
 };
 
 /// Whether the collector is doing its job: the wiring marks the programs attached
@@ -39,14 +40,21 @@ struct ReadinessInner {
     /// Nanoseconds from `started` to the last beat, plus one; 0 means never.
     last_beat: AtomicU64,
     timeout: Duration,
+    /// The cluster watches, in a cluster.
+    watches: OnceLock<Arc<Health>>,
 }
 
 /// Why /readyz fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotReady {
     NotAttached,
     LoopNeverRan,
-    LoopStale { idle: Duration, timeout: Duration },
+    LoopStale {
+        idle: Duration,
+        timeout: Duration,
+    },
+    /// A watch has never listed or keeps failing: one line per watch.
+    Watches(Vec<String>),
 }
 
 impl fmt::Display for NotReady {
@@ -60,6 +68,7 @@ impl fmt::Display for NotReady {
                 format_duration(*idle),
                 format_duration(*timeout)
             ),
+            Self::Watches(problems) => write!(f, "{}", problems.join("; ")),
         }
     }
 }
@@ -72,7 +81,22 @@ impl Readiness {
             attached: AtomicBool::new(false),
             last_beat: AtomicU64::new(0),
             timeout,
+            watches: OnceLock::new(),
         }))
+    }
+
+    /// Counts the cluster watches in (set once, in a cluster).
+    pub fn set_watches(&self, health: Arc<Health>) {
+        let _ = self.0.watches.set(health);
+    }
+
+    /// What /readyz should mention while ready (an API not served, its fallback).
+    pub fn notes(&self) -> Vec<String> {
+        self.0
+            .watches
+            .get()
+            .map(|h| h.readiness().notes)
+            .unwrap_or_default()
     }
 
     pub fn set_attached(&self, attached: bool) {
@@ -109,6 +133,12 @@ impl Readiness {
                 idle,
                 timeout: self.0.timeout,
             });
+        }
+        if let Some(health) = self.0.watches.get() {
+            let readiness = health.readiness();
+            if !readiness.is_ready() {
+                return Err(NotReady::Watches(readiness.problems));
+            }
         }
         Ok(())
     }
@@ -173,7 +203,15 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     match state.readiness.status() {
-        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Ok(()) => {
+            let notes: String = state
+                .readiness
+                .notes()
+                .iter()
+                .map(|n| format!("  {n}\n"))
+                .collect();
+            (StatusCode::OK, format!("ready\n{notes}"))
+        }
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),

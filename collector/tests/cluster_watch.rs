@@ -6,10 +6,11 @@ mod cluster_api;
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use cluster_api::{
-    ApiServer, ENDPOINT_SLICES, PODS, SERVICES, WatchReply, event, expired, fixture, until,
+    ApiServer, DISCOVERY, ENDPOINT_SLICES, PODS, SERVICES, WatchReply, event, expired, fixture,
+    until,
 };
 use collector::{
-    cluster::{BackoffConfig, Cluster, ClusterConfig, ErrorReason, Resource},
+    cluster::{self, BackoffConfig, Cluster, ClusterConfig, ErrorReason, Resource},
     identity::{self, Identity, cgroup_path},
     metrics::{Metrics, SharedSnapshot},
 };
@@ -26,6 +27,7 @@ fn config() -> ClusterConfig {
     config.backoff = BackoffConfig {
         min: Duration::from_millis(100),
         max: Duration::from_millis(400),
+        ..BackoffConfig::default().without_jitter()
     };
     config.resolv_conf = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -67,6 +69,12 @@ fn web_identity(cluster: &Cluster) -> Identity {
     identity::identify(&owner, "nginx", cluster.pods().read().index())
 }
 
+/// A client of `server` as the collector builds one: with its `User-Agent`.
+fn client(server: &ApiServer) -> kube::Client {
+    let config = kube::Config::new(server.url().parse().expect("a URL"));
+    cluster::client_for(config, NODE).expect("a client")
+}
+
 fn query<'a>(seen: &'a cluster_api::Seen, key: &str) -> Option<&'a str> {
     seen.query.get(key).map(String::as_str)
 }
@@ -82,7 +90,7 @@ async fn one_watch_per_resource_names_pods_and_follows_endpoints() {
             event("DELETED", fixture("pod-bare.json")),
         ])],
     );
-    let cluster = Cluster::start(server.client(), config());
+    let cluster = Cluster::start(client(&server), config());
 
     until("the pod watch's events", || {
         let pods = cluster.pods().read();
@@ -150,14 +158,24 @@ async fn one_watch_per_resource_names_pods_and_follows_endpoints() {
     })
     .await;
 
-    // The request pattern: one list and one watch per resource, nothing cluster-wide.
+    // The request pattern: one discovery, one list and one watch per resource, nothing
+    // cluster-wide; every request says who is calling.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let seen = server.seen();
+    let mut seen = server.seen();
+    let agent = format!("headroom-collector/{} (node-a)", env!("CARGO_PKG_VERSION"));
+    assert!(
+        seen.iter()
+            .all(|s| s.user_agent.as_deref() == Some(agent.as_str())),
+        "{seen:#?}"
+    );
+    assert_eq!(seen.iter().filter(|s| s.path == DISCOVERY).count(), 1);
+    seen.retain(|s| s.path != DISCOVERY);
     for path in [PODS, ENDPOINT_SLICES, SERVICES] {
         assert_eq!(server.lists_of(path), 1, "{path}: {seen:#?}");
         assert_eq!(server.watches_of(path), 1, "{path}: {seen:#?}");
     }
     assert_eq!(seen.len(), 6, "{seen:#?}");
+    assert!(cluster.health().readiness().is_ready());
     for s in &seen {
         let (key, selector) = match s.path.as_str() {
             PODS => ("fieldSelector", SELECTOR),
@@ -168,9 +186,12 @@ async fn one_watch_per_resource_names_pods_and_follows_endpoints() {
         assert_eq!(query(s, key), Some(selector), "{s:?}");
         if s.watch {
             assert_eq!(query(s, "resourceVersion"), Some("1010"), "{s:?}");
+            assert_eq!(query(s, "timeoutSeconds"), Some("290"), "{s:?}");
         } else {
-            // Lists come from the API server's watch cache, not etcd.
+            // Lists come from the API server's watch cache, not etcd, in one page (a
+            // limit would make the API server skip the cache).
             assert_eq!(query(s, "resourceVersion"), Some("0"), "{s:?}");
+            assert_eq!(query(s, "limit"), None, "{s:?}");
         }
     }
 }
@@ -188,7 +209,7 @@ async fn gone_410_relists_this_nodes_pods_only() {
         .retain(|p| p["metadata"]["uid"] != MIGRATE_UID);
     server.set_lists(PODS, vec![fixture("pod-list.json"), later]);
     server.script_watches(PODS, vec![WatchReply::Events(vec![expired(1010, 1500)])]);
-    let cluster = Cluster::start(server.client(), config());
+    let cluster = Cluster::start(client(&server), config());
 
     until("the relist after 410", || {
         cluster.pods().read().is_gone(MIGRATE_UID) && server.watches_of(PODS) == 2
@@ -215,6 +236,7 @@ async fn gone_410_relists_this_nodes_pods_only() {
     assert!(pods[2].at - pods[1].at >= Duration::from_millis(50));
     // The other watches were not disturbed.
     assert_eq!(server.lists_of(ENDPOINT_SLICES), 1);
+    assert!(cluster.health().readiness().is_ready(), "a 410 is routine");
     assert_eq!(server.lists_of(SERVICES), 1);
     assert_eq!(cluster.health().errors(Resource::Pods), 1);
     assert_eq!(
@@ -246,7 +268,7 @@ async fn gone_410_relists_this_nodes_pods_only() {
 async fn watch_errors_and_an_outage_back_off_and_keep_what_is_known() {
     let server = ApiServer::start().await;
     recorded_server_lists(&server);
-    let cluster = Cluster::start(server.client(), config());
+    let cluster = Cluster::start(client(&server), config());
     let apiserver = cluster.apiserver_endpoints();
     until("the first sync", || {
         cluster.pods().read().index().len() == 6 && apiserver.borrow().len() == 3

@@ -119,8 +119,26 @@ fn the_pod_has_what_preflight_demands_and_no_more() {
         .find(|v| v["name"] == mount["name"])
         .expect("the mounted volume");
     assert_eq!(volume["hostPath"]["path"], "/sys/fs/cgroup");
-    // Nothing else of the host is mounted.
-    assert_eq!(pod["volumes"].as_array().expect("volumes").len(), 1);
+    // Besides it, only tracefs (read-only: the exec tracepoint's id), where the collector
+    // looks for it; nothing else of the host is mounted.
+    let tracefs = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/sys/kernel/tracing")
+        .expect("tracefs where aya looks for tracepoint ids");
+    assert_eq!(tracefs["readOnly"], true);
+    let host_paths: Vec<&str> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(|v| {
+            v["hostPath"]["path"]
+                .as_str()
+                .unwrap_or("(not a host path)")
+        })
+        .collect();
+    assert_eq!(host_paths, ["/sys/fs/cgroup", "/sys/kernel/tracing"]);
     assert_ne!(
         pod["hostNetwork"], true,
         "the hooks see every network namespace"
@@ -236,9 +254,10 @@ fn the_binary_accepts_the_daemonsets_arguments_and_environment() {
     assert!(stderr.contains("NODE_NAME is not set"), "{stderr}");
 }
 
-/// A local API server that records every request and answers lists (empty) and
-/// watches (held open).
-async fn fake_api_server() -> (Arc<Mutex<Vec<(String, String)>>>, String) {
+/// A local API server that records every request and answers discovery, lists (empty)
+/// and watches (held open); with `slices: false` it serves no `discovery.k8s.io/v1`, as
+/// a 1.20 API server.
+async fn fake_api_server(slices: bool) -> (Arc<Mutex<Vec<(String, String)>>>, String) {
     let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let record = seen.clone();
     let app = Router::new().fallback(move |request: Request| {
@@ -253,6 +272,30 @@ async fn fake_api_server() -> (Arc<Mutex<Vec<(String, String)>>>, String) {
             let watch = query
                 .split('&')
                 .any(|q| q == "watch=true" || q == "watch=1");
+            let json_body = |code: StatusCode, body: serde_json::Value| {
+                Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))
+                    .expect("response")
+            };
+            if path.contains("discovery.k8s.io") && !slices {
+                return json_body(
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "NotFound", "code": 404, "message": "not found"}),
+                );
+            }
+            if path == "/apis/discovery.k8s.io/v1" {
+                return json_body(
+                    StatusCode::OK,
+                    json!({"kind": "APIResourceList", "apiVersion": "v1",
+                           "groupVersion": "discovery.k8s.io/v1",
+                           "resources": [{"name": "endpointslices", "singularName": "",
+                                          "namespaced": true, "kind": "EndpointSlice",
+                                          "verbs": ["list", "watch"]}]}),
+                );
+            }
             if watch {
                 return Response::builder()
                     .header("content-type", "application/json")
@@ -265,6 +308,8 @@ async fn fake_api_server() -> (Arc<Mutex<Vec<(String, String)>>>, String) {
                 ("discovery.k8s.io/v1", "EndpointSliceList")
             } else if path.ends_with("/services") {
                 ("v1", "ServiceList")
+            } else if path.ends_with("/endpoints") {
+                ("v1", "EndpointsList")
             } else {
                 ("v1", "PodList")
             };
@@ -349,23 +394,22 @@ fn decode(v: &str) -> String {
     String::from_utf8(out).expect("UTF-8")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rbac_grants_exactly_the_calls_the_watches_make() {
-    let rendered = render();
-    let ds = daemonset(&rendered);
-    let (seen, url) = fake_api_server().await;
+/// The calls of the collector's watches until each has started (discovery left out: the
+/// built-in system:discovery role grants it to every authenticated client).
+async fn calls_of_the_watches(slices: bool) -> BTreeSet<Call> {
+    let (seen, url) = fake_api_server(slices).await;
     let client =
         kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
-    let cluster = Cluster::start(
-        client,
-        ClusterConfig::new("node-a", "10.96.0.1:443".parse().expect("addr")),
-    );
+    let mut config = ClusterConfig::new("node-a", "10.96.0.1:443".parse().expect("addr"));
+    config.backoff.start_jitter = Duration::ZERO;
+    let cluster = Cluster::start(client, config);
     let deadline = Instant::now() + Duration::from_secs(20);
     let calls = loop {
         let calls: BTreeSet<Call> = seen
             .lock()
             .expect("lock")
             .iter()
+            .filter(|(p, _)| !p.trim_matches('/').ends_with("/v1"))
             .map(|(p, q)| rbac_call(p, q))
             .collect();
         if calls.iter().filter(|c| c.3 == "watch").count() == 3 {
@@ -378,6 +422,19 @@ async fn rbac_grants_exactly_the_calls_the_watches_make() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     drop(cluster);
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_grants_exactly_the_calls_the_watches_make() {
+    let rendered = render();
+    let ds = daemonset(&rendered);
+    // On a server with EndpointSlices v1, and on one without (the core/v1 Endpoints
+    // fallback): the union of the calls.
+    let mut calls = BTreeSet::new();
+    for slices in [true, false] {
+        calls.extend(calls_of_the_watches(slices).await);
+    }
 
     let account = ds["spec"]["template"]["spec"]["serviceAccountName"]
         .as_str()

@@ -3,10 +3,14 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, OnceLock, RwLock},
+    sync::{
+        Arc, Mutex, OnceLock, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
+use collector::watch::Health;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -58,12 +62,19 @@ pub struct State {
     data: RwLock<Option<Arc<Data>>>,
     inventory: RwLock<Arc<Inventory>>,
     autoscalers: RwLock<Arc<Autoscalers>>,
+    /// False from [`State::await_inventory`] until the node watch has listed once.
+    inventory_listed: AtomicBool,
     /// Admitted increases not yet measured (see [`crate::reservation`]).
     ledger: Arc<Mutex<Ledger>>,
     /// Where admitted increases go to be shared with the other replicas (`--kube`).
     share: OnceLock<mpsc::UnboundedSender<Reservation>>,
     pub metrics: Metrics,
 }
+
+/// The warning of a DaemonSet change allowed before the node inventory was listed.
+pub const INVENTORY_NOT_LISTED: &str = "headroom: the node inventory has not been listed yet, so \
+                                        this DaemonSet's pods cannot be counted; allowed \
+                                        unevaluated (fail-open)";
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
     lock.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -85,6 +96,7 @@ impl State {
             data: RwLock::new(None),
             inventory: RwLock::new(Arc::new(inventory)),
             autoscalers: RwLock::new(Arc::new(Autoscalers::default())),
+            inventory_listed: AtomicBool::new(true),
             ledger,
             share: OnceLock::new(),
             metrics: Metrics::default(),
@@ -170,9 +182,47 @@ impl State {
         )
     }
 
-    /// Ready once profile data has arrived.
+    /// The inventory comes from a node watch: until [`State::inventory_listed`], a
+    /// DaemonSet is allowed unevaluated rather than projected at zero pods.
+    pub fn await_inventory(&self) {
+        self.inventory_listed.store(false, Ordering::Relaxed);
+    }
+
+    /// The node watch has published a complete inventory.
+    pub fn inventory_listed(&self) {
+        self.inventory_listed.store(true, Ordering::Relaxed);
+    }
+
+    /// The in-cluster watches, for readiness and the metrics (set once, with `--kube`).
+    pub fn set_watches(&self, health: Arc<Health>) {
+        let _ = self.metrics.watches.set(health);
+    }
+
+    /// Ready once profile data has arrived and every watch has listed.
     pub fn ready(&self) -> bool {
-        self.data().is_some()
+        self.not_ready_because().is_empty()
+    }
+
+    /// Why not ready, one line each; empty when ready.
+    pub fn not_ready_because(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.data().is_none() {
+            problems.push("no profile data yet".to_owned());
+        }
+        if let Some(health) = self.metrics.watches.get() {
+            problems.extend(health.readiness().problems);
+        }
+        problems
+    }
+
+    /// What readiness should mention while ready (an API not served and what is done
+    /// without it).
+    pub fn readiness_notes(&self) -> Vec<String> {
+        self.metrics
+            .watches
+            .get()
+            .map(|h| h.readiness().notes)
+            .unwrap_or_default()
     }
 
     /// Answers one AdmissionReview body with a serialized AdmissionReview.
@@ -260,6 +310,20 @@ impl State {
         } else {
             None
         };
+        if kind == Kind::DaemonSet && !self.inventory_listed.load(Ordering::Relaxed) {
+            self.metrics
+                .record_decision(mode, Outcome::FailOpen.as_str(), kind.as_str());
+            self.metrics.record_fail_open("inventory");
+            tracing::warn!(uid = %request.uid, workload = %workload.reference, "{INVENTORY_NOT_LISTED}");
+            let warnings = [INVENTORY_NOT_LISTED.to_owned()];
+            return Ok(respond(
+                &request.uid,
+                true,
+                None,
+                &warnings,
+                &BTreeMap::new(),
+            ));
+        }
         let dry_run = request.dry_run.unwrap_or(false);
         let decision = self.decide(&budget, &workload, old.as_ref(), dry_run);
         self.metrics

@@ -1,20 +1,27 @@
 //! In-cluster inputs: the node inventory, HorizontalPodAutoscalers and the
-//! ControlPlaneBudget are watched (one LIST, then WATCH, through kube-runtime's watcher),
-//! and the budget's status (current use and headroom) is written back. The admission path
-//! still reads only [`State`]; these tasks replace its parts in the background.
+//! ControlPlaneBudget are watched (one LIST, then WATCH, through kube-runtime's watcher
+//! as [`collector::watch`] runs it for both binaries: backoff, logs once per change of
+//! state, health), kept in kube-runtime reflector stores, and the budget's status
+//! (current use and headroom) is written back. The admission path still reads only
+//! [`State`]; these tasks replace its parts in the background.
 //!
-//! The webhook's own API footprint: three watches and one status patch per refresh.
+//! The webhook's own API footprint: three watches (HPAs only where `autoscaling/v2` is
+//! served; discovery is asked again every [`DISCOVERY_RECHECK`] until it is), and one
+//! status patch per refresh.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use collector::watch::{self, BackoffConfig, Health, Served, Watched};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::{autoscaling::v2::HorizontalPodAutoscaler, core::v1::Node};
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{WatchStreamExt, watcher},
+    runtime::{
+        reflector::{self, Store},
+        watcher,
+    },
 };
-use serde::de::DeserializeOwned;
 
 use crate::{
     admission::{Budget, State},
@@ -23,75 +30,58 @@ use crate::{
     workload::Autoscalers,
 };
 
-/// A map of the watched objects (projected to what the webhook needs), kept from watcher
-/// events. A restarted watch (`Init` … `InitDone`) replaces the map only once complete.
-#[derive(Debug)]
-pub struct Mirror<T> {
-    live: BTreeMap<String, T>,
-    relisting: Option<BTreeMap<String, T>>,
-    /// Whether `live` holds a complete list (the first `InitDone` has been seen).
-    ready: bool,
+/// The RBAC that grants the webhook's watches.
+pub const RBAC: &str = "deploy/webhook/rbac.yaml";
+pub const NODES: Watched = Watched {
+    resource: "nodes",
+    api_version: "v1",
+    rbac: RBAC,
+};
+pub const HPAS: Watched = Watched {
+    resource: "horizontalpodautoscalers",
+    api_version: "autoscaling/v2",
+    rbac: RBAC,
+};
+pub const BUDGETS: Watched = Watched {
+    resource: "controlplanebudgets",
+    api_version: "headroom.dev/v1alpha1",
+    rbac: RBAC,
+};
+/// How often discovery is asked again about an API that was not served.
+pub const DISCOVERY_RECHECK: Duration = Duration::from_secs(5 * 60);
+/// What the webhook does while `autoscaling/v2` is not served.
+pub const WITHOUT_HPAS: &str =
+    "projecting without HorizontalPodAutoscalers (a workload's HPA maxReplicas is not used)";
+
+/// The health of the three watches, each counted as started: the webhook is not ready
+/// until each has listed once (or, for HPAs, discovery said they are not served).
+pub fn health() -> Health {
+    let health = Health::new(&[NODES, HPAS, BUDGETS]);
+    for watched in [NODES, HPAS, BUDGETS] {
+        health.started(watched.resource);
+    }
+    health
 }
 
-impl<T> Default for Mirror<T> {
-    fn default() -> Self {
-        Mirror {
-            live: BTreeMap::new(),
-            relisting: None,
-            ready: false,
-        }
-    }
+/// The `User-Agent` of every request the webhook makes.
+pub fn user_agent() -> String {
+    watch::user_agent("headroom-webhook", None)
 }
 
-impl<T> Mirror<T> {
-    /// Applies one event; returns whether `live` changed.
-    pub fn apply<K: Resource>(
-        &mut self,
-        event: watcher::Event<K>,
-        project: impl Fn(&K) -> T,
-    ) -> bool {
-        let key = |k: &K| {
-            format!(
-                "{}/{}",
-                k.meta().namespace.as_deref().unwrap_or(""),
-                k.meta().name.as_deref().unwrap_or("")
-            )
-        };
-        match event {
-            watcher::Event::Init => {
-                self.relisting = Some(BTreeMap::new());
-                false
-            }
-            watcher::Event::InitApply(k) => {
-                let value = project(&k);
-                self.relisting
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(key(&k), value);
-                false
-            }
-            watcher::Event::InitDone => {
-                if let Some(complete) = self.relisting.take() {
-                    self.live = complete;
-                }
-                self.ready = true;
-                true
-            }
-            watcher::Event::Apply(k) => {
-                let value = project(&k);
-                self.live.insert(key(&k), value);
-                true
-            }
-            watcher::Event::Delete(k) => self.live.remove(&key(&k)).is_some(),
-        }
-    }
+/// The client `serve --kube` uses: in-cluster config or the kubeconfig, with the
+/// webhook's `User-Agent`.
+pub async fn client() -> Result<Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    client_from(config)
+}
 
-    pub fn ready(&self) -> bool {
-        self.ready
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.live.values()
-    }
+/// A client from `config` whose requests carry the webhook's `User-Agent`.
+pub fn client_from(mut config: kube::Config) -> Result<Client, kube::Error> {
+    // The user agent is built from the crate version: always a valid header.
+    let _ = watch::prepare(&mut config, &user_agent());
+    Client::try_from(config)
 }
 
 fn node_group(node: &Node) -> NodeGroup {
@@ -107,32 +97,40 @@ fn node_group(node: &Node) -> NodeGroup {
     }
 }
 
-/// Watches `api`, keeps a [`Mirror`] and hands it to `publish` at most once per `every`
-/// when it changed (a node inventory of thousands is not rebuilt per event).
-async fn watch_into<K, T>(
-    api: Api<K>,
+/// Keeps `events` in a reflector store and hands the store to `publish` on the first
+/// complete LIST, then at most once per `every` when it changed (a node inventory of
+/// thousands is not rebuilt per event).
+async fn follow<K>(
+    events: impl Stream<Item = watcher::Event<K>>,
     every: Duration,
-    project: impl Fn(&K) -> T + Send + 'static,
-    publish: impl Fn(&Mirror<T>) + Send + 'static,
+    publish: impl Fn(&Store<K>),
 ) where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-    T: Send + 'static,
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
-    let kind = std::any::type_name::<K>();
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    let mut mirror = Mirror::default();
-    let mut dirty = false;
+    let (store, mut writer) = reflector::store();
+    let mut events = std::pin::pin!(events);
+    let (mut listed, mut dirty) = (false, false);
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
-            event = events.next() => match event {
-                Some(Ok(event)) => dirty |= mirror.apply(event, &project),
-                Some(Err(e)) => tracing::warn!(kind, error = %e, "watch error; retrying"),
-                None => return,
-            },
+            event = events.next() => {
+                let Some(event) = event else { return };
+                writer.apply_watcher_event(&event);
+                match event {
+                    watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                    // The first complete list is published at once: readiness and the
+                    // admission path see it together.
+                    watcher::Event::InitDone if !listed => {
+                        publish(&store);
+                        (listed, dirty) = (true, false);
+                    }
+                    watcher::Event::InitDone => dirty = true,
+                    watcher::Event::Apply(_) | watcher::Event::Delete(_) => dirty = true,
+                }
+            }
             _ = tick.tick() => {
-                if dirty && mirror.ready() {
-                    publish(&mirror);
+                if dirty && listed {
+                    publish(&store);
                     dirty = false;
                 }
             }
@@ -140,54 +138,143 @@ async fn watch_into<K, T>(
     }
 }
 
-/// Starts the watches and the status writer; runs until the process ends.
-pub async fn run(client: Client, state: Arc<State>, budget_name: String, every: Duration) {
+/// The nodes, as the inventory needs them (status and managed fields dropped: a node's
+/// status lists its images and is most of its size).
+fn nodes(
+    client: Client,
+    health: Arc<Health>,
+    backoff: BackoffConfig,
+) -> impl Stream<Item = watcher::Event<Node>> {
+    let config = watch::cached_list_config();
+    watch::watch(
+        Api::<Node>::all(client),
+        config,
+        NODES.resource,
+        health,
+        backoff,
+    )
+    .map(|event| {
+        event.modify(|node| {
+            node.status = None;
+            node.metadata.managed_fields = None;
+        })
+    })
+}
+
+/// Watches HPAs once discovery says `autoscaling/v2` is served; until then the webhook
+/// projects without them, says so once, and asks again every [`DISCOVERY_RECHECK`].
+async fn autoscalers(
+    client: Client,
+    state: Arc<State>,
+    health: Arc<Health>,
+    backoff: BackoffConfig,
+    every: Duration,
+) {
+    let mut recheck = tokio::time::interval(DISCOVERY_RECHECK);
+    loop {
+        recheck.tick().await;
+        match watch::served(&client, &HPAS).await {
+            Served::No => health.not_served(HPAS.resource, WITHOUT_HPAS),
+            Served::Yes => break,
+            // The watch's own errors say what is wrong.
+            Served::Unknown(error) => {
+                tracing::debug!(%error, "discovery of autoscaling/v2 failed; watching anyway");
+                break;
+            }
+        }
+    }
+    health.started(HPAS.resource);
+    let api = Api::<HorizontalPodAutoscaler>::all(client);
+    let events = watch::watch(
+        api,
+        watch::cached_list_config(),
+        HPAS.resource,
+        health,
+        backoff,
+    );
+    follow(events, every, move |store| {
+        let mut autoscalers = Autoscalers::default();
+        for hpa in store.state() {
+            autoscalers.insert(&hpa);
+        }
+        state.set_autoscalers(autoscalers);
+    })
+    .await;
+}
+
+/// Starts the watches and the status writer; runs until the process ends. `health` is
+/// the one [`health`] made and the state's readiness reads.
+pub async fn run(
+    client: Client,
+    state: Arc<State>,
+    health: Arc<Health>,
+    budget_name: String,
+    every: Duration,
+    backoff: BackoffConfig,
+) {
     let nodes_state = state.clone();
-    tokio::spawn(watch_into(
-        Api::<Node>::all(client.clone()),
+    tokio::spawn(follow(
+        nodes(client.clone(), health.clone(), backoff),
         every,
-        node_group,
-        move |mirror| {
+        move |store| {
             let inventory = Inventory {
-                groups: mirror.values().cloned().collect(),
+                groups: store.state().iter().map(|n| node_group(n)).collect(),
             };
             tracing::debug!(nodes = inventory.total(), "node inventory updated");
             nodes_state.set_inventory(inventory);
+            nodes_state.inventory_listed();
         },
     ));
-    let hpa_state = state.clone();
-    tokio::spawn(watch_into(
-        Api::<HorizontalPodAutoscaler>::all(client.clone()),
+    tokio::spawn(autoscalers(
+        client.clone(),
+        state.clone(),
+        health.clone(),
+        backoff,
         every,
-        Clone::clone,
-        move |mirror| {
-            let mut autoscalers = Autoscalers::default();
-            for hpa in mirror.values() {
-                autoscalers.insert(hpa);
-            }
-            hpa_state.set_autoscalers(autoscalers);
-        },
     ));
     let budget_state = state.clone();
     let name = budget_name.clone();
-    tokio::spawn(watch_into(
-        Api::<ControlPlaneBudget>::all(client.clone()),
+    let budgets = Api::<ControlPlaneBudget>::all(client.clone());
+    tokio::spawn(follow(
+        watch::watch(
+            budgets,
+            watch::cached_list_config(),
+            BUDGETS.resource,
+            health,
+            backoff,
+        ),
         every,
-        Clone::clone,
-        move |mirror| {
-            let Some(budget) = mirror.values().find(|b| b.name_any() == name) else {
+        move |store| {
+            let Some(budget) = store.find(|b| b.name_any() == name) else {
                 tracing::error!(budget = %name, "ControlPlaneBudget not found; keeping the last one");
                 return;
             };
             match budget.spec.validate(&format!("ControlPlaneBudget {name}")) {
-                Ok(()) => budget_state.set_budget(Budget::from(budget.clone())),
+                Ok(()) => budget_state.set_budget(Budget::from((*budget).clone())),
                 Err(e) => tracing::error!(error = %e, "invalid budget; keeping the last one"),
             }
         },
     ));
+    write_status(
+        Api::<ControlPlaneBudget>::all(client),
+        &state,
+        &budget_name,
+        every,
+    )
+    .await;
+}
 
-    let budgets = Api::<ControlPlaneBudget>::all(client);
+/// Patches the budget's status every `every` from the profile data; a failure is logged
+/// when it starts or changes (and its end), not on every refresh.
+async fn write_status(
+    budgets: Api<ControlPlaneBudget>,
+    state: &State,
+    name: &str,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
+    // While failing: the HTTP status of the last failure, if the API server answered.
+    let mut failing: Option<Option<u16>> = None;
     loop {
         tick.tick().await;
         let Some(data) = state.data() else { continue };
@@ -195,11 +282,30 @@ pub async fn run(client: Client, state: Arc<State>, budget_name: String, every: 
             ControlPlaneBudgetStatus::compute(&state.budget().spec, data.snapshot.totals);
         status.observed_at = Some(rfc3339(data.fetched_at));
         let patch = Patch::Merge(serde_json::json!({ "status": status }));
-        if let Err(e) = budgets
-            .patch_status(&budget_name, &PatchParams::default(), &patch)
+        match budgets
+            .patch_status(name, &PatchParams::default(), &patch)
             .await
         {
-            tracing::warn!(error = %e, "writing the budget status failed");
+            Ok(_) => {
+                if failing.take().is_some() {
+                    tracing::info!(budget = %name, "writing the budget status works again");
+                }
+            }
+            Err(e) => {
+                let code = match &e {
+                    kube::Error::Api(status) => Some(status.code),
+                    _ => None,
+                };
+                if failing != Some(code) {
+                    tracing::warn!(
+                        budget = %name,
+                        error = %e,
+                        "writing the budget status failed (it needs patch on \
+                         controlplanebudgets/status: see {RBAC}); retrying every refresh"
+                    );
+                }
+                failing = Some(code);
+            }
         }
     }
 }
@@ -237,50 +343,7 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
     use super::*;
-
-    fn node(name: &str, pool: &str) -> Node {
-        Node {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                labels: Some([("pool".to_owned(), pool.to_owned())].into()),
-                ..ObjectMeta::default()
-            },
-            ..Node::default()
-        }
-    }
-
-    fn pools(m: &Mirror<NodeGroup>) -> Vec<String> {
-        m.values()
-            .map(|g| format!("{}={}", g.name, g.labels["pool"]))
-            .collect()
-    }
-
-    #[test]
-    fn mirror_publishes_only_complete_lists() {
-        let mut m = Mirror::default();
-        assert!(!m.apply(watcher::Event::Init, node_group));
-        assert!(!m.apply(watcher::Event::InitApply(node("a", "x")), node_group));
-        assert!(!m.ready(), "not complete before InitDone");
-        assert!(m.apply(watcher::Event::<Node>::InitDone, node_group));
-        assert!(m.ready());
-        assert_eq!(pools(&m), ["a=x"]);
-
-        assert!(m.apply(watcher::Event::Apply(node("b", "y")), node_group));
-        assert!(m.apply(watcher::Event::Apply(node("a", "z")), node_group));
-        assert_eq!(pools(&m), ["a=z", "b=y"]);
-        assert!(m.apply(watcher::Event::Delete(node("b", "y")), node_group));
-        assert!(!m.apply(watcher::Event::Delete(node("gone", "y")), node_group));
-
-        // A restarted watch replaces the map once its list is complete.
-        m.apply(watcher::Event::Init, node_group);
-        m.apply(watcher::Event::InitApply(node("c", "x")), node_group);
-        assert_eq!(pools(&m), ["a=z"], "the old map serves until InitDone");
-        m.apply(watcher::Event::<Node>::InitDone, node_group);
-        assert_eq!(pools(&m), ["c=x"]);
-    }
 
     #[test]
     fn formats_rfc3339() {

@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod budget;
+pub mod capacity;
 pub mod check;
 pub mod cluster;
 pub mod decision;

@@ -1,7 +1,10 @@
 //! The webhook's own metrics, prefixed `headroom_webhook_`.
 
-use std::sync::atomic::AtomicU64;
+mod watches;
 
+use std::sync::{Arc, OnceLock, atomic::AtomicU64};
+
+use collector::watch::Health;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -26,7 +29,7 @@ pub struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailOpenLabels {
-    /// `stale` or `missing`.
+    /// `stale` or `missing` (profile data), `inventory` (nodes not listed yet).
     pub reason: &'static str,
 }
 
@@ -46,6 +49,8 @@ pub struct Metrics {
     pub fail_opens: Family<FailOpenLabels, Counter>,
     pub invalid_requests: Counter,
     pub refresh_errors: Family<SourceLabels, Counter>,
+    /// The in-cluster watches (`serve --kube`), read at scrape time.
+    pub watches: Arc<OnceLock<Arc<Health>>>,
 }
 
 impl Default for Metrics {
@@ -79,7 +84,8 @@ impl Default for Metrics {
         let fail_opens = Family::<FailOpenLabels, Counter>::default();
         registry.register(
             "fail_opens",
-            "Changes allowed unevaluated because profile data was missing, stale or partial",
+            "Changes allowed unevaluated: profile data missing, stale or partial, or the node \
+             inventory not listed yet",
             fail_opens.clone(),
         );
         let invalid_requests = Counter::default();
@@ -94,8 +100,13 @@ impl Default for Metrics {
             "Failed refreshes of profile data by source",
             refresh_errors.clone(),
         );
+        let watches = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(watches::WatchCollector {
+            health: watches.clone(),
+        }));
         Metrics {
             registry,
+            watches,
             decisions,
             admission_duration,
             data_age,

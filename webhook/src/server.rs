@@ -133,11 +133,25 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
 }
 
 async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
-    // Not ready without data; the webhook still answers (fail-open) if called.
-    if state.ready() {
-        (StatusCode::OK, "ready\n").into_response()
+    // Not ready without data or before the watches listed; the webhook still answers
+    // (fail-open) if called.
+    let problems = state.not_ready_because();
+    let notes = state.readiness_notes();
+    let lines = |head: &str, lines: &[String]| {
+        std::iter::once(head.to_owned())
+            .chain(lines.iter().map(|l| format!("  {l}")))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    if problems.is_empty() {
+        (StatusCode::OK, lines("ready", &notes)).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no profile data yet\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            lines("not ready:", &problems),
+        )
+            .into_response()
     }
 }
 
@@ -216,7 +230,7 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
             let kube = |e: kube::Error| Error::Kube {
                 message: e.to_string(),
             };
-            let client = kube::Client::try_default().await.map_err(kube)?;
+            let client = cluster::client().await.map_err(kube)?;
             let budget = cluster::fetch_budget(client.clone(), name)
                 .await
                 .map_err(kube)?;
@@ -289,7 +303,17 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
             admitted,
             config.refresh,
         ));
-        tokio::spawn(cluster::run(client, state.clone(), name, config.refresh));
+        let health = Arc::new(cluster::health());
+        state.set_watches(health.clone());
+        state.await_inventory();
+        tokio::spawn(cluster::run(
+            client,
+            state.clone(),
+            health,
+            name,
+            config.refresh,
+            collector::watch::BackoffConfig::default(),
+        ));
     }
     // Budget file, node inventory file and certificate: reloaded when they change.
     if let Some(path) = config.budget.clone() {

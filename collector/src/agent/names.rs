@@ -60,22 +60,34 @@ impl Names {
         }
     }
 
-    /// Remembers the name of process `tgid`. The kernel's comm is the connecting
-    /// *thread's* (dig connects from `isc-net-0000`), so the process's own name from
-    /// /proc wins while the process is alive.
-    pub fn learn_comm(&mut self, tgid: u32, comm: &[u8; 16]) {
+    /// Remembers the name of process `tgid`: its executable's name in full, never a
+    /// thread's. The kernel's comm is the sending *thread's*, cut to 15 bytes (dig sends
+    /// from `isc-net-0000`), so the executable from /proc wins while the process is
+    /// alive, then the one the exec tracepoint recorded (`exec_path`, asked only when
+    /// /proc has none: a short-lived process is often gone before it is named), then
+    /// the main thread's comm, and the sending thread's comm only when nothing else is
+    /// known.
+    pub fn learn_comm(
+        &mut self,
+        tgid: u32,
+        comm: &[u8; 16],
+        exec_path: impl FnOnce() -> Option<String>,
+    ) {
         if tgid == 0 || self.comms.contains_key(&tgid) {
             return;
         }
-        let from_proc = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-            .ok()
-            .map(|c| c.trim_end().to_string())
-            .filter(|c| !c.is_empty());
         let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-        let name = match from_proc {
-            Some(name) => name,
-            None if len > 0 => String::from_utf8_lossy(&comm[..len]).into_owned(),
-            None => return,
+        let name = proc_executable(tgid)
+            .or_else(|| exec_path().as_deref().and_then(executable_name))
+            .or_else(|| {
+                std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+                    .ok()
+                    .map(|c| c.trim_end().to_string())
+                    .filter(|c| !c.is_empty())
+            })
+            .or_else(|| (len > 0).then(|| String::from_utf8_lossy(&comm[..len]).into_owned()));
+        let Some(name) = name else {
+            return;
         };
         if self.comms.len() >= MAX_COMMS {
             self.comms.clear();
@@ -175,6 +187,20 @@ impl Names {
         });
         cgroups_of_pods(known, gone)
     }
+}
+
+/// The executable's name of live process `tgid`, from /proc (none for kernel threads).
+fn proc_executable(tgid: u32) -> Option<String> {
+    let path = std::fs::read_link(format!("/proc/{tgid}/exe")).ok()?;
+    executable_name(path.to_str()?)
+}
+
+/// The last component of an executable's path, as /proc or the exec tracepoint give
+/// it (`/usr/bin/dig` → `dig`; a replaced binary's ` (deleted)` suffix dropped).
+pub fn executable_name(path: &str) -> Option<String> {
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let name = path.rsplit('/').next()?;
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Names a cgroup at `path` (relative to the cgroup root; `None` when it was gone

@@ -73,20 +73,23 @@ fn names_node_processes() {
 fn remembers_comms_until_the_bound() {
     let mut names = Names::new(Path::new("/nonexistent"));
     // No such process: the kernel's name is used.
-    names.learn_comm(u32::MAX - 1, b"kubectl\0\0\0\0\0\0\0\0\0");
+    names.learn_comm(u32::MAX - 1, b"kubectl\0\0\0\0\0\0\0\0\0", || None);
     assert_eq!(
         names.comms.get(&(u32::MAX - 1)).map(String::as_str),
         Some("kubectl")
     );
-    // A live process: its own name wins over a thread's.
-    names.learn_comm(std::process::id(), b"worker-thread\0\0\0");
-    let own = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    // A live process: its executable's full name wins over a thread's (and over the
+    // 15 bytes of its own comm: this test binary's name is longer).
+    names.learn_comm(std::process::id(), b"worker-thread\0\0\0", || None);
+    let exe = std::env::current_exe().expect("this test's executable");
+    let own = exe.file_name().expect("a file name").to_string_lossy();
+    assert!(own.len() > 15, "{own}");
     assert_eq!(
         names.comms.get(&std::process::id()).map(String::as_str),
-        Some(own.trim_end())
+        Some(own.as_ref())
     );
     for tgid in 10..(10 + names::MAX_COMMS as u32) {
-        names.learn_comm(tgid, b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+        names.learn_comm(tgid, b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", || None);
     }
     assert!(names.comms.len() <= names::MAX_COMMS);
 }
@@ -208,7 +211,7 @@ fn new_cgroups_are_named_in_one_walk_and_checked_with_one_stat() {
     root.remove("user.slice/session-3.scope");
     assert!(!names.exists(session));
     // Still named through its grace period, from the path it had.
-    names.learn_comm(u32::MAX - 2, b"cron\0\0\0\0\0\0\0\0\0\0\0\0");
+    names.learn_comm(u32::MAX - 2, b"cron\0\0\0\0\0\0\0\0\0\0\0\0", || None);
     assert_eq!(
         names.identity(session, u32::MAX - 2, &PodIndex::default()),
         Identity::node_process("cron")
@@ -225,8 +228,8 @@ fn a_session_scope_that_went_loses_its_series_after_the_grace_then_its_bookkeepi
     let mut lifecycle = GoneCgroups::new(grace);
     let t0 = Instant::now();
     let (kubelet_tgid, session_tgid) = (u32::MAX - 3, u32::MAX - 4);
-    names.learn_comm(kubelet_tgid, b"kubelet\0\0\0\0\0\0\0\0\0");
-    names.learn_comm(session_tgid, b"bash\0\0\0\0\0\0\0\0\0\0\0\0");
+    names.learn_comm(kubelet_tgid, b"kubelet\0\0\0\0\0\0\0\0\0", || None);
+    names.learn_comm(session_tgid, b"bash\0\0\0\0\0\0\0\0\0\0\0\0", || None);
     // What the agent does at every tick, minus the kernel.
     let mut tick = |names: &mut Names, at: Duration, refs: &Referenced| {
         names.resolve(refs.cgroups.iter().copied());
@@ -369,5 +372,37 @@ fn profile_rows_and_start_times_come_from_the_pod() {
             PodLabels::new(&app, "nginx:1.27"),
             started.as_millisecond() as f64 / 1000.0
         )])
+    );
+}
+
+#[test]
+fn executables_are_named_by_their_last_path_component() {
+    use super::names::executable_name;
+    assert_eq!(executable_name("/usr/bin/dig").as_deref(), Some("dig"));
+    assert_eq!(
+        executable_name("/opt/bin/headroom-collector (deleted)").as_deref(),
+        Some("headroom-collector"),
+        "a replaced binary keeps its name"
+    );
+    assert_eq!(executable_name("kubectl").as_deref(), Some("kubectl"));
+    assert_eq!(executable_name("/usr/bin/"), None);
+}
+
+#[test]
+fn an_exited_process_is_named_by_the_executable_the_kernel_recorded() {
+    let mut names = Names::new(Path::new("/nonexistent-root"));
+    // No such process in /proc: the exec tracepoint's path wins over the thread's comm.
+    names.learn_comm(u32::MAX - 3, b"isc-net-0000\0\0\0\0", || {
+        Some("/usr/bin/headroom-long-named-dns-client".into())
+    });
+    assert_eq!(
+        names.comms.get(&(u32::MAX - 3)).map(String::as_str),
+        Some("headroom-long-named-dns-client")
+    );
+    names.learn_comm(u32::MAX - 4, b"isc-net-0000\0\0\0\0", || None);
+    assert_eq!(
+        names.comms.get(&(u32::MAX - 4)).map(String::as_str),
+        Some("isc-net-0000"),
+        "the thread's comm only when nothing else is known"
     );
 }

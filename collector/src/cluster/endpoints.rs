@@ -1,6 +1,8 @@
 //! Where the API server and cluster DNS are: the `kubernetes` Service address from the
 //! environment plus the EndpointSlices of `default/kubernetes` (pods connect to the
-//! Service address; the kubelet and host-network agents connect to the endpoints), and
+//! Service address; the kubelet and host-network agents connect to the endpoints) — or,
+//! where `discovery.k8s.io/v1` is not served (1.20 serves v1beta1), its core/v1
+//! Endpoints — and
 //! the kube-dns Service addresses plus the node's resolv.conf name servers. The connect
 //! and sendmsg hooks see a Service address before kube-proxy's DNAT rewrites it and
 //! record the socket; the packet hooks, which see the rewritten address, go by that
@@ -9,20 +11,22 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     sync::Arc,
+    time::Duration,
 };
 
-use futures::StreamExt as _;
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
-use kube::{
-    Api,
-    runtime::{WatchStreamExt as _, watcher},
+use futures::{FutureExt as _, StreamExt as _, future::BoxFuture};
+use k8s_openapi::{
+    api::{
+        core::v1::{Endpoints as CoreEndpoints, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
 };
+use kube::{Api, Client, runtime::watcher};
 use tokio::sync::watch;
 
-use super::{
-    Health, Resource,
-    backoff::{BackoffConfig, JitterBackoff},
-};
+use super::{Health, Resource};
+use crate::watch::{self as api_watch, BackoffConfig, Served};
 
 /// A set of addresses the kernel should treat as one kind of endpoint.
 pub type Endpoints = BTreeSet<SocketAddr>;
@@ -51,7 +55,40 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Endpoints {
         .collect()
 }
 
-/// The cluster IPs of a DNS Service at each of its port-53-style ports (UDP or TCP).
+/// Ready addresses of core/v1 Endpoints, each at each TCP port of its subset.
+pub fn core_endpoints(endpoints: &CoreEndpoints) -> Endpoints {
+    endpoints
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|subset| {
+            let ports: Vec<u16> = subset
+                .ports
+                .iter()
+                .flatten()
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .filter_map(|p| u16::try_from(p.port).ok())
+                .collect();
+            subset
+                .addresses
+                .iter()
+                .flatten()
+                .filter_map(|a| a.ip.parse::<IpAddr>().ok())
+                .flat_map(move |ip| {
+                    ports
+                        .clone()
+                        .into_iter()
+                        .map(move |port| SocketAddr::new(ip, port))
+                })
+        })
+        .collect()
+}
+
+/// The cluster IPs of a DNS Service at each of its port-53-style ports (UDP or TCP),
+/// and every address (`[::]`) at each numeric target port other than its port: after
+/// kube-proxy's DNAT a query to the Service's port 53 goes to a DNS pod's target port
+/// (CoreDNS on 1053), and the packet hooks see only that. A named target port needs the
+/// Service's EndpointSlices to resolve and is not measured after the DNAT.
 pub fn service_endpoints(service: &Service) -> Endpoints {
     let Some(spec) = service.spec.as_ref() else {
         return Endpoints::new();
@@ -69,8 +106,19 @@ pub fn service_endpoints(service: &Service) -> Endpoints {
         .flatten()
         .filter_map(|p| u16::try_from(p.port).ok())
         .collect();
+    let target_ports: BTreeSet<u16> = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| match &p.target_port {
+            Some(IntOrString::Int(target)) if *target != p.port => u16::try_from(*target).ok(),
+            _ => None,
+        })
+        .collect();
+    let any = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
     ips.iter()
         .flat_map(|&ip| ports.iter().map(move |&port| SocketAddr::new(ip, port)))
+        .chain(target_ports.iter().map(|&port| SocketAddr::new(any, port)))
         .collect()
 }
 
@@ -103,48 +151,127 @@ fn publish(tx: &watch::Sender<Endpoints>, next: Endpoints) {
     });
 }
 
-/// Watches the EndpointSlices of `default/kubernetes` and publishes `service` plus
-/// their endpoints whenever the set changes.
+/// How often discovery is asked again while `discovery.k8s.io/v1` is not (known to be)
+/// served.
+pub const DISCOVERY_RECHECK: Duration = Duration::from_secs(5 * 60);
+/// What the collector does where EndpointSlices are not served.
+pub const SLICES_FALLBACK: &str = "using the core/v1 Endpoints default/kubernetes instead";
+
+/// Follows the API server's endpoints into `tx` (with `service` always in): the
+/// EndpointSlices of `default/kubernetes` where discovery says `discovery.k8s.io/v1` is
+/// served, else its core/v1 Endpoints, said once. Until discovery has said "served",
+/// it is asked again every [`DISCOVERY_RECHECK`] (never per retry).
 pub async fn watch_apiserver(
+    client: Client,
+    service: Endpoints,
+    tx: watch::Sender<Endpoints>,
+    backoff: BackoffConfig,
+    health: Arc<Health>,
+) {
+    let slices = Resource::EndpointSlices;
+    let mut current: Option<(bool, BoxFuture<'static, ()>)> = None;
+    loop {
+        let served = api_watch::served(&client, &slices.watched()).await;
+        let use_slices = match &served {
+            Served::Yes => true,
+            Served::No => false,
+            Served::Unknown(error) => {
+                tracing::debug!(%error, "discovery of discovery.k8s.io/v1 failed; keeping the watch");
+                current.as_ref().is_none_or(|(slices, _)| *slices)
+            }
+        };
+        if current.as_ref().map(|(slices, _)| *slices) != Some(use_slices) {
+            let (client, service, tx) = (client.clone(), service.clone(), tx.clone());
+            let following = if use_slices {
+                health.stopped(Resource::Endpoints.name());
+                let api = Api::<EndpointSlice>::namespaced(client, "default");
+                follow_slices(api, service, tx, backoff, health.clone()).boxed()
+            } else {
+                health.not_served(slices.name(), SLICES_FALLBACK);
+                let api = Api::<CoreEndpoints>::namespaced(client, "default");
+                follow_endpoints(api, service, tx, backoff, health.clone()).boxed()
+            };
+            current = Some((use_slices, following));
+        }
+        let Some((_, following)) = current.as_mut() else {
+            return;
+        };
+        if served == Served::Yes {
+            following.await;
+            return;
+        }
+        tokio::select! {
+            () = following => return,
+            () = tokio::time::sleep(DISCOVERY_RECHECK) => {}
+        }
+    }
+}
+
+/// The EndpointSlices of `default/kubernetes` (label selector).
+async fn follow_slices(
     api: Api<EndpointSlice>,
     service: Endpoints,
     tx: watch::Sender<Endpoints>,
     backoff: BackoffConfig,
     health: Arc<Health>,
 ) {
-    let config = super::watch_config().labels(&format!("{SERVICE_NAME_LABEL}=kubernetes"));
-    let mut events = watcher(api, config)
-        .backoff(JitterBackoff::new(backoff))
-        .boxed();
+    let config =
+        api_watch::cached_list_config().labels(&format!("{SERVICE_NAME_LABEL}=kubernetes"));
+    let resource = Resource::EndpointSlices.name();
+    let mut events = std::pin::pin!(api_watch::watch(api, config, resource, health, backoff));
     let mut slices: BTreeMap<String, Endpoints> = BTreeMap::new();
     let mut listing: BTreeMap<String, Endpoints> = BTreeMap::new();
     let name = |s: &EndpointSlice| s.metadata.name.clone().unwrap_or_default();
     while let Some(event) = events.next().await {
         match event {
-            Ok(watcher::Event::Init) => {
-                health.record_list(Resource::EndpointSlices);
+            watcher::Event::Init => {
                 listing.clear();
                 continue;
             }
-            Ok(watcher::Event::InitApply(slice)) => {
+            watcher::Event::InitApply(slice) => {
                 listing.insert(name(&slice), slice_endpoints(&slice));
                 continue;
             }
-            Ok(watcher::Event::InitDone) => slices = std::mem::take(&mut listing),
-            Ok(watcher::Event::Apply(slice)) => {
+            watcher::Event::InitDone => slices = std::mem::take(&mut listing),
+            watcher::Event::Apply(slice) => {
                 slices.insert(name(&slice), slice_endpoints(&slice));
             }
-            Ok(watcher::Event::Delete(slice)) => {
+            watcher::Event::Delete(slice) => {
                 slices.remove(&name(&slice));
             }
-            Err(error) => {
-                // Keep what is known: the Service address and the last endpoints.
-                health.record_error(Resource::EndpointSlices, &error);
+        }
+        publish(&tx, union(&service, &slices));
+    }
+}
+
+/// The core/v1 Endpoints `default/kubernetes` (name field selector).
+async fn follow_endpoints(
+    api: Api<CoreEndpoints>,
+    service: Endpoints,
+    tx: watch::Sender<Endpoints>,
+    backoff: BackoffConfig,
+    health: Arc<Health>,
+) {
+    let config = api_watch::cached_list_config().fields("metadata.name=kubernetes");
+    let resource = Resource::Endpoints.name();
+    let mut events = std::pin::pin!(api_watch::watch(api, config, resource, health, backoff));
+    let mut listed = Endpoints::new();
+    let mut current = Endpoints::new();
+    while let Some(event) = events.next().await {
+        match event {
+            watcher::Event::Init => {
+                listed.clear();
                 continue;
             }
+            watcher::Event::InitApply(endpoints) => {
+                listed.extend(core_endpoints(&endpoints));
+                continue;
+            }
+            watcher::Event::InitDone => current = std::mem::take(&mut listed),
+            watcher::Event::Apply(endpoints) => current = core_endpoints(&endpoints),
+            watcher::Event::Delete(_) => current.clear(),
         }
-        health.record_event(Resource::EndpointSlices);
-        publish(&tx, union(&service, &slices));
+        publish(&tx, service.union(&current).copied().collect());
     }
 }
 
@@ -158,32 +285,25 @@ pub async fn watch_dns(
     backoff: BackoffConfig,
     health: Arc<Health>,
 ) {
-    let config = super::watch_config().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(api, config)
-        .backoff(JitterBackoff::new(backoff))
-        .boxed();
+    let config = api_watch::cached_list_config().fields(&format!("metadata.name={name}"));
+    let resource = Resource::DnsService.name();
+    let mut events = std::pin::pin!(api_watch::watch(api, config, resource, health, backoff));
     let mut listed = Endpoints::new();
     let mut current = Endpoints::new();
     while let Some(event) = events.next().await {
         match event {
-            Ok(watcher::Event::Init) => {
-                health.record_list(Resource::DnsService);
+            watcher::Event::Init => {
                 listed.clear();
                 continue;
             }
-            Ok(watcher::Event::InitApply(service)) => {
+            watcher::Event::InitApply(service) => {
                 listed.extend(service_endpoints(&service));
                 continue;
             }
-            Ok(watcher::Event::InitDone) => current = std::mem::take(&mut listed),
-            Ok(watcher::Event::Apply(service)) => current = service_endpoints(&service),
-            Ok(watcher::Event::Delete(_)) => current.clear(),
-            Err(error) => {
-                health.record_error(Resource::DnsService, &error);
-                continue;
-            }
+            watcher::Event::InitDone => current = std::mem::take(&mut listed),
+            watcher::Event::Apply(service) => current = service_endpoints(&service),
+            watcher::Event::Delete(_) => current.clear(),
         }
-        health.record_event(Resource::DnsService);
         publish(&tx, base.union(&current).copied().collect());
     }
 }
@@ -232,9 +352,51 @@ mod tests {
     }
 
     #[test]
+    fn core_endpoints_of_the_kubernetes_service() {
+        let endpoints: CoreEndpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "subsets": [{
+                "addresses": [{"ip": "10.0.0.10"}, {"ip": "10.0.0.11"}],
+                "notReadyAddresses": [{"ip": "10.0.0.12"}],
+                "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]
+            }]
+        }))
+        .expect("Endpoints");
+        assert_eq!(
+            core_endpoints(&endpoints),
+            addrs(&["10.0.0.10:6443", "10.0.0.11:6443"])
+        );
+        assert!(core_endpoints(&CoreEndpoints::default()).is_empty());
+    }
+
+    #[test]
     fn kube_dns_service_addresses() {
         let service: Service = fixture("service-kube-dns.json");
         assert_eq!(service_endpoints(&service), addrs(&["10.96.0.10:53"]));
+        // CoreDNS listening on 1053 behind port 53: that port on every address too.
+        let mut mapped = service.clone();
+        for port in mapped
+            .spec
+            .as_mut()
+            .and_then(|s| s.ports.as_mut())
+            .expect("ports")
+        {
+            port.target_port = Some(IntOrString::Int(1053));
+        }
+        assert_eq!(
+            service_endpoints(&mapped),
+            addrs(&["10.96.0.10:53", "[::]:1053"])
+        );
+        let mut named = service;
+        for port in named
+            .spec
+            .as_mut()
+            .and_then(|s| s.ports.as_mut())
+            .expect("ports")
+        {
+            port.target_port = Some(IntOrString::String("dns".into()));
+        }
+        assert_eq!(service_endpoints(&named), addrs(&["10.96.0.10:53"]));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! The collector's own API footprint is O(1) per node: one watch of this node's pods
 //! (`spec.nodeName` field selector), one of the `default/kubernetes` EndpointSlices
-//! (label selector) and one of the kube-dns Service (name field selector); lists are
-//! served from the API server's watch cache; no cluster-wide list anywhere. Every
-//! watch backs off with jitter on errors, and while the API server is away the
-//! collector keeps measuring with what it last knew.
+//! (label selector; core/v1 Endpoints by name where `discovery.k8s.io/v1` is not
+//! served) and one of the kube-dns Service (name field selector); lists are served from
+//! the API server's watch cache; no cluster-wide list anywhere. Every watch runs as
+//! [`crate::watch`] runs it (backoff that holds, logs once per change, readiness), and
+//! while the API server is away the collector keeps measuring with what it last knew.
+//! Every request carries `User-Agent: headroom-collector/<version> (<node>)`.
 //!
 //! Outside a pod, `--kubeconfig` gives the client instead of the service account, and
 //! its server's address is measured as the API server.
@@ -13,7 +15,6 @@
 //! Without a cluster (no `KUBERNETES_SERVICE_HOST` nor `--kubeconfig`, or
 //! `--standalone`) the endpoints come from flags and cgroups are named from their paths
 //! alone.
-pub mod backoff;
 pub mod endpoints;
 pub mod gone;
 pub mod health;
@@ -26,20 +27,18 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::{
-    core::v1::{Pod, Service},
-    discovery::v1::EndpointSlice,
-};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::{Api, Client};
 use tokio::{sync::watch, task::JoinHandle};
 
 pub use self::{
-    backoff::BackoffConfig,
     endpoints::Endpoints,
     gone::{DEFAULT_GRACE, GoneSince},
     health::{ErrorReason, Health, Resource},
     pods::{PodCache, SharedPods},
 };
+use crate::watch as api_watch;
+pub use crate::watch::BackoffConfig;
 
 /// The downward-API variable that names this node.
 pub const NODE_NAME_ENV: &str = "NODE_NAME";
@@ -73,6 +72,11 @@ pub enum Error {
     ServerAddress { url: String },
     #[error("cannot build the API client: {0}")]
     Client(#[source] kube::Error),
+    #[error(
+        "the node name {node:?} cannot go in a User-Agent header: give --node-name as the \
+         node's name (letters, digits, '-', '.')"
+    )]
+    NodeName { node: String },
 }
 
 /// Where the collector runs.
@@ -125,9 +129,23 @@ pub fn mode(
     })
 }
 
+/// `headroom-collector/<version> (<node>)`: who is calling, in the audit log and APF.
+pub fn user_agent(node: &str) -> String {
+    api_watch::user_agent("headroom-collector", Some(node))
+}
+
+/// A client from `config` whose requests carry the collector's `User-Agent`.
+pub fn client_for(mut config: kube::Config, node: &str) -> Result<Client, Error> {
+    let agent = user_agent(node);
+    api_watch::prepare(&mut config, &agent).map_err(|_| Error::NodeName {
+        node: node.to_owned(),
+    })?;
+    Client::try_from(config).map_err(Error::Client)
+}
+
 /// The client a kubeconfig describes (its current context), and the address of its
 /// server, which the kernel should measure as the API server.
-pub async fn kubeconfig_client(path: &Path) -> Result<(Client, SocketAddr), Error> {
+pub async fn kubeconfig_client(path: &Path, node: &str) -> Result<(Client, SocketAddr), Error> {
     let kubeconfig_error = |source| Error::Kubeconfig {
         path: path.to_owned(),
         source,
@@ -156,7 +174,7 @@ pub async fn kubeconfig_client(path: &Path) -> Result<(Client, SocketAddr), Erro
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(unresolved)?,
     };
-    let client = Client::try_from(config).map_err(Error::Client)?;
+    let client = client_for(config, node)?;
     Ok((client, service))
 }
 
@@ -187,16 +205,6 @@ impl ClusterConfig {
     }
 }
 
-/// How every watch lists: from the API server's watch cache (`resourceVersion=0`,
-/// not a quorum read of etcd, which for a field-selected list would read every pod of
-/// the cluster), unpaged (a page limit makes the client drop `resourceVersion=0`; one
-/// node's pods are a few hundred at most).
-fn watch_config() -> kube::runtime::watcher::Config {
-    let mut config = kube::runtime::watcher::Config::default().any_semantic();
-    config.page_size = None;
-    config
-}
-
 /// The running discovery: pods of this node, API server endpoints and DNS servers.
 /// Dropping it stops the watches.
 #[derive(Debug)]
@@ -212,13 +220,15 @@ impl Cluster {
     /// In a pod: the service account's client, then [`Cluster::start`].
     pub fn in_cluster(config: ClusterConfig) -> Result<Self, Error> {
         let kube_config = kube::Config::incluster().map_err(Error::InCluster)?;
-        let client = Client::try_from(kube_config).map_err(Error::Client)?;
+        let client = client_for(kube_config, &config.node)?;
         Ok(Self::start(client, config))
     }
 
     /// Starts the three watches on the current tokio runtime.
     pub fn start(client: Client, config: ClusterConfig) -> Self {
-        let health = Arc::new(Health::default());
+        let health = Arc::new(health::health());
+        // Counted from now: discovery comes before the API server endpoints' watch.
+        health.started(Resource::EndpointSlices.name());
         let pods = SharedPods::new(config.gone_grace);
         let service = Endpoints::from([config.service]);
         let resolv = std::fs::read_to_string(&config.resolv_conf)
@@ -236,7 +246,7 @@ impl Cluster {
                 health.clone(),
             )),
             tokio::spawn(endpoints::watch_apiserver(
-                Api::<EndpointSlice>::namespaced(client.clone(), "default"),
+                client.clone(),
                 service,
                 apiserver_tx,
                 config.backoff,
@@ -266,7 +276,7 @@ impl Cluster {
             pods: SharedPods::new(DEFAULT_GRACE),
             apiserver: watch::channel(apiserver).1,
             dns: watch::channel(dns).1,
-            health: Arc::new(Health::default()),
+            health: Arc::new(health::health()),
             tasks: Vec::new(),
         }
     }
@@ -407,7 +417,7 @@ mod tests {
             ("https://localhost:6443", "127.0.0.1:6443"),
         ] {
             std::fs::write(&path, kubeconfig(server)).expect("write kubeconfig");
-            let (_, service) = kubeconfig_client(&path).await.expect("a client");
+            let (_, service) = kubeconfig_client(&path, "node-a").await.expect("a client");
             let want: SocketAddr = want.parse().expect("addr");
             // localhost may resolve to ::1 first.
             assert!(
@@ -416,7 +426,7 @@ mod tests {
             );
         }
         let missing = dir.join("nope");
-        let Err(error) = kubeconfig_client(&missing).await else {
+        let Err(error) = kubeconfig_client(&missing, "node-a").await else {
             panic!("a client from a missing kubeconfig");
         };
         let message = error.to_string();

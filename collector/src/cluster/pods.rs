@@ -8,17 +8,13 @@ use std::{
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    runtime::{WatchStreamExt as _, watcher},
-};
+use kube::{Api, runtime::watcher};
 
-use super::{
-    Health, Resource,
-    backoff::{BackoffConfig, JitterBackoff},
-    gone::GoneSince,
+use super::{Health, Resource, gone::GoneSince};
+use crate::{
+    identity::{PodIndex, PodInfo},
+    watch::{self, BackoffConfig},
 };
-use crate::identity::{PodIndex, PodInfo};
 
 /// The pods of this node as last seen, plus the deleted ones still in their grace.
 #[derive(Clone, Debug)]
@@ -125,7 +121,7 @@ pub fn node_selector(node: &str) -> String {
 
 /// Watches this node's pods into `pods` until dropped. Lists come from the API server's
 /// watch cache (`resourceVersion=0`); a 410 Gone relists this node's pods only; errors
-/// back off with jitter.
+/// back off as [`watch::watch`] does.
 pub async fn watch(
     api: Api<Pod>,
     node: String,
@@ -133,36 +129,28 @@ pub async fn watch(
     backoff: BackoffConfig,
     health: Arc<Health>,
 ) {
-    let config = super::watch_config().fields(&node_selector(&node));
-    let mut events = watcher(api, config)
-        .backoff(JitterBackoff::new(backoff))
-        .boxed();
+    let config = watch::cached_list_config().fields(&node_selector(&node));
+    let events = watch::watch(api, config, Resource::Pods.name(), health, backoff);
+    let mut events = std::pin::pin!(events);
     let mut listing: Vec<PodInfo> = Vec::new();
     while let Some(event) = events.next().await {
         match event {
-            Ok(watcher::Event::Init) => {
-                health.record_list(Resource::Pods);
-                listing.clear();
-            }
-            Ok(watcher::Event::InitApply(pod)) => listing.extend(PodInfo::from_pod(&pod)),
-            Ok(watcher::Event::InitDone) => {
+            watcher::Event::Init => listing.clear(),
+            watcher::Event::InitApply(pod) => listing.extend(PodInfo::from_pod(&pod)),
+            watcher::Event::InitDone => {
                 let listed = std::mem::take(&mut listing);
                 pods.update(|cache| cache.relisted(listed, Instant::now()));
-                health.record_event(Resource::Pods);
             }
-            Ok(watcher::Event::Apply(pod)) => {
+            watcher::Event::Apply(pod) => {
                 if let Some(info) = PodInfo::from_pod(&pod) {
                     pods.update(|cache| cache.apply(info));
                 }
-                health.record_event(Resource::Pods);
             }
-            Ok(watcher::Event::Delete(pod)) => {
+            watcher::Event::Delete(pod) => {
                 if let Some(uid) = pod.metadata.uid.as_deref() {
                     pods.update(|cache| cache.delete(uid, Instant::now()));
                 }
-                health.record_event(Resource::Pods);
             }
-            Err(error) => health.record_error(Resource::Pods, &error),
         }
     }
 }

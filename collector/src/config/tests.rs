@@ -56,9 +56,13 @@ nodeName: node-a
 seriesGracePeriod: 10m
 profileRateWindow: 15s
 dnsTopK: 50
+dnsPorts: [53, 5353]
 readinessTimeout: 1m30s
 standalone: true
 programStats: always
+logFormat: json
+logLevel: debug
+watchStartJitter: 2s
 ";
 
 #[test]
@@ -70,6 +74,7 @@ fn file_sets_every_field() {
             listen: addr("127.0.0.1:9100"),
             apiservers: vec![addr("10.96.0.1:443"), addr("[fd00::1]:6443")],
             dns_servers: vec![addr("10.96.0.10:53")],
+            dns_ports: vec![53, 5353],
             cgroup_root: Some("/sys/fs/cgroup/unified".into()),
             node_name: Some("node-a".into()),
             kubeconfig: None,
@@ -79,7 +84,32 @@ fn file_sets_every_field() {
             readiness_timeout: Duration::from_secs(90),
             standalone: true,
             program_stats: ProgramStats::Always,
+            log_format: LogFormat::Json,
+            log_level: Some("debug".into()),
+            watch_start_jitter: Duration::from_secs(2),
         }
+    );
+}
+
+#[test]
+fn log_flags_override_the_file_and_bad_values_name_the_field() {
+    let config = load(FILE, &["--log-format", "text", "--log-level", "warn"]).expect("valid");
+    assert_eq!(
+        (config.log_format, config.log_level.as_deref()),
+        (LogFormat::Text, Some("warn"))
+    );
+    let e = error("logLevel: 'info,collector=loud'", &[]);
+    assert!(e.contains("logLevel (--log-level)"), "{e}");
+    let e = error("logFormat: xml", &[]);
+    assert!(
+        e.contains("logFormat (--log-format)") && e.contains("text or json"),
+        "{e}"
+    );
+    let e = error("", &["--watch-start-jitter", "10m"]);
+    assert!(e.contains("watchStartJitter (--watch-start-jitter)"), "{e}");
+    assert_eq!(
+        load("", &[]).expect("defaults").watch_start_jitter,
+        Duration::from_secs(5)
     );
 }
 
@@ -325,9 +355,34 @@ fn endpoints_for_the_kernel_map() {
         [
             EndpointKind::ApiServer,
             EndpointKind::ApiServer,
+            EndpointKind::Dns,
+            EndpointKind::Dns,
             EndpointKind::Dns
         ]
     );
     let first = config.endpoints().next().expect("one").0;
     assert_eq!(first, EndpointKey::v4([10, 96, 0, 1], 443));
+}
+
+#[test]
+fn dns_is_port_53_on_every_address_unless_told_otherwise() {
+    let config = load("", &[]).expect("defaults");
+    assert_eq!(config.dns_ports, [53]);
+    let any = collector_ebpf::EndpointKey::any_address(53);
+    assert!(
+        config
+            .endpoints()
+            .any(|(key, kind)| key == any && kind == collector_ebpf::EndpointKind::Dns),
+        "the default puts the any-address entry for port 53 in the kernel's table"
+    );
+    let config = load("", &["--dns-port", "53,5353"]).expect("two ports");
+    assert_eq!(config.dns_ports, [53, 5353]);
+    let error = load("", &["--dns-port", "0"])
+        .expect_err("port 0")
+        .to_string();
+    assert!(error.contains("dnsPorts (--dns-port)[0]"), "{error}");
+    let error = load("", &["--dns-port", "6443", "--apiserver", "10.0.0.1:6443"])
+        .expect_err("the API server's port")
+        .to_string();
+    assert!(error.contains("10.0.0.1:6443"), "{error}");
 }

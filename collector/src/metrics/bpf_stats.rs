@@ -125,7 +125,7 @@ impl StatsClock {
 pub async fn run(mode: ProgramStats, sampling: Sampling, clock: StatsClock) {
     let enable = || {
         enable_run_time_stats()
-            .inspect_err(|e| eprintln!("headroom-collector: warning: {e}"))
+            .inspect_err(|e| tracing::warn!("{e}"))
             .ok()
     };
     // Holds the stats on and marks the clock off when dropped, so that cancelling the

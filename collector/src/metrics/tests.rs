@@ -374,8 +374,8 @@ headroom_pod_start_time_seconds{namespace=\"ns1\",workload_kind=\"Deployment\",w
     assert_no_line_starting(&render(sample()), "# HELP headroom_pod_start_time_seconds");
 }
 
-/// Two watches: pods relisted once after a 410 and failed during an outage; the
-/// EndpointSlice watch has not finished its first list.
+/// Three watches: pods relisted once after a 410 and failed during an outage; the
+/// EndpointSlice watch has not finished its first list; the Endpoints fallback idles.
 #[derive(Debug)]
 struct Watches;
 
@@ -388,6 +388,8 @@ impl WatchHealthSource for Watches {
                 events: 14,
                 errors: vec![("expired", 1), ("watch_failed", 3)],
                 last_event_unix_seconds: Some(1_767_225_600.25),
+                ready: Some(true),
+                served: true,
             },
             WatchHealth {
                 resource: "endpointslices",
@@ -395,6 +397,17 @@ impl WatchHealthSource for Watches {
                 events: 0,
                 errors: vec![("expired", 0), ("watch_failed", 0)],
                 last_event_unix_seconds: None,
+                ready: Some(false),
+                served: true,
+            },
+            WatchHealth {
+                resource: "endpoints",
+                lists: 0,
+                events: 0,
+                errors: vec![("expired", 0), ("watch_failed", 0)],
+                last_event_unix_seconds: None,
+                ready: None,
+                served: true,
             },
         ]
     }
@@ -426,9 +439,18 @@ headroom_collector_kube_lists_total{resource=\"endpointslices\"} 1
         "# TYPE headroom_collector_kube_last_event_timestamp_seconds gauge",
         "# UNIT headroom_collector_kube_last_event_timestamp_seconds seconds",
         "headroom_collector_kube_last_event_timestamp_seconds{resource=\"pods\"} 1767225600.25",
+        "# TYPE headroom_collector_kube_watch_ready gauge",
+        "headroom_collector_kube_watch_ready{resource=\"pods\"} 1",
+        "headroom_collector_kube_watch_ready{resource=\"endpointslices\"} 0",
+        "headroom_collector_kube_api_served{resource=\"endpoints\"} 1",
     ] {
         assert_line(&text, line);
     }
+    // An idle fallback has no readiness to report.
+    assert_no_line_starting(
+        &text,
+        "headroom_collector_kube_watch_ready{resource=\"endpoints\"}",
+    );
     // No event yet: no timestamp (not a misleading 0).
     assert_no_line_starting(
         &text,

@@ -25,6 +25,10 @@ pub struct WatchHealth {
     pub errors: Vec<(&'static str, u64)>,
     /// Unix time of the last event applied; `None` before the first list completed.
     pub last_event_unix_seconds: Option<f64>,
+    /// Whether /readyz counts the watch as good; `None` while it does not run.
+    pub ready: Option<bool>,
+    /// Whether the API server serves the resource (as discovery last said).
+    pub served: bool,
 }
 
 /// Where the watches' health comes from.
@@ -54,6 +58,14 @@ const EVENTS: Family = Family::new(
 const ERRORS: Family = Family::new(
     "collector_kube_watch_errors",
     "Failures of the collector's own watches, each retried after a jittered backoff, by reason.",
+);
+const READY: Family = Family::new(
+    "collector_kube_watch_ready",
+    "1 while a watch has listed and is not failing (what /readyz requires); absent while it does not run.",
+);
+const SERVED: Family = Family::new(
+    "collector_kube_api_served",
+    "0 while discovery says the API server does not serve the resource (a fallback is used), else 1.",
 );
 const LAST_EVENT: Family = Family::with_unit(
     "collector_kube_last_event_timestamp",
@@ -100,6 +112,16 @@ impl Collector for WatchCollector {
             .iter()
             .filter_map(|w| Some((labels(w), ConstGauge::new(w.last_event_unix_seconds?))))
             .collect();
-        LAST_EVENT.encode(&mut encoder, &last)
+        LAST_EVENT.encode(&mut encoder, &last)?;
+        let ready: Vec<_> = watches
+            .iter()
+            .filter_map(|w| Some((labels(w), ConstGauge::new(i64::from(w.ready?)))))
+            .collect();
+        READY.encode(&mut encoder, &ready)?;
+        let served: Vec<_> = watches
+            .iter()
+            .map(|w| (labels(w), ConstGauge::new(i64::from(w.served))))
+            .collect();
+        SERVED.encode(&mut encoder, &served)
     }
 }

@@ -173,6 +173,35 @@ async fn readyz_follows_attachment_and_the_event_loop() {
     assert_eq!(get(server.addr, "/readyz", None).await.status, 503);
 }
 
+#[tokio::test]
+async fn readyz_says_which_watch_and_why() {
+    let server = start();
+    server.readiness.set_attached(true);
+    server.readiness.beat();
+    let health = std::sync::Arc::new(crate::cluster::health::health());
+    server.readiness.set_watches(health.clone());
+    health.started("pods");
+    health.not_served(
+        "endpointslices",
+        "using the core/v1 Endpoints default/kubernetes instead",
+    );
+    let reply = get(server.addr, "/readyz", None).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (503, "not ready: pods: not listed yet\n")
+    );
+    health.stopped("pods");
+    let reply = get(server.addr, "/readyz", None).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (
+            200,
+            "ready\n  endpointslices: discovery.k8s.io/v1 not served; using the core/v1 \
+             Endpoints default/kubernetes instead\n"
+        )
+    );
+}
+
 #[test]
 fn readiness_goes_stale_without_beats() {
     let readiness = Readiness::new(Duration::from_secs(10));

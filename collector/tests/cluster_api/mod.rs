@@ -7,7 +7,11 @@
 //! request the next scripted reply (events then held open, or an error status) and any
 //! events pushed live. A watch ends after its `timeoutSeconds`, or sooner with
 //! [`Options::watch_timeout`] (the API server's own limit), as the real one does. It can
-//! go down (connection refused) and come back on the same port.
+//! go down (connection refused) and come back on the same port. It answers discovery of
+//! `discovery.k8s.io/v1` (or 404s it and the EndpointSlices, as a 1.20 server does, with
+//! [`ApiServer::stop_serving_slices`]), and can refuse the LISTs of a resource
+//! ([`ApiServer::refuse_lists`]). Request times are tokio's, so a test on the paused
+//! clock counts requests over simulated time.
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
 use std::{
@@ -19,7 +23,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -32,11 +36,15 @@ use tokio::{
     net::TcpListener,
     sync::broadcast,
     task::JoinSet,
+    time::Instant,
 };
 
 pub const PODS: &str = "/api/v1/pods";
 pub const ENDPOINT_SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 pub const SERVICES: &str = "/api/v1/namespaces/kube-system/services";
+pub const ENDPOINTS: &str = "/api/v1/namespaces/default/endpoints";
+/// Discovery of the EndpointSlices' group/version.
+pub const DISCOVERY: &str = "/apis/discovery.k8s.io/v1";
 
 pub fn fixture(name: &str) -> Value {
     let path = format!(
@@ -56,6 +64,7 @@ pub struct Seen {
     pub query: HashMap<String, String>,
     pub watch: bool,
     pub at: Instant,
+    pub user_agent: Option<String>,
 }
 
 /// What a watch request gets.
@@ -69,6 +78,8 @@ pub enum WatchReply {
 
 #[derive(Debug)]
 struct Resource {
+    /// Every LIST answered with this error status.
+    refused: Option<(u16, &'static str)>,
     lists: VecDeque<Value>,
     watches: VecDeque<WatchReply>,
     live: broadcast::Sender<Value>,
@@ -79,6 +90,8 @@ struct State {
     resources: HashMap<&'static str, Resource>,
     seen: Vec<Seen>,
     watch_timeout: Option<Duration>,
+    /// `discovery.k8s.io/v1` is not served (discovery and the slices 404).
+    no_slices: bool,
 }
 
 /// How the server is reached and how long it holds a watch.
@@ -119,6 +132,7 @@ impl ApiServer {
             (PODS, "PodList"),
             (ENDPOINT_SLICES, "EndpointSliceList"),
             (SERVICES, "ServiceList"),
+            (ENDPOINTS, "EndpointsList"),
         ] {
             let api_version = if path == ENDPOINT_SLICES {
                 "discovery.k8s.io/v1"
@@ -128,6 +142,7 @@ impl ApiServer {
             state.resources.insert(
                 path,
                 Resource {
+                    refused: None,
                     lists: VecDeque::from([json!({
                         "kind": kind, "apiVersion": api_version,
                         "metadata": {"resourceVersion": "1"}, "items": []
@@ -201,6 +216,27 @@ impl ApiServer {
         let mut state = self.state();
         let resource = state.resources.get_mut(path).expect("a known resource");
         resource.watches.extend(replies);
+    }
+
+    /// Every LIST of `path` from now on is answered `code` (`reason`).
+    pub fn refuse_lists(&self, path: &str, code: u16, reason: &'static str) {
+        let mut state = self.state();
+        let resource = state.resources.get_mut(path).expect("a known resource");
+        resource.refused = Some((code, reason));
+    }
+
+    /// Serves as a 1.20 API server does: no `discovery.k8s.io/v1`.
+    pub fn stop_serving_slices(&self) {
+        self.state().no_slices = true;
+    }
+
+    /// Requests to `path` (lists and watches) so far, and when.
+    pub fn times_of(&self, path: &str, watch: bool) -> Vec<Instant> {
+        self.seen()
+            .iter()
+            .filter(|s| s.path == path && s.watch == watch)
+            .map(|s| s.at)
+            .collect()
     }
 
     /// Changes [`Options::watch_timeout`] for the watches that start from now on.
@@ -343,10 +379,26 @@ fn handle(
         query,
         watch,
         at: Instant::now(),
+        user_agent: req
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     });
-    let Some(resource) = state.resources.get_mut(path.as_str()) else {
+    let no_slices = state.no_slices;
+    if path == DISCOVERY && !no_slices {
+        return json_response(200, &slices_discovery());
+    }
+    let Some(resource) = state
+        .resources
+        .get_mut(path.as_str())
+        .filter(|_| !(no_slices && path == ENDPOINT_SLICES))
+    else {
         return status(404, "NotFound");
     };
+    if let (false, Some((code, reason))) = (watch, resource.refused) {
+        return status(code, reason);
+    }
     if !watch {
         let list = if resource.lists.len() > 1 {
             resource.lists.pop_front()
@@ -407,6 +459,16 @@ fn json_response(code: u16, value: &Value) -> Response<Body> {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(value.to_string())).boxed())
         .expect("a response")
+}
+
+/// The APIResourceList of `discovery.k8s.io/v1`, as a 1.21+ API server serves it.
+fn slices_discovery() -> Value {
+    json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "discovery.k8s.io/v1",
+        "resources": [{"name": "endpointslices", "singularName": "", "namespaced": true,
+                       "kind": "EndpointSlice", "verbs": ["create", "delete", "deletecollection",
+                       "get", "list", "patch", "update", "watch"], "shortNames": []}]
+    })
 }
 
 /// A `metav1.Status` as the API server sends with an error.
@@ -474,11 +536,14 @@ fn decode(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Waits (bounded) until `check` holds.
+/// Waits (bounded, in wall-clock time) until `check` holds.
 pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -8,6 +8,7 @@ mod support;
 
 mod apiserver;
 mod dns;
+mod dns_default;
 mod maps;
 mod nat;
 mod self_client;

@@ -269,3 +269,51 @@ fn a_gone_cgroup_keeps_its_series_for_the_grace_then_leaves_the_map() {
     // The next read still counts nothing evicted: the agent's deletions are removals.
     assert_eq!(connections(&mut agent).1, 0);
 }
+
+/// Counters never fall, whatever the TRAFFIC map evicts: short-lived processes of one
+/// pod connect in batches, each a key of its own, ten times more keys than the map
+/// holds. After each batch the pod's `connections` total is read: it never goes down,
+/// and as every key was read before it could be evicted, it equals the connections the
+/// server accepted.
+#[test]
+fn counters_never_fall_when_the_map_evicts() {
+    require_root();
+    const TRAFFIC_CAPACITY: u32 = 128;
+    const BATCH: u64 = 16;
+    const BATCHES: u64 = 80;
+    let (mut agent, addr, accepted) = measuring_agent(4, &[(map::TRAFFIC, TRAFFIC_CAPACITY)]);
+    let pod = child_group("map-monotonic");
+    let who = identity_of(&pod);
+    let (ip, port) = (addr.ip(), addr.port());
+    let mut seen = Vec::new();
+    for batch in 1..=BATCHES {
+        run_in_cgroup(
+            &pod,
+            &format!("for i in $(seq {BATCH}); do (exec 3<>/dev/tcp/{ip}/{port}); done"),
+        );
+        wait_accepted(&accepted, batch * BATCH);
+        let snapshot = agent
+            .snapshot(collector::agent::monotonic_ns())
+            .expect("snapshot");
+        let connections = snapshot
+            .workloads
+            .get(&who)
+            .and_then(|w| w.apiserver)
+            .map_or(0, |a| a.connections);
+        seen.push((connections, snapshot.collector.evictions[map::TRAFFIC]));
+    }
+    println!("connections total and TRAFFIC evictions after each batch: {seen:?}");
+    let evicted = seen.last().map_or(0, |&(_, e)| e);
+    assert!(
+        evicted >= BATCH * BATCHES - u64::from(TRAFFIC_CAPACITY),
+        "the map evicted {evicted} keys: the test must make it evict"
+    );
+    for pair in seen.windows(2) {
+        assert!(pair[1].0 >= pair[0].0, "a counter fell: {seen:?}");
+    }
+    assert_eq!(
+        seen.last().map(|&(c, _)| c),
+        Some(BATCH * BATCHES),
+        "every connection counted once"
+    );
+}

@@ -22,7 +22,7 @@ use collector_ebpf::program;
 use crate::require_root;
 
 /// The kernel programs: the collector attaches each one with a bpf link of its own.
-const PROGRAMS: [&str; 7] = [
+const PROGRAMS: [&str; 8] = [
     program::CONNECT4,
     program::CONNECT6,
     program::SENDMSG4,
@@ -30,8 +30,9 @@ const PROGRAMS: [&str; 7] = [
     program::SOCK_RELEASE,
     program::SKB_EGRESS,
     program::SKB_INGRESS,
+    program::EXEC,
 ];
-/// Their links' attach types (`enum bpf_attach_type` of linux/bpf.h), in order.
+/// The cgroup links' attach types (`enum bpf_attach_type` of linux/bpf.h), in order.
 const ATTACH_TYPES: [u32; 7] = [
     0,  // BPF_CGROUP_INET_INGRESS
     1,  // BPF_CGROUP_INET_EGRESS
@@ -231,12 +232,26 @@ fn stop_with(signal: libc::c_int, name: &str) {
             .map(|l| (l.id, l.program, l.attach_type))
             .collect::<Vec<_>>()
     );
+    let (cgroup_links, other_links): (Vec<&HeldLink>, Vec<&HeldLink>) =
+        held.links.iter().partition(|l| l.link_type == "cgroup");
     assert_eq!(
-        held.links.iter().map(|l| l.attach_type).collect::<Vec<_>>(),
+        cgroup_links
+            .iter()
+            .map(|l| l.attach_type)
+            .collect::<Vec<_>>(),
         ATTACH_TYPES,
         "{name}: one link per hook: {held:?}\n{log}"
     );
-    for link in &held.links {
+    // The exec tracepoint's: a perf event link (fdinfo shows no attach type for it).
+    assert_eq!(
+        other_links
+            .iter()
+            .map(|l| l.link_type.as_str())
+            .collect::<Vec<_>>(),
+        ["perf"],
+        "{name}: the exec tracepoint by a link of its own: {held:?}\n{log}"
+    );
+    for link in cgroup_links {
         assert_eq!(
             (link.link_type.as_str(), link.cgroup_id),
             ("cgroup", root_id),

@@ -10,6 +10,8 @@
 #[cfg(target_arch = "bpf")]
 mod dns;
 #[cfg(target_arch = "bpf")]
+mod exec;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod packet;
@@ -23,8 +25,8 @@ mod programs {
     use aya_ebpf::{
         EbpfContext as _,
         helpers::{bpf_get_socket_cookie, bpf_skb_cgroup_id},
-        macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr},
-        programs::{SkBuffContext, SockAddrContext, SockContext},
+        macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, tracepoint},
+        programs::{SkBuffContext, SockAddrContext, SockContext, TracePointContext},
     };
     use collector_ebpf::{
         Drop, EndpointKind, MapOp, SocketInfo, TlsCursor, TrafficKey,
@@ -32,7 +34,7 @@ mod programs {
     };
 
     use crate::{
-        dns, maps,
+        dns, exec, maps,
         packet::{self, Direction, IPPROTO_TCP},
         socket, tls,
     };
@@ -68,6 +70,12 @@ mod programs {
     pub fn headroom_sock_release(ctx: SockContext) -> i32 {
         let _ = socket::on_release(&ctx);
         ALLOW
+    }
+
+    #[tracepoint]
+    pub fn headroom_exec(ctx: TracePointContext) -> u32 {
+        let _ = exec::on_exec(&ctx);
+        0
     }
 
     #[cgroup_skb(egress)]

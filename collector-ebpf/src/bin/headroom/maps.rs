@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use collector_ebpf::{
-    Drop, EndpointKey, EndpointValue, MapOp, PORT_WORDS, SocketInfo, TrafficCounters, TrafficKey,
-    capacity,
+    Drop, EndpointKey, EndpointValue, ExecPath, MapOp, PORT_HALF_WORDS, PORT_WORDS, SocketInfo,
+    TrafficCounters, TrafficKey, capacity,
 };
 
 #[map]
@@ -36,6 +36,15 @@ pub static CLOSING: LruHashMap<u64, SocketInfo> =
 pub static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 
 #[map]
+pub static EXEC_PATHS: LruHashMap<u32, ExecPath> =
+    LruHashMap::with_max_entries(capacity::EXEC_PATHS, 0);
+
+/// Room to read an exec's path into before copying it to `EXEC_PATHS` (too big for the
+/// stack alongside the helper's frame). Not shared with user space.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecPath> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
 
 /// Whether some measured endpoint uses `port` (an array lookup the verifier inlines).
@@ -61,11 +70,28 @@ pub fn wakeup_flags() -> u64 {
     }
 }
 
-/// The kind of a measured endpoint, if `key` is one.
+/// Whether an any-address entry exists for `port` (the bitmap's second half).
+#[inline(always)]
+fn port_any_address(port: u16) -> bool {
+    PORTS
+        .get(PORT_HALF_WORDS + u32::from(port >> 6))
+        .is_some_and(|word| word & (1u64 << (port & 63)) != 0)
+}
+
+/// The kind of a measured endpoint, if `key` is one: its own entry, else the entry for
+/// every address at its port (DNS to any server on port 53).
 #[inline(always)]
 pub fn endpoint_kind(key: &EndpointKey) -> Option<u32> {
     // SAFETY: the value is plain data; a racing update only affects this one read.
-    unsafe { ENDPOINTS.get(key) }.map(|v| v.kind)
+    if let Some(v) = unsafe { ENDPOINTS.get(key) } {
+        return Some(v.kind);
+    }
+    if !port_any_address(key.port) {
+        return None;
+    }
+    let any = EndpointKey::any_address(key.port);
+    // SAFETY: as above.
+    unsafe { ENDPOINTS.get(any) }.map(|v| v.kind)
 }
 
 pub fn count_drop(what: Drop) {
