@@ -39,6 +39,9 @@ pub struct Reservation {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Ledger {
     entries: HashMap<WorkloadRef, Reservation>,
+    /// The newest measurement time expired against: a reservation it shows is not taken
+    /// back when another replica's list still holds it.
+    measured_at: Option<SystemTime>,
 }
 
 impl Ledger {
@@ -50,6 +53,12 @@ impl Ledger {
     /// admitted last stands.
     pub fn merge(&mut self, reservations: impl IntoIterator<Item = Reservation>) {
         for r in reservations {
+            if self
+                .measured_at
+                .is_some_and(|at| at >= r.admitted_at + SHOWS_AFTER)
+            {
+                continue;
+            }
             match self.entries.get(&r.workload) {
                 Some(have) if have.admitted_at >= r.admitted_at => {}
                 _ => {
@@ -61,6 +70,7 @@ impl Ledger {
 
     /// Drops the reservations the data measured at `measured_at` shows in full.
     pub fn expire(&mut self, measured_at: SystemTime) {
+        self.measured_at = Some(self.measured_at.map_or(measured_at, |m| m.max(measured_at)));
         self.entries
             .retain(|_, r| measured_at < r.admitted_at + SHOWS_AFTER);
     }

@@ -302,6 +302,7 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
             state.clone(),
             admitted,
             config.refresh,
+            true,
         ));
         let health = Arc::new(cluster::health());
         state.set_watches(health.clone());

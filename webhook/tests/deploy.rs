@@ -671,6 +671,7 @@ async fn rbac_grants_exactly_the_calls_the_webhook_makes() {
         state.clone(),
         admitted,
         Duration::from_millis(100),
+        false,
     ));
     share
         .send(webhook::reservation::Reservation {

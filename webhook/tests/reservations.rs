@@ -239,6 +239,7 @@ fn kube_replica(client: &kube::Client) -> Arc<State> {
         state.clone(),
         admitted,
         Duration::from_millis(50),
+        true,
     ));
     state
 }

@@ -21,14 +21,16 @@ use crate::{admission::State, budget::ControlPlaneBudget};
 const MAX_ATTEMPTS: usize = 5;
 
 /// Writes the reservations received on `admitted` into the named budget's status and reads
-/// everyone's back into `state`, every `every` and after each admission; runs until
-/// `admitted` closes.
+/// everyone's back into `state` after each admission, and every `every` while any are in
+/// force (to drop the old ones) — or always with `poll`, where no budget watch merges the
+/// others' into `state` ([`crate::cluster`]'s does); runs until `admitted` closes.
 pub async fn run(
     api: Api<ControlPlaneBudget>,
     name: String,
     state: Arc<State>,
     mut admitted: mpsc::UnboundedReceiver<Reservation>,
     every: Duration,
+    poll: bool,
 ) {
     let mut unwritten: Vec<Reservation> = Vec::new();
     let mut tick = tokio::time::interval(every);
@@ -43,6 +45,11 @@ pub async fn run(
         }
         while let Ok(r) = admitted.try_recv() {
             unwritten.push(r);
+        }
+        // Nothing to write or to clean up: the others' reservations arrive by the
+        // budget watch, not by polling.
+        if unwritten.is_empty() && state.reservations().is_empty() && !poll {
+            continue;
         }
         let keep = SHOWS_AFTER + Duration::from_secs(state.budget().spec.max_data_age_seconds);
         match sync(&api, &name, &unwritten, keep).await {

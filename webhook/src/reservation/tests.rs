@@ -45,6 +45,13 @@ fn a_reservation_lasts_until_the_data_covers_a_rate_window_after_it() {
     );
     ledger.expire(at(300));
     assert_eq!(ledger.pending_except(&web("b")), Load::ZERO);
+    // Another replica's list, not yet cleaned, does not bring it back.
+    ledger.merge([Reservation {
+        workload: web("a"),
+        load: requests(80.0),
+        admitted_at: at(0),
+    }]);
+    assert_eq!(ledger.pending_except(&web("b")), Load::ZERO);
 }
 
 #[test]
