@@ -11,22 +11,27 @@ use std::{
 };
 
 use collector::watch::Health;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::{
     budget::{ControlPlaneBudget, ControlPlaneBudgetSpec},
     decision::{self, Context, Decision, Outcome},
+    error::Error,
     inventory::Inventory,
     metrics::Metrics,
+    parents::{NoParents, ParentLookup},
     profile::Snapshot,
     reservation::{Ledger, Reservation},
     review::{
         self, MetadataIn, ObjectIn, RequestIn, ResponseOut, ReviewIn, ReviewOut, ScaleIn, StatusOut,
     },
-    workload::{Autoscalers, Kind, Spec, Workload},
+    workload::{Autoscalers, Kind, Spec, Workload, parse_json},
 };
+
+/// The `reason` of the fail-opens metric for an object the webhook cannot parse.
+pub const FAIL_OPEN_UNPARSEABLE: &str = "unparseable";
 
 /// A request the webhook cannot answer with a decision: HTTP 400 with this message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +73,7 @@ pub struct State {
     ledger: Arc<Mutex<Ledger>>,
     /// Where admitted increases go to be shared with the other replicas (`--kube`).
     share: OnceLock<mpsc::UnboundedSender<Reservation>>,
+    parents: RwLock<Arc<dyn ParentLookup>>,
     pub metrics: Metrics,
 }
 
@@ -99,6 +105,7 @@ impl State {
             inventory_listed: AtomicBool::new(true),
             ledger,
             share: OnceLock::new(),
+            parents: RwLock::new(Arc::new(NoParents)),
             metrics: Metrics::default(),
         }
     }
@@ -120,6 +127,11 @@ impl State {
     pub fn reservations(&self) -> Vec<Reservation> {
         let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
         ledger.reservations().cloned().collect()
+    }
+
+    /// Where `*/scale` reviews find their parent object (standalone: nowhere).
+    pub fn set_parents(&self, parents: Arc<dyn ParentLookup>) {
+        write(&self.parents, parents);
     }
 
     pub fn set_budget(&self, budget: Budget) {
@@ -273,31 +285,18 @@ impl State {
         let kind = supported_kind(&request)?;
         let scale = request.sub_resource.is_some();
         let namespace = request.namespace.as_deref().unwrap_or_default();
-        // Err(Ok(_)): the object is missing (400); Err(Err(_)): it is invalid (denied).
+        // Err(Ok(_)): the object is missing (400); Err(Err(_)): we cannot parse it.
         let read_object = |object: Option<&RawValue>, which: &str| {
             let object = object.ok_or_else(|| Ok(format!("request.{which} is missing")))?;
             let document = format!("request.{which}");
-            read_workload(kind, scale, &document, object.get(), namespace).map_err(Err)
+            read_workload(kind, scale, &document, object.get(), namespace)
+                .map_err(|e| Err(e.to_string()))
         };
         let workload = match read_object(request.object, "object") {
             Ok(w) => w,
             Err(Ok(missing)) => return Err(BadRequest(missing)),
-            Err(Err(invalid)) => {
-                self.metrics
-                    .record_decision(mode, Outcome::Denied.as_str(), kind.as_str());
-                let message = format!("headroom: invalid {} object: {invalid}", kind.as_str());
-                let status = StatusOut {
-                    code: 400,
-                    message: &message,
-                    reason: "BadRequest",
-                };
-                return Ok(respond(
-                    &request.uid,
-                    false,
-                    Some(status),
-                    &[],
-                    &BTreeMap::new(),
-                ));
+            Err(Err(unparseable)) => {
+                return Ok(self.unparseable(&request, mode, kind, &unparseable));
             }
         };
         let old = if update {
@@ -305,7 +304,14 @@ impl State {
                 Ok(w) => Some(w),
                 Err(Ok(missing)) => return Err(BadRequest(missing)),
                 // An old object we cannot read: evaluate as a create (the worst case).
-                Err(Err(_)) => None,
+                Err(Err(unparseable)) => {
+                    tracing::warn!(
+                        uid = %request.uid,
+                        error = %unparseable,
+                        "cannot parse oldObject; evaluating the change as a create"
+                    );
+                    None
+                }
             }
         } else {
             None
@@ -324,8 +330,25 @@ impl State {
                 &BTreeMap::new(),
             ));
         }
+        let (workload, old, unread_parent) = if scale {
+            self.with_parent(kind, workload, old)
+        } else {
+            (workload, old, None)
+        };
         let dry_run = request.dry_run.unwrap_or(false);
-        let decision = self.decide(&budget, &workload, old.as_ref(), dry_run);
+        let mut decision = self.decide(&budget, &workload, old.as_ref(), dry_run);
+        // Only where the parent could have changed the answer.
+        let judged = matches!(
+            decision.outcome,
+            Outcome::Allowed
+                | Outcome::Denied
+                | Outcome::Warned
+                | Outcome::Audited
+                | Outcome::Canary
+        );
+        if let Some(warning) = unread_parent.filter(|_| judged) {
+            decision.warnings.push(decision::fit_warning(&warning));
+        }
         self.metrics
             .record_decision(mode, decision.outcome.as_str(), kind.as_str());
         if let Some(reason) = decision.fail_open {
@@ -350,6 +373,57 @@ impl State {
             &decision.warnings,
             &decision.audit_annotations,
         ))
+    }
+
+    /// A `scale` review judged like its parent object with the replicas asked for; without
+    /// the parent, the Scale alone and a warning naming what was not checked.
+    fn with_parent(
+        &self,
+        kind: Kind,
+        scale: Workload,
+        old: Option<Workload>,
+    ) -> (Workload, Option<Workload>, Option<String>) {
+        let r = &scale.reference;
+        match read(&self.parents).parent(kind, &r.namespace, &r.name) {
+            Some(parent) => {
+                let old = old.map(|o| parent.with_replicas(o.replicas()));
+                (parent.with_replicas(scale.replicas()), old, None)
+            }
+            None => {
+                let warning = format!(
+                    "headroom: {r} not read for this scale: its annotations, image and strategy \
+                     were not checked"
+                );
+                (scale, old, Some(warning))
+            }
+        }
+    }
+
+    /// An object the API server accepted but we cannot parse: our defect, not the user's.
+    /// Allowed with a warning naming the field, in every mode, and counted as a fail-open.
+    fn unparseable(
+        &self,
+        request: &RequestIn<'_>,
+        mode: &'static str,
+        kind: Kind,
+        error: &str,
+    ) -> Vec<u8> {
+        tracing::warn!(
+            uid = %request.uid,
+            kind = kind.as_str(),
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            name = %request.name,
+            error,
+            "cannot parse the object; allowed unevaluated (fail-open)"
+        );
+        self.metrics
+            .record_decision(mode, Outcome::FailOpen.as_str(), kind.as_str());
+        self.metrics.record_fail_open(FAIL_OPEN_UNPARSEABLE);
+        let warnings = [decision::fit_warning(&format!(
+            "headroom: not evaluated, cannot parse {error}; allowed"
+        ))];
+        let audit = BTreeMap::from([(decision::AUDIT_FAIL_OPEN.to_owned(), error.to_owned())]);
+        respond(&request.uid, true, None, &warnings, &audit)
     }
 
     fn decide(
@@ -416,25 +490,36 @@ fn respond(
 }
 
 /// Reads the object of a request; objects may leave their namespace to the request.
-fn read_workload(
+pub(crate) fn read_workload(
     kind: Kind,
     scale: bool,
     document: &str,
     json: &str,
     namespace: &str,
-) -> Result<Workload, String> {
-    let invalid = |e: serde_json::Error| e.to_string();
+) -> Result<Workload, Error> {
     let metadata_of = |m: Option<MetadataIn>| {
         let m = m.unwrap_or_default();
         ObjectMeta {
             name: m.name,
             namespace: m.namespace.or_else(|| Some(namespace.to_owned())),
             annotations: m.annotations,
+            owner_references: m.owner_references.map(|owners| {
+                owners
+                    .into_iter()
+                    .map(|o| OwnerReference {
+                        api_version: o.api_version,
+                        kind: o.kind,
+                        name: o.name,
+                        controller: o.controller,
+                        ..OwnerReference::default()
+                    })
+                    .collect()
+            }),
             ..ObjectMeta::default()
         }
     };
     if scale {
-        let object: ScaleIn = serde_json::from_str(json).map_err(invalid)?;
+        let object: ScaleIn = parse_json(document, "", json)?;
         let replicas = object.spec.and_then(|s| s.replicas);
         Ok(Workload::from_scale_parts(
             kind,
@@ -442,7 +527,7 @@ fn read_workload(
             replicas,
         ))
     } else {
-        let object: ObjectIn<'_> = serde_json::from_str(json).map_err(invalid)?;
+        let object: ObjectIn<'_> = parse_json(document, "", json)?;
         let metadata = metadata_of(object.metadata);
         Workload::from_parts(
             kind,
@@ -450,33 +535,35 @@ fn read_workload(
             metadata,
             object.spec.map(|s| Spec::Raw(s.get())),
         )
-        .map_err(|e| e.to_string())
     }
 }
 
-const SUPPORTED: &str = "apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet, batch/v1 Job, \
+pub(crate) const SUPPORTED: &str = "apps/v1 Deployment, StatefulSet, DaemonSet, ReplicaSet, batch/v1 Job, \
                          CronJob, and the scale subresource of deployments, statefulsets, \
                          replicasets";
 
-fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
-    let unsupported = |what: String| {
+pub(crate) fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
+    request_kind(request).map_err(|what| {
         BadRequest(format!(
             "unsupported {what}: headroom evaluates {SUPPORTED}"
         ))
-    };
+    })
+}
+
+/// The workload kind a request is about, or what it is about instead (`kind core/v1 Pod`).
+pub(crate) fn request_kind(request: &RequestIn<'_>) -> Result<Kind, String> {
     match request.sub_resource.as_deref() {
         Some("scale") => {
             if request.resource.group != "apps" {
-                return Err(unsupported(format!(
+                return Err(format!(
                     "resource {}/{}/scale",
                     request.resource.group, request.resource.resource
-                )));
+                ));
             }
-            Kind::from_scalable_resource(&request.resource.resource).ok_or_else(|| {
-                unsupported(format!("resource apps/{}/scale", request.resource.resource))
-            })
+            Kind::from_scalable_resource(&request.resource.resource)
+                .ok_or_else(|| format!("resource apps/{}/scale", request.resource.resource))
         }
-        Some(other) => Err(unsupported(format!("subresource {other}"))),
+        Some(other) => Err(format!("subresource {other}")),
         None => {
             let gvk = &request.kind;
             let kind = Kind::from_kind(&gvk.kind);
@@ -493,10 +580,7 @@ fn supported_kind(request: &RequestIn<'_>) -> Result<Kind, BadRequest> {
                     } else {
                         &gvk.group
                     };
-                    Err(unsupported(format!(
-                        "kind {group}/{} {}",
-                        gvk.version, gvk.kind
-                    )))
+                    Err(format!("kind {group}/{} {}", gvk.version, gvk.kind))
                 }
             }
         }

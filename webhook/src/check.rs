@@ -1,4 +1,5 @@
-//! The offline check: evaluates the workloads in manifest files as creates, for CI.
+//! The offline check: evaluates the workloads in manifest files as creates, and
+//! AdmissionReview bodies as the webhook would, for CI.
 
 use std::path::{Path, PathBuf};
 
@@ -12,8 +13,12 @@ use crate::{
     inventory::Inventory,
     load::Load,
     profile::Snapshot,
+    review,
     workload::{Autoscalers, Kind, Workload},
 };
+
+mod reviews;
+use reviews::Judged;
 
 /// Exit codes of `headroom-webhook check`.
 pub const EXIT_ALLOWED: u8 = 0;
@@ -136,15 +141,43 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Documents of kinds the webhook does not evaluate (Service, ConfigMap, …).
     pub skipped: usize,
+    /// Why each skipped document was skipped: `m.yaml document 1: kind Service`.
+    pub skipped_documents: Vec<String>,
 }
 
 impl Report {
+    /// 0: everything judged was allowed; 1: something was denied; 2: nothing was judged.
     pub fn exit_code(&self) -> u8 {
-        if self.findings.iter().all(|f| f.allowed) {
+        if self.findings.is_empty() {
+            EXIT_BAD_INPUT
+        } else if self.findings.iter().all(|f| f.allowed) {
             EXIT_ALLOWED
         } else {
             EXIT_DENIED
         }
+    }
+
+    /// When no document was a workload the check judges, why: a CI job given the wrong
+    /// file must not pass silently.
+    pub fn nothing_judged(&self) -> Option<String> {
+        if !self.findings.is_empty() {
+            return None;
+        }
+        let seen = if self.skipped_documents.is_empty() {
+            "no documents".to_owned()
+        } else {
+            self.skipped_documents.join("; ")
+        };
+        Some(format!(
+            "nothing to check: no document is a workload headroom evaluates ({seen}). It \
+             evaluates {}, as manifests or AdmissionReview v1 bodies",
+            crate::admission::SUPPORTED
+        ))
+    }
+
+    fn skip(&mut self, d: &Document, why: String) {
+        self.skipped += 1;
+        self.skipped_documents.push(format!("{}: {why}", d.origin));
     }
 
     pub fn to_table(&self) -> String {
@@ -248,11 +281,22 @@ pub fn check(
         ..snapshot.clone()
     };
     for d in documents {
-        let Some(kind) = Kind::from_kind(&kind_of(d)?) else {
-            report.skipped += 1;
-            continue;
+        let kind = kind_of(d)?;
+        let judged = match Kind::from_kind(&kind) {
+            _ if kind == review::KIND => reviews::read(d)?,
+            Some(kind) => Judged::Workload(
+                Box::new(Workload::from_value(kind, &d.origin, with_namespace(d))?),
+                None,
+            ),
+            None => Judged::Skipped(format!("kind {kind}")),
         };
-        let workload = Workload::from_value(kind, &d.origin, with_namespace(d))?;
+        let (workload, old) = match judged {
+            Judged::Workload(workload, old) => (workload, old),
+            Judged::Skipped(why) => {
+                report.skip(d, why);
+                continue;
+            }
+        };
         let ctx = Context {
             budget_name: &budget_name,
             budget: &budget.spec,
@@ -263,7 +307,7 @@ pub fn check(
             autoscalers: &autoscalers,
             pending,
         };
-        let decision = decision::decide(&workload, None, &ctx);
+        let decision = decision::decide(&workload, old.as_deref(), &ctx);
         if decision.outcome == Outcome::Allowed
             && let Some(e) = &decision.evaluation
         {

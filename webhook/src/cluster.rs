@@ -212,6 +212,7 @@ pub async fn run(
     every: Duration,
     backoff: BackoffConfig,
 ) {
+    state.set_parents(Arc::new(crate::parents::Reflected::spawn(&client, backoff)));
     let nodes_state = state.clone();
     tokio::spawn(follow(
         nodes(client.clone(), health.clone(), backoff),

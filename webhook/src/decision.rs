@@ -6,13 +6,14 @@ use std::{collections::BTreeMap, time::Duration};
 use serde::Deserialize;
 
 use crate::{
+    advice::{self, Advice, Change, SafeChange},
     budget::{BREAK_GLASS_ANNOTATION, ControlPlaneBudgetSpec, DECLARED_PROFILE_ANNOTATION, Mode},
     freshness::{self, DataGap, FailOpenReason},
     inventory::Inventory,
     load::{Dimension, Load},
     profile::{PerPod, Provenance, Snapshot},
     projection::{self, Check, PodCost, Projection, Violation},
-    workload::{Autoscalers, Kind, Size, Workload},
+    workload::{Autoscalers, Size, Workload},
 };
 
 /// Kubernetes truncates longer warnings; the issue asks for ≤ 120 characters.
@@ -41,6 +42,8 @@ pub enum Outcome {
     NoAddedLoad,
     /// Unmeasured, within the canary size.
     Canary,
+    /// Created by a controller that was judged for these pods (a Deployment's ReplicaSet).
+    OwnerJudged,
     /// No or stale profile data: allowed with a warning.
     FailOpen,
 }
@@ -56,6 +59,7 @@ impl Outcome {
             Outcome::Exempt => "exempt",
             Outcome::NoAddedLoad => "no_added_load",
             Outcome::Canary => "canary",
+            Outcome::OwnerJudged => "owner_judged",
             Outcome::FailOpen => "fail_open",
         }
     }
@@ -72,6 +76,8 @@ pub struct Evaluation {
     pub cost: PodCost,
     pub projection: Projection,
     pub violations: Vec<Violation>,
+    /// The largest safe changes, each checked by projecting it again (empty when allowed).
+    pub safe_changes: Vec<SafeChange>,
     pub suggestion: Option<String>,
 }
 
@@ -179,10 +185,29 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             Vec::new(),
         );
     }
-    if old.is_some() && starts == 0 && pods <= old_pods {
+    if let Some(owner) = &workload.judged_owner {
+        return decision(
+            Outcome::OwnerJudged,
+            format!("controlled by {owner}, which was judged for these pods"),
+            Vec::new(),
+        );
+    }
+    // No pods added and none restarted, or no pods added and the pod template unchanged
+    // (a CronJob suspended, a label changed): nothing to evaluate.
+    if let Some(old) = old
+        && pods <= old_pods
+        && (starts == 0 || !workload.template_changed(old))
+    {
         return decision(
             Outcome::NoAddedLoad,
-            format!("{pods} pods (was {old_pods}), none starting: adds no load"),
+            format!(
+                "{pods} pods (was {old_pods}), {}: adds no load",
+                if workload.template_changed(old) {
+                    "none starting"
+                } else {
+                    "pod template unchanged"
+                }
+            ),
             Vec::new(),
         );
     }
@@ -233,16 +258,25 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
         return unmeasured(workload, pods, ctx, decision, warnings, Some(left));
     }
 
-    let cost = PodCost {
-        steady: per_pod.steady,
-        startup: per_pod.startup,
+    let change = Change {
+        workload,
+        old,
+        old_pods,
+        base: projection::base_load(
+            snapshot.totals,
+            snapshot.current_share(reference),
+            ctx.pending,
+        ),
+        cost: PodCost {
+            steady: per_pod.steady,
+            startup: per_pod.startup,
+        },
+        pods,
+        starts,
+        autoscaled: hpa_max.is_some(),
     };
-    let base = projection::base_load(
-        snapshot.totals,
-        snapshot.current_share(reference),
-        ctx.pending,
-    );
-    let projection = projection::project(base, cost, pods, starts);
+    let cost = change.cost;
+    let projection = change.projection();
     let violations = projection::violations(&projection, ctx.budget);
     let provenance = per_pod.provenance;
     if violations.is_empty() {
@@ -258,12 +292,28 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             cost,
             projection,
             violations,
+            safe_changes: Vec::new(),
             suggestion: None,
         });
         return d;
     }
 
-    let suggestion = suggest(workload, old, old_pods, &projection, cost, ctx.budget);
+    let safe_changes = advice::safe_changes(&change, ctx.budget);
+    let suggestion = (!safe_changes.is_empty()).then(|| {
+        safe_changes
+            .iter()
+            .map(|safe| {
+                Advice {
+                    safe,
+                    workload,
+                    cost,
+                    pods,
+                }
+                .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("; or ")
+    });
     let message = over_budget_message(
         workload,
         ctx,
@@ -298,6 +348,7 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
         cost,
         projection,
         violations,
+        safe_changes,
         suggestion,
     });
     d
@@ -423,61 +474,6 @@ fn tightest(p: &Projection, budget: &ControlPlaneBudgetSpec) -> String {
         ),
         None => "no limits".to_owned(),
     }
-}
-
-/// The largest change that fits: replicas, or how many pods may start at once.
-fn suggest(
-    workload: &Workload,
-    old: Option<&Workload>,
-    old_pods: u64,
-    p: &Projection,
-    cost: PodCost,
-    budget: &ControlPlaneBudgetSpec,
-) -> Option<String> {
-    let starts_for = |n: u64| workload.concurrent_starts(old, n, old_pods);
-    let max_pods = projection::max_pods(p.base, cost, p.pods, starts_for, budget);
-    let max_starts = projection::max_starts(p.base, cost, p.pods, budget);
-    let per_node = workload.size == Size::PerNode;
-    let mut parts = Vec::new();
-    if let Some(k) = max_starts {
-        parts.push(match (per_node, old.is_some(), workload.kind) {
-            (true, true, _) => format!("updateStrategy.rollingUpdate.maxUnavailable ≤ {k}"),
-            (true, false, _) => format!(
-                "roll out in stages of ≤ {k} nodes (a nodeSelector matching {k} nodes, then widen)"
-            ),
-            (false, true, Kind::Deployment) => {
-                format!("a staged rollout with maxSurge + maxUnavailable ≤ {k}")
-            }
-            (false, _, _) => format!("create {k} replicas, then scale up in steps of ≤ {k}"),
-        });
-    }
-    if max_pods > 0 && (old.is_none() || max_pods > old_pods) && max_pods < p.pods {
-        parts.push(if per_node {
-            format!("at most {max_pods} nodes (narrow the nodeSelector)")
-        } else {
-            format!("replicas ≤ {max_pods}")
-        });
-    }
-    if max_starts.is_none() {
-        let per_pod: Vec<String> = projection::max_per_pod_steady(p.base, p.pods, budget)
-            .into_iter()
-            .filter(|(d, max)| cost.steady.get(*d) > *max)
-            .map(|(d, max)| format!("{} ≤ {}", d, d.format(max)))
-            .collect();
-        if !per_pod.is_empty() {
-            let hint = if per_node {
-                " (e.g. a node-scoped watch)"
-            } else {
-                ""
-            };
-            parts.push(format!(
-                "cut the per-pod steady cost at {} pods to {}{hint}",
-                p.pods,
-                per_pod.join(", ")
-            ));
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join("; or "))
 }
 
 fn over_budget_message(

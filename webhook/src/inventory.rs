@@ -104,7 +104,9 @@ impl Inventory {
             .iter()
             .flatten()
             .cloned()
-            .chain(daemonset_default_tolerations())
+            .chain(daemonset_default_tolerations(
+                spec.host_network.unwrap_or(false),
+            ))
             .collect();
         self.groups
             .iter()
@@ -116,8 +118,10 @@ impl Inventory {
     }
 }
 
-/// Tolerations the DaemonSet controller adds to every DaemonSet pod.
-fn daemonset_default_tolerations() -> impl Iterator<Item = Toleration> {
+/// Tolerations the DaemonSet controller adds to every DaemonSet pod (Kubernetes'
+/// `AddOrUpdateDaemonPodTolerations`), with network-unavailable for hostNetwork pods only.
+fn daemonset_default_tolerations(host_network: bool) -> impl Iterator<Item = Toleration> {
+    let network = host_network.then_some(("node.kubernetes.io/network-unavailable", "NoSchedule"));
     [
         ("node.kubernetes.io/not-ready", "NoExecute"),
         ("node.kubernetes.io/unreachable", "NoExecute"),
@@ -127,6 +131,7 @@ fn daemonset_default_tolerations() -> impl Iterator<Item = Toleration> {
         ("node.kubernetes.io/unschedulable", "NoSchedule"),
     ]
     .into_iter()
+    .chain(network)
     .map(|(key, effect)| Toleration {
         key: Some(key.to_owned()),
         operator: Some("Exists".to_owned()),
@@ -209,9 +214,10 @@ fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
         return false;
     }
     let key = tol.key.as_deref().unwrap_or("");
-    match tol.operator.as_deref().unwrap_or("Equal") {
+    // An empty or absent operator means Equal, as in the API.
+    match tol.operator.as_deref().unwrap_or_default() {
         "Exists" => key.is_empty() || key == taint.key,
-        "Equal" => {
+        "Equal" | "" => {
             key == taint.key
                 && tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
         }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod advice;
 pub mod budget;
 pub mod capacity;
 pub mod check;
@@ -19,6 +20,7 @@ pub mod http_client;
 pub mod inventory;
 pub mod load;
 pub mod metrics;
+pub mod parents;
 pub mod profile;
 pub mod projection;
 pub mod prometheus_rules;

@@ -194,6 +194,9 @@ fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&report).context("serialising the report")?
         ),
     }
+    if let Some(why) = report.nothing_judged() {
+        eprintln!("error: {why}");
+    }
     Ok(ExitCode::from(report.exit_code()))
 }
 

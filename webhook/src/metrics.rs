@@ -21,7 +21,7 @@ pub struct DecisionLabels {
     /// The budget's mode: Enforce, Warn or Audit.
     pub mode: &'static str,
     /// The outcome: allowed, denied, warned, audited, break_glass, exempt, no_added_load,
-    /// canary, fail_open.
+    /// canary, fail_open, owner_judged.
     pub result: &'static str,
     /// Workload kind (Deployment, …; `other` for deletes of other kinds).
     pub kind: &'static str,
@@ -29,7 +29,8 @@ pub struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailOpenLabels {
-    /// `stale` or `missing` (profile data), `inventory` (nodes not listed yet).
+    /// `stale` or `missing` (profile data), `inventory` (nodes not listed yet),
+    /// `unparseable` (an object the webhook could not read).
     pub reason: &'static str,
 }
 

@@ -75,6 +75,21 @@ pub struct MetadataIn {
     pub namespace: Option<String>,
     #[serde(default)]
     pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "ownerReferences")]
+    pub owner_references: Option<Vec<OwnerIn>>,
+}
+
+/// The parts of an owner reference the webhook reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct OwnerIn {
+    #[serde(default, rename = "apiVersion")]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub controller: Option<bool>,
 }
 
 /// A workload object: metadata, and the spec left raw.

@@ -10,8 +10,7 @@ use std::{
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, State as AxumState},
+    extract::{DefaultBodyLimit, Request, State as AxumState},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -35,6 +34,9 @@ use crate::{
     sources::Source,
     tls::{self, ReloadingCert},
 };
+
+mod body;
+use body::BodyError;
 
 /// Largest AdmissionReview body accepted (an object and its old version, each ≤ 1.5 MiB in
 /// etcd, plus the review around them).
@@ -91,11 +93,31 @@ pub fn admission_router(state: Arc<State>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/", post(validate))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The handler reads the body with its own limit (see `body`).
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
-async fn validate(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
+async fn validate(AxumState(state): AxumState<Arc<State>>, request: Request) -> Response {
+    let http2 = request.version() == axum::http::Version::HTTP_2;
+    let body = match body::read_limited(request.into_body(), MAX_BODY_BYTES, http2).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            let message = format!(
+                "request body is over {MAX_BODY_BYTES} bytes: not an AdmissionReview the API \
+                 server sends\n"
+            );
+            return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        }
+        Err(BodyError::Read(e)) => {
+            tracing::debug!(error = %e, "reading the request body failed");
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}\n"),
+            )
+                .into_response();
+        }
+    };
     match state.review(&body) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(BadRequest(message)) => {

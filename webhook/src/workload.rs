@@ -114,13 +114,68 @@ pub struct Workload {
     pub rollout: Rollout,
     /// Whether pods start all at once on create (false: OrderedReady StatefulSet).
     pub create_all_at_once: bool,
+    /// The controller that owns this object and was judged for its pods (`Deployment web`
+    /// for a Deployment's ReplicaSet, `CronJob report` for a scheduled Job).
+    pub judged_owner: Option<String>,
 }
 
-fn parse_typed<T: DeserializeOwned>(document: &str, value: serde_json::Value) -> Result<T, Error> {
-    serde_json::from_value(value).map_err(|e| Error::InvalidWorkload {
+/// The owner whose judgement covers an object of `kind`: any controller of a ReplicaSet
+/// (a Deployment, or an operator's own controller), the CronJob of a Job.
+fn judged_owner(kind: Kind, metadata: &ObjectMeta) -> Option<String> {
+    let owner = metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))?;
+    let covered = match kind {
+        Kind::ReplicaSet => true,
+        Kind::Job => owner.kind == "CronJob" && owner.api_version.starts_with("batch/"),
+        _ => false,
+    };
+    covered.then(|| format!("{} {}", owner.kind, owner.name))
+}
+
+fn parse_typed<T: DeserializeOwned>(
+    document: &str,
+    at: &str,
+    value: serde_json::Value,
+) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|e| field_error(document, at, &e))
+}
+
+/// Parses JSON text found at `at` (`spec`, `""` for a whole object) of `document`; an error
+/// names the field that failed (`field `spec.replicas`: invalid type: …`).
+pub fn parse_json<'a, T: Deserialize<'a>>(
+    document: &str,
+    at: &str,
+    text: &'a str,
+) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(document, at, &e))?;
+    de.end().map_err(|e| Error::InvalidWorkload {
         document: document.to_owned(),
         message: e.to_string(),
-    })
+    })?;
+    Ok(value)
+}
+
+fn field_error(
+    document: &str,
+    at: &str,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> Error {
+    let path = e.path().to_string();
+    let field = match (at, path.as_str()) {
+        ("", ".") => String::new(),
+        (at, ".") => format!("field `{at}`: "),
+        ("", path) => format!("field `{path}`: "),
+        (at, path) => format!("field `{at}.{path}`: "),
+    };
+    Error::InvalidWorkload {
+        document: document.to_owned(),
+        message: format!("{field}{}", e.inner()),
+    }
 }
 
 /// An object's `spec`: parsed JSON (manifests) or raw JSON text (admission requests).
@@ -198,6 +253,8 @@ struct PodSpecIn {
     tolerations: Option<Vec<Toleration>>,
     #[serde(default)]
     containers: Option<Vec<ContainerIn>>,
+    #[serde(default)]
+    host_network: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,7 +281,7 @@ impl Workload {
                     message: "missing field `metadata`".to_owned(),
                 });
             }
-            Some(metadata) => parse_typed(document, metadata)?,
+            Some(metadata) => parse_typed(document, "metadata", metadata)?,
         };
         let spec = match value.get_mut("spec").map(serde_json::Value::take) {
             None | Some(serde_json::Value::Null) => None,
@@ -245,15 +302,11 @@ impl Workload {
             document: document.to_owned(),
             message: format!("missing field `{field}`"),
         };
-        let invalid = |e: serde_json::Error| Error::InvalidWorkload {
-            document: document.to_owned(),
-            message: e.to_string(),
-        };
         let text = match spec.ok_or_else(|| missing("spec"))? {
             Spec::Raw(text) => std::borrow::Cow::Borrowed(text),
             Spec::Value(value) => std::borrow::Cow::Owned(value.to_string()),
         };
-        let spec: SpecIn<'_> = serde_json::from_str(&text).map_err(invalid)?;
+        let spec: SpecIn<'_> = parse_json(document, "spec", &text)?;
         // The API server would not accept these absent or empty; the projection needs them.
         let selector_ok = |s: &Option<LabelSelector>| {
             s.as_ref().is_some_and(|s| {
@@ -340,7 +393,7 @@ impl Workload {
             }
         };
         let template_raw = template_raw.ok_or_else(|| missing(template_field))?;
-        let template: TemplateIn = serde_json::from_str(template_raw.get()).map_err(invalid)?;
+        let template: TemplateIn = parse_json(document, template_field, template_raw.get())?;
         let pod = template.spec.unwrap_or_default();
         let containers = pod.containers.unwrap_or_default();
         if containers.is_empty() {
@@ -350,10 +403,13 @@ impl Workload {
             node_selector: pod.node_selector,
             affinity: pod.affinity,
             tolerations: pod.tolerations,
+            host_network: pod.host_network,
             ..PodSpec::default()
         };
+        let judged_owner = judged_owner(kind, &metadata);
         Ok(Workload {
             kind,
+            judged_owner,
             reference: WorkloadRef {
                 namespace: metadata.namespace.unwrap_or_default(),
                 kind: kind.as_str().to_owned(),
@@ -375,7 +431,7 @@ impl Workload {
         document: &str,
         value: serde_json::Value,
     ) -> Result<Workload, Error> {
-        let scale: Scale = parse_typed(document, value)?;
+        let scale: Scale = parse_typed(document, "", value)?;
         let replicas = scale.spec.and_then(|s| s.replicas);
         Ok(Self::from_scale_parts(kind, scale.metadata, replicas))
     }
@@ -397,6 +453,24 @@ impl Workload {
             // Scaling starts all added pods; without the object we assume the worst.
             rollout: Rollout::None,
             create_all_at_once: true,
+            judged_owner: None,
+        }
+    }
+
+    /// The replicas a `scale` request asks for (0 for a per-node workload).
+    pub fn replicas(&self) -> u64 {
+        match self.size {
+            Size::Replicas(n) => n,
+            Size::PerNode => 0,
+        }
+    }
+
+    /// This object with `replicas` replicas, as a `scale` request of it reads: everything
+    /// else (annotations, image, template, strategy) unchanged.
+    pub fn with_replicas(&self, replicas: u64) -> Workload {
+        Workload {
+            size: Size::Replicas(replicas),
+            ..self.clone()
         }
     }
 
@@ -415,19 +489,27 @@ impl Workload {
     /// Pods that start at once when this object replaces `old` (or is created, `old` =
     /// `None`), running `pods` pods where `old` ran `old_pods`.
     pub fn concurrent_starts(&self, old: Option<&Workload>, pods: u64, old_pods: u64) -> u64 {
+        self.concurrent_starts_with(&self.rollout, old, pods, old_pods)
+    }
+
+    /// [`Self::concurrent_starts`] had the object asked for `rollout` instead of its own.
+    pub fn concurrent_starts_with(
+        &self,
+        rollout: &Rollout,
+        old: Option<&Workload>,
+        pods: u64,
+        old_pods: u64,
+    ) -> u64 {
         let Some(old) = old else {
-            return if self.create_all_at_once || self.rollout == Rollout::EveryRun {
+            return if self.create_all_at_once || *rollout == Rollout::EveryRun {
                 pods
             } else {
                 pods.min(1)
             };
         };
         let added = pods.saturating_sub(old_pods);
-        let template_changed = match (&self.template_text, &old.template_text) {
-            (Some(new), Some(old)) => new != old,
-            _ => false,
-        };
-        let batch = match &self.rollout {
+        let template_changed = self.template_changed(old);
+        let batch = match rollout {
             Rollout::EveryRun => pods,
             _ if !template_changed => 0,
             Rollout::Recreate => pods,
@@ -444,12 +526,21 @@ impl Workload {
             Rollout::OneAtATime => 1,
             Rollout::OnDelete | Rollout::None => 0,
         };
-        let added_at_once = if self.rollout == Rollout::OneAtATime {
+        let added_at_once = if *rollout == Rollout::OneAtATime {
             added.min(1)
         } else {
             added
         };
         (batch + added_at_once).min(pods)
+    }
+
+    /// Whether the pod template differs from `old`'s. A `scale` request carries no template:
+    /// it changes only replicas.
+    pub fn template_changed(&self, old: &Workload) -> bool {
+        match (&self.template_text, &old.template_text) {
+            (Some(new), Some(old)) => new != old,
+            _ => false,
+        }
     }
 
     /// The value of the break-glass annotation, if it has a reason.

@@ -399,3 +399,97 @@ fn serve_fails_fast_on_bad_flags_and_files() {
         "{stderr}"
     );
 }
+
+fn demo_review(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("demo/reviews")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn admission_review_bodies_are_judged_like_the_webhook_does() {
+    let out = check(
+        &demo_review("daemonset-agent-create.json"),
+        "profiles-outage.json",
+        "5000",
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("DaemonSet monitoring/agent  5000  5000    denied"),
+        "{stdout}"
+    );
+
+    let out = check(
+        &demo_review("deployment-web-create.json"),
+        "profiles-outage.json",
+        "5000",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // An UPDATE of deployments/scale, 3 → 1000: judged against its oldObject.
+    let out = check(
+        &demo_review("deployment-web-scale-1000.json"),
+        "profiles-outage.json",
+        "100",
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("1000 pods, 997 starting at once"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn nothing_to_judge_exits_2_with_the_reason() {
+    let dir = temp_dir("cli-nothing");
+    let service = write(
+        &dir,
+        "service.yaml",
+        WEB_AND_DB.split("---").next().expect("first document"),
+    );
+    let out = check(&service, "profiles-outage.json", "3", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: nothing to check: no document is a workload headroom evaluates \
+             ({service} document 1: kind Service). It evaluates apps/v1 Deployment"
+        )),
+        "{stderr}"
+    );
+
+    // A recorded review turned into a DELETE adds no load: nothing judged either.
+    let mut review: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(demo_review("deployment-web-create.json")).expect("review"),
+    )
+    .expect("JSON");
+    review["request"]["operation"] = "DELETE".into();
+    review["request"]["oldObject"] = review["request"]["object"].take();
+    let delete = write(&dir, "delete.json", &review.to_string());
+    let out = check(&delete, "profiles-outage.json", "3", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&format!("{delete} document 1: AdmissionReview DELETE")),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // …and a review of a kind headroom does not evaluate.
+    review["request"]["operation"] = "CREATE".into();
+    review["request"]["kind"] = serde_json::json!({"group": "", "version": "v1", "kind": "Pod"});
+    let pod = write(&dir, "pod.json", &review.to_string());
+    let out = check(&pod, "profiles-outage.json", "3", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("AdmissionReview of kind core/v1 Pod"),
+        "{}",
+        text(&out.stderr)
+    );
+}

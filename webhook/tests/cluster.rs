@@ -2,7 +2,8 @@
 //! nodes, HPAs and the ControlPlaneBudget land in the state; the budget status is patched;
 //! a LIST refused with 403 backs off to minutes (counted on tokio's paused clock), is
 //! logged once and keeps the webhook not ready; a server without `autoscaling/v2` is
-//! worked around, said once and re-checked rarely.
+//! worked around, said once and re-checked rarely; a `*/scale` review is judged like its
+//! parent once the parent's watch has it.
 
 mod support;
 
@@ -35,6 +36,9 @@ use webhook::{
 const NODES: &str = "/api/v1/nodes";
 const HPAS: &str = "/apis/autoscaling/v2/horizontalpodautoscalers";
 const BUDGETS: &str = "/apis/headroom.dev/v1alpha1/controlplanebudgets";
+const DEPLOYMENTS: &str = "/apis/apps/v1/deployments";
+const STATEFULSETS: &str = "/apis/apps/v1/statefulsets";
+const REPLICASETS: &str = "/apis/apps/v1/replicasets";
 
 fn list(api_version: &str, kind: &str, items: Value) -> String {
     json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "7"}, "items": items})
@@ -112,6 +116,14 @@ impl Script {
         script.set(HPAS, Ok(hpas));
         script.set("/apis/autoscaling/v2", Ok(discovery.to_string()));
         script.set(BUDGETS, Ok(budgets));
+        // The parents of scale reviews: none yet.
+        for (path, kind) in [
+            (DEPLOYMENTS, "DeploymentList"),
+            (STATEFULSETS, "StatefulSetList"),
+            (REPLICASETS, "ReplicaSetList"),
+        ] {
+            script.set(path, Ok(list("apps/v1", kind, json!([]))));
+        }
         script
     }
 
@@ -528,4 +540,56 @@ async fn an_unavailable_api_server_is_retried_within_thirty_seconds_and_recovery
         .filter(|l| l.contains("the nodes watch works again"))
         .collect();
     assert_eq!(back.len(), 1, "{back:?}");
+}
+
+#[tokio::test]
+async fn a_scale_review_is_judged_like_the_parent_the_watch_has() {
+    let script = Script::healthy();
+    // The recorded StatefulSet, with a break-glass annotation, as the list returns it.
+    let mut db = support::fixture("statefulset-db.yaml");
+    db["metadata"]["resourceVersion"] = json!("8");
+    db["metadata"]["annotations"] = json!({"headroom.dev/break-glass": "INC-3: failover"});
+    db["status"] = json!({"replicas": 3});
+    script.set(
+        STATEFULSETS,
+        Ok(list("apps/v1", "StatefulSetList", json!([db]))),
+    );
+    let state = start(script.serve().await);
+    let answer = |name: &str| -> Value {
+        let review = support::Review::scale_of("statefulsets", "default", name, 3, 30).build();
+        let body = state
+            .review(&serde_json::to_vec(&review).expect("JSON"))
+            .expect("an answer");
+        serde_json::from_slice::<Value>(&body).expect("JSON")["response"].clone()
+    };
+    // Once the parent watch has listed, the StatefulSet is judged with its annotation.
+    let break_glass = json!(["headroom: budget not checked, break-glass: INC-3: failover"]);
+    let mut r = answer("db");
+    for _ in 0..100 {
+        if r["warnings"] == break_glass {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = answer("db");
+    }
+    assert_eq!(r["allowed"], true, "{r}");
+    assert_eq!(r["warnings"], break_glass);
+    assert_eq!(
+        script.lists_of(STATEFULSETS, Instant::now()),
+        1,
+        "one LIST, then the watch"
+    );
+
+    // A StatefulSet the watch does not have: the Scale alone (unmeasured, over the canary
+    // size; the cluster's budget is in Warn mode), and the answer says what was not read.
+    let r = answer("other");
+    assert_eq!(
+        r["warnings"],
+        json!([
+            "headroom: allowed (Warn): unmeasured, 30 pods > canary size 3",
+            "headroom: StatefulSet default/other not read for this scale: its annotations, \
+             image and strategy were not checked"
+        ]),
+        "{r}"
+    );
 }

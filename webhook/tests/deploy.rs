@@ -528,6 +528,20 @@ fn answer(method: &Method, path: &str, query: &str, budget: &Value) -> Response 
                                   "namespaced": true, "kind": "HorizontalPodAutoscaler",
                                   "verbs": ["list", "watch"]}]}),
         ),
+        // The parents of scale reviews.
+        ("GET", p) if p.starts_with("/apis/apps/v1/") => {
+            let kind = match &p["/apis/apps/v1/".len()..] {
+                "deployments" => "DeploymentList",
+                "statefulsets" => "StatefulSetList",
+                "replicasets" => "ReplicaSetList",
+                other => panic!("unexpected apps/v1 resource {other}"),
+            };
+            json_body(
+                StatusCode::OK,
+                json!({"apiVersion": "apps/v1", "kind": kind,
+                       "metadata": {"resourceVersion": "7"}, "items": []}),
+            )
+        }
         ("GET", "/apis/autoscaling/v2/horizontalpodautoscalers") => json_body(
             StatusCode::OK,
             json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList",
@@ -708,7 +722,8 @@ async fn rbac_grants_exactly_the_calls_the_webhook_makes() {
         let watches = used.iter().filter(|(_, _, v)| v == "watch").count();
         let patched = used.iter().any(|(_, _, v)| v == "patch");
         let updated = used.iter().any(|(_, _, v)| v == "update");
-        if watches == 3 && patched && updated {
+        // Nodes, HPAs, budgets; Deployments, StatefulSets, ReplicaSets (scale parents).
+        if watches == 6 && patched && updated {
             break used;
         }
         assert!(

@@ -4,6 +4,7 @@ use super::*;
 use crate::{
     budget::Limits,
     profile::{ProfileItem, WorkloadRef},
+    workload::Kind,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -209,8 +210,14 @@ fn outage_shape_daemonset_on_5000_nodes_is_denied_with_numbers() {
         m.contains("steady 50.0 KiB + startup 5.0 MiB per pod"),
         "{m}"
     );
-    // Per-pod room: min(200 MiB − 20 MiB, 100 MiB) / 5000 = 20.5 KiB.
-    assert!(m.contains("apiserver received bytes/s ≤ 20.5 KiB"), "{m}");
+    // A per-pod cost that fits steady, peak and share together: peak binds,
+    // 20 MiB + 5000 × f × (50 KiB + 5 MiB) ≤ 400 MiB → f ≤ 0.01505.
+    assert!(
+        m.contains("apiserver received bytes/s steady ≤ 770 B, startup ≤ 77.0 KiB"),
+        "{m}"
+    );
+    // Requests: steady fits (1500 ≤ 2000), so only startup is cut: (4000 − 1500) / 5000.
+    assert!(m.contains("apiserver requests/s startup ≤ 0.500;"), "{m}");
     assert!(m.contains("node-scoped watch"), "{m}");
     // 100 MiB share / 50 KiB = 2048 nodes; peak: 20 MiB + n × (50 KiB + 5 MiB) ≤ 400 MiB → 75.
     assert!(m.contains("at most 75 nodes"), "{m}");
@@ -289,6 +296,44 @@ fn scale_down_and_no_op_updates_are_always_allowed() {
     assert_eq!(
         empty.decide(&scale(1), Some(&scale(5))).outcome,
         Outcome::NoAddedLoad
+    );
+}
+
+fn cronjob(parallelism: i64) -> Value {
+    let mut v = fixture("cronjob-report.json");
+    v["metadata"]["namespace"] = json!("default");
+    v["spec"]["jobTemplate"]["spec"]["parallelism"] = json!(parallelism);
+    v
+}
+
+#[test]
+fn a_suspended_cronjob_is_not_evaluated_but_a_new_template_is() {
+    let f = Fixture::new(Mode::Enforce);
+    let read = |v: Value| Workload::from_value(Kind::CronJob, "cronjob", v).unwrap();
+    // 50 pods per run, unmeasured: over the canary size, so evaluating it denies.
+    let old = cronjob(50);
+    let mut suspended = old.clone();
+    suspended["spec"]["suspend"] = json!(true);
+    let d = f.decide(&read(suspended), Some(&read(old.clone())));
+    assert_eq!(d.outcome, Outcome::NoAddedLoad, "{}", d.message);
+    assert_eq!(
+        d.message,
+        "50 pods (was 50), pod template unchanged: adds no load"
+    );
+    assert!(d.warnings.is_empty());
+
+    let mut new_image = old.clone();
+    new_image["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("busybox:1.37");
+    let d = f.decide(&read(new_image), Some(&read(old.clone())));
+    assert_eq!(d.outcome, Outcome::Denied, "{}", d.message);
+
+    let d = f.decide(&read(cronjob(60)), Some(&read(old)));
+    assert_eq!(
+        d.outcome,
+        Outcome::Denied,
+        "more pods per run: {}",
+        d.message
     );
 }
 
@@ -505,4 +550,69 @@ fn fit_warning_cuts_at_120_characters() {
     let cut = fit_warning(&long);
     assert_eq!(cut.chars().count(), 120);
     assert!(cut.ends_with('…'));
+}
+
+#[test]
+fn jobs_of_a_cronjob_are_not_judged_again_but_other_owned_jobs_are() {
+    let f = Fixture::new(Mode::Enforce);
+    let owned_by = |kind: &str, api_version: &str| {
+        let mut v = fixture("job-migrate.json");
+        v["metadata"]["namespace"] = json!("default");
+        v["spec"]["parallelism"] = json!(50);
+        v["spec"]["completions"] = json!(50);
+        v["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": api_version, "kind": kind, "name": "report",
+            "uid": "0b7a3c1e-2f4d-4e5a-9b6c-7d8e9f0a1b2c", "controller": true
+        }]);
+        Workload::from_value(Kind::Job, "job", v).unwrap()
+    };
+    let d = f.decide(&owned_by("CronJob", "batch/v1"), None);
+    assert_eq!(d.outcome, Outcome::OwnerJudged, "{}", d.message);
+    assert_eq!(
+        d.message,
+        "controlled by CronJob report, which was judged for these pods"
+    );
+    // An operator's Job: its owner is nothing headroom judged.
+    let d = f.decide(&owned_by("Workflow", "argoproj.io/v1alpha1"), None);
+    assert_eq!(d.outcome, Outcome::Denied, "{}", d.message);
+}
+
+#[test]
+fn daemonset_growth_is_staged_in_nodes_not_max_unavailable() {
+    let mut f = Fixture::new(Mode::Enforce);
+    let node = |pool: &str, count| crate::inventory::NodeGroup {
+        labels: [("kubernetes.io/os", "linux"), ("pool", pool)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        count,
+        ..Default::default()
+    };
+    f.inventory = Inventory {
+        groups: vec![node("a", 800), node("b", 1197)],
+    };
+    let mut old = fixture("daemonset-agent.yaml");
+    old["spec"]["template"]["spec"]["nodeSelector"]["pool"] = json!("a");
+    let old = Workload::from_value(Kind::DaemonSet, "old", old).unwrap();
+    // The new template drops the pool: 1,197 nodes newly eligible, all starting at once.
+    let d = f.decide(&daemonset(), Some(&old));
+    assert_eq!(d.outcome, Outcome::Denied, "{}", d.message);
+    assert_eq!((d.pods, d.starts), (1997, 1198));
+    let e = d.evaluation.unwrap();
+    assert!(
+        !e.safe_changes
+            .iter()
+            .any(|s| matches!(s, SafeChange::RolloutBatch(_))),
+        "maxUnavailable does not bound pods on newly eligible nodes: {:?}",
+        e.safe_changes
+    );
+    let Some(SafeChange::Nodes(n)) = e.safe_changes.first() else {
+        panic!("{:?}", e.safe_changes);
+    };
+    assert!((801..1997).contains(n), "{n}");
+    assert!(
+        d.message.contains(&format!("at most {n} nodes")),
+        "{}",
+        d.message
+    );
 }

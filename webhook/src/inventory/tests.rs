@@ -272,3 +272,51 @@ items:
         "nodes n.yaml: document 1: kind `Pod`, expected Node, NodeList or List"
     );
 }
+
+#[test]
+fn an_empty_operator_means_equal() {
+    let mut nodes = Inventory {
+        groups: vec![group("", &[], &[("dedicated", "NoSchedule")], 4)],
+    };
+    nodes.groups[0].taints[0].value = Some("infra".to_owned());
+    let with = |operator: &str, value: &str| PodSpec {
+        tolerations: Some(vec![Toleration {
+            value: Some(value.to_owned()),
+            ..toleration(Some("dedicated"), operator, Some("NoSchedule"))
+        }]),
+        ..PodSpec::default()
+    };
+    assert_eq!(nodes.eligible_nodes(&with("", "infra")), 4);
+    assert_eq!(nodes.eligible_nodes(&with("Equal", "infra")), 4);
+    assert_eq!(nodes.eligible_nodes(&with("", "other")), 0);
+    let absent = PodSpec {
+        tolerations: Some(vec![Toleration {
+            key: Some("dedicated".to_owned()),
+            value: Some("infra".to_owned()),
+            ..Toleration::default()
+        }]),
+        ..PodSpec::default()
+    };
+    assert_eq!(nodes.eligible_nodes(&absent), 4);
+}
+
+#[test]
+fn network_unavailable_is_tolerated_by_host_network_pods_only() {
+    let nodes = Inventory {
+        groups: vec![
+            group("", &[], &[], 10),
+            group(
+                "",
+                &[],
+                &[("node.kubernetes.io/network-unavailable", "NoSchedule")],
+                3,
+            ),
+        ],
+    };
+    assert_eq!(nodes.eligible_nodes(&PodSpec::default()), 10);
+    let host_network = PodSpec {
+        host_network: Some(true),
+        ..PodSpec::default()
+    };
+    assert_eq!(nodes.eligible_nodes(&host_network), 13);
+}

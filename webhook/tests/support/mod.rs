@@ -247,6 +247,112 @@ impl Client {
     }
 }
 
+/// One HTTPS connection speaking HTTP/2 (ALPN `h2`), as the API server calls webhooks.
+pub struct H2Client {
+    sender: hyper::client::conn::http2::SendRequest<H2Body>,
+}
+
+type H2Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+impl H2Client {
+    pub async fn connect(addr: SocketAddr, pki: &Pki) -> std::io::Result<H2Client> {
+        let mut config = (*pki.client_config(rustls::DEFAULT_VERSIONS)).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = ServerName::try_from("localhost").expect("server name");
+        let tls = connector.connect(name, tcp).await?;
+        assert_eq!(
+            tls.get_ref().1.alpn_protocol(),
+            Some(&b"h2"[..]),
+            "the server negotiates HTTP/2"
+        );
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await
+        .map_err(std::io::Error::other)?;
+        tokio::spawn(connection);
+        Ok(H2Client { sender })
+    }
+
+    /// Posts `body` to `path` with its content-length; the status and body, or the HTTP/2
+    /// error.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<(StatusCode, Bytes), hyper::Error> {
+        self.send(path, Full::new(body.into()).boxed()).await
+    }
+
+    /// Posts `body` in 64 KiB DATA frames with no content-length.
+    pub async fn post_streamed(
+        &mut self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), hyper::Error> {
+        let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = body
+            .chunks(64 * 1024)
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let stream = http_body_util::StreamBody::new(futures::stream::iter(chunks));
+        self.send(path, stream.boxed()).await
+    }
+
+    /// Posts `total` bytes fed chunk by chunk while the answer is awaited, as a client
+    /// still sending when the server answers; also returns how many bytes the client got to
+    /// send before the stream ended (a reset stops it short).
+    pub async fn post_while_sending(
+        &mut self,
+        path: &str,
+        total: usize,
+    ) -> Result<(StatusCode, Bytes, usize), hyper::Error> {
+        let (mut tx, rx) = futures::channel::mpsc::channel::<
+            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+        >(4);
+        let feeder = tokio::spawn(async move {
+            use futures::SinkExt;
+            let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+            let mut sent = 0;
+            while sent < total {
+                let n = chunk.len().min(total - sent);
+                if tx
+                    .send(Ok(hyper::body::Frame::data(chunk.slice(..n))))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                sent += n;
+            }
+            sent
+        });
+        let (status, body) = self
+            .send(path, http_body_util::StreamBody::new(rx).boxed())
+            .await?;
+        let sent = feeder.await.expect("feeder");
+        Ok((status, body, sent))
+    }
+
+    async fn send(
+        &mut self,
+        path: &str,
+        body: H2Body,
+    ) -> Result<(StatusCode, Bytes), hyper::Error> {
+        self.sender.ready().await?;
+        let request = hyper::Request::post(format!("https://localhost{path}"))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .expect("request");
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
 /// Plain HTTP GET on the metrics port.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -341,6 +447,17 @@ impl Review {
 
     /// An UPDATE of `deployments/scale` from `old` to `new` replicas.
     pub fn scale(namespace: &str, name: &str, old: i64, new: i64) -> Review {
+        Review::scale_of("deployments", namespace, name, old, new)
+    }
+
+    /// An UPDATE of `apps/<resource>/scale` from `old` to `new` replicas.
+    pub fn scale_of(
+        resource: &'static str,
+        namespace: &str,
+        name: &str,
+        old: i64,
+        new: i64,
+    ) -> Review {
         let scale = |replicas: i64| {
             json!({
                 "kind": "Scale",
@@ -359,7 +476,7 @@ impl Review {
             group: "autoscaling",
             version: "v1",
             kind: "Scale",
-            resource: "deployments",
+            resource,
             sub_resource: Some("scale"),
             operation: "UPDATE",
             namespace: namespace.to_owned(),
