@@ -324,7 +324,8 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
             state.clone(),
             admitted,
             config.refresh,
-            true,
+            // The budget watch (cluster::run) reads the others' reservations back.
+            false,
         ));
         let health = Arc::new(cluster::health());
         state.set_watches(health.clone());
