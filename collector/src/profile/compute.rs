@@ -128,11 +128,15 @@ fn pod_figures(series: &PodSeries, now: f64, config: &StoreConfig, created_at: f
         .filter(|&i| samples[i].at >= start && samples[i].at <= now)
         .collect();
     // Only rates over a full range: a younger pod's would be diluted by the time before
-    // it existed (a true 1/s read 0.27/s at one minute).
+    // it existed (a true 1/s read 0.27/s at one minute). Samples come every `interval`
+    // give or take the tick's jitter (the store takes one from 0.9 × interval on), so a
+    // range is full within a tenth of an interval: otherwise a range of one interval
+    // could wait for a sample that lands a few milliseconds short of it forever.
     let first_at = samples.front().map_or(f64::MAX, |s| s.at);
+    let full = range - 0.1 * interval;
     let rates: Vec<[f64; DIMENSIONS]> = in_window
         .iter()
-        .filter(|&&i| samples[i].at - first_at >= range)
+        .filter(|&&i| samples[i].at - first_at >= full)
         .filter_map(|&i| rate_over(samples, i, range))
         .collect();
     let steady = (!rates.is_empty()).then(|| {

@@ -522,3 +522,25 @@ fn recorded_canary_snapshots_are_what_the_collector_computes() {
         );
     }
 }
+
+/// A range of one sampling interval (the demo's 15 s) is full when the next sample lands
+/// a little short of it: samples come every interval give or take the tick's jitter.
+#[test]
+fn a_range_is_full_within_the_ticks_jitter() {
+    let config = StoreConfig {
+        rate_range_seconds: 15.0,
+        ..StoreConfig::default()
+    };
+    let mut store = ProfileStore::new(config, T0 - 60.0);
+    store.record(T0, [row(web("web-1"), [0; 4], Some(T0))]);
+    // Traffic between the samples, the second one 14.99 s after the first.
+    store.record(T0 + 14.99, [row(web("web-1"), [30; 4], Some(T0))]);
+    let list = profile_list(&store, "node-a", T0 + 15.0, rfc3339(T0 + 15.0));
+    let item = &list.items[0];
+    assert_eq!(item.pods, 1, "{item:?}");
+    assert!(
+        (item.steady.apiserver_requests_per_second - 2.0).abs() < 1e-9,
+        "30 requests over the 15 s range: {:?}",
+        item.steady
+    );
+}
