@@ -57,6 +57,9 @@ pub struct Config {
     /// How long the series of a gone pod or process stay after it went (so the last
     /// increments are scraped).
     pub series_grace_period: Duration,
+    /// How long a pod is measured before it counts in a profile: the range of the
+    /// profiles' rates (the recording rules' `rate(…[5m])`).
+    pub profile_rate_window: Duration,
     /// Query names kept per workload.
     pub dns_top_k: usize,
     /// /readyz fails when the event loop has not run for this long.
@@ -86,6 +89,7 @@ impl Default for Config {
             node_name: None,
             kubeconfig: None,
             series_grace_period: Duration::from_secs(5 * 60),
+            profile_rate_window: Duration::from_secs(5 * 60),
             dns_top_k: 20,
             readiness_timeout: Duration::from_secs(30),
             standalone: false,
@@ -148,6 +152,10 @@ pub struct Args {
     /// How long the series of a gone pod or cgroup stay, e.g. 5m [default: 5m].
     #[arg(long, env = "HEADROOM_SERIES_GRACE_PERIOD", value_name = "DURATION", value_parser = parse_duration)]
     pub series_grace_period: Option<Duration>,
+    /// The range of the profiles' rates: a pod counts in a profile once measured this
+    /// long; keep it at the recording rules' 5m outside demos [default: 5m].
+    #[arg(long, env = "HEADROOM_PROFILE_RATE_WINDOW", value_name = "DURATION", value_parser = parse_duration)]
+    pub profile_rate_window: Option<Duration>,
     /// Query names kept per workload [default: 20].
     #[arg(long, env = "HEADROOM_DNS_TOP_K", value_name = "N")]
     pub dns_top_k: Option<usize>,
@@ -190,6 +198,7 @@ struct File {
     node_name: Option<String>,
     kubeconfig: Option<PathBuf>,
     series_grace_period: Option<String>,
+    profile_rate_window: Option<String>,
     dns_top_k: Option<usize>,
     readiness_timeout: Option<String>,
     standalone: Option<bool>,
@@ -243,6 +252,10 @@ const KUBECONFIG: Field = Field {
 const SERIES_GRACE_PERIOD: Field = Field {
     key: "seriesGracePeriod",
     flag: "series-grace-period",
+};
+const PROFILE_RATE_WINDOW: Field = Field {
+    key: "profileRateWindow",
+    flag: "profile-rate-window",
 };
 const DNS_TOP_K: Field = Field {
     key: "dnsTopK",
@@ -343,6 +356,10 @@ impl Config {
             self.series_grace_period =
                 parse_duration(&value).map_err(|e| invalid(SERIES_GRACE_PERIOD, e))?;
         }
+        if let Some(value) = file.profile_rate_window {
+            self.profile_rate_window =
+                parse_duration(&value).map_err(|e| invalid(PROFILE_RATE_WINDOW, e))?;
+        }
         if let Some(value) = file.dns_top_k {
             self.dns_top_k = value;
         }
@@ -404,6 +421,9 @@ impl Config {
         }
         if let Some(value) = args.series_grace_period {
             self.series_grace_period = value;
+        }
+        if let Some(value) = args.profile_rate_window {
+            self.profile_rate_window = value;
         }
         if let Some(value) = args.dns_top_k {
             self.dns_top_k = value;
@@ -554,6 +574,17 @@ impl Config {
                 format!(
                     "{} is out of range; give 1s to 24h, longer than Prometheus's scrape interval",
                     format_duration(self.series_grace_period)
+                ),
+            ));
+        }
+        if !(Duration::from_secs(10)..=Duration::from_secs(3600))
+            .contains(&self.profile_rate_window)
+        {
+            return Err(invalid(
+                PROFILE_RATE_WINDOW,
+                format!(
+                    "{} is out of range; give 10s to 1h (5m, as the recording rules, outside demos)",
+                    format_duration(self.profile_rate_window)
                 ),
             ));
         }

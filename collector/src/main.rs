@@ -118,7 +118,13 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let profiles = SharedProfiles::new(
-        ProfileStore::new(StoreConfig::default(), profile::now()),
+        ProfileStore::new(
+            StoreConfig {
+                rate_range_seconds: config.profile_rate_window.as_secs_f64(),
+                ..StoreConfig::default()
+            },
+            profile::now(),
+        ),
         &node,
     );
     let mut agent = Agent::new(probes, dns)?

@@ -9,6 +9,12 @@
 //! evaluations after the traffic stopped: then the p95 over each side's samples is the
 //! 5-minute rate of the whole burst, which both compute from the same counters.
 //! (Startup figures need a Pod's start time, which a standalone collector has not.)
+//!
+//! The steady figure is compared only as far as the two are meant to agree in a run this
+//! short: the collector counts a pod in its profile only after a full 5-minute rate
+//! window (before that its rate is diluted by the time before it existed), so the young
+//! workload is listed with `pods: 0` and no steady figure, while the rules' p95 holds the
+//! diluted rate; the webhook treats either as unmeasured until `minMeasuredSeconds`.
 #[path = "support/mod.rs"]
 mod support;
 
@@ -330,7 +336,13 @@ fn recording_rules_match_profiles() {
         .unwrap_or_else(|| panic!("no profile for {workload}: {list}"))
         .clone();
     assert_eq!(item["workload"]["kind"], "node");
-    assert_eq!(item["pods"], 1);
+    // Measured for well under the rate window: listed, not yet counted.
+    assert_eq!(item["pods"], 0, "{item}");
+    let measured = item["measuredSeconds"].as_u64().expect("measuredSeconds");
+    assert!(
+        (TRAFFIC.as_secs()..300).contains(&measured),
+        "measured for {measured}s: {item}"
+    );
 
     let mut report = Vec::new();
     for (field, rule) in [
@@ -342,26 +354,23 @@ fn recording_rules_match_profiles() {
         ("apiserverConnectionsPerSecond", "apiserver_connections"),
         ("dnsQueriesPerSecond", "dns_queries"),
     ] {
-        for (figure, name) in [
-            ("steady", format!("headroom:workload_pod_{rule}:p95_rate5m")),
-            ("current", format!("headroom:workload_{rule}:rate5m")),
-        ] {
-            let ours = item[figure][field].as_f64().expect("a number");
-            let theirs = prometheus
-                .value(&format!("{name}{selector}"))
-                .unwrap_or_else(|| panic!("{name}{selector} has no value"));
-            let off = (theirs - ours).abs() / ours;
-            report.push(format!(
-                "{figure:7} {field:32} /profiles {ours:12.4}  rule {theirs:12.4}  off {:5.2}%",
-                off * 100.0
-            ));
-            assert!(ours > 0.0, "{figure}.{field} is 0 for traffic that ran");
-            assert!(
-                off <= TOLERANCE,
-                "{figure}.{field}: /profiles says {ours}, {name} says {theirs}\n{}",
-                report.join("\n")
-            );
-        }
+        assert_eq!(item["steady"][field], 0.0, "not yet a full window: {item}");
+        let name = format!("headroom:workload_{rule}:rate5m");
+        let ours = item["current"][field].as_f64().expect("a number");
+        let theirs = prometheus
+            .value(&format!("{name}{selector}"))
+            .unwrap_or_else(|| panic!("{name}{selector} has no value"));
+        let off = (theirs - ours).abs() / ours;
+        report.push(format!(
+            "current {field:32} /profiles {ours:12.4}  rule {theirs:12.4}  off {:5.2}%",
+            off * 100.0
+        ));
+        assert!(ours > 0.0, "current.{field} is 0 for traffic that ran");
+        assert!(
+            off <= TOLERANCE,
+            "current.{field}: /profiles says {ours}, {name} says {theirs}\n{}",
+            report.join("\n")
+        );
     }
     eprintln!(
         "{served} requests, {queried} DNS queries in {TRAFFIC:?}\n{}",

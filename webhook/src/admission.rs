@@ -2,9 +2,9 @@
 //! Reads only in-memory state; the refreshers in [`crate::server`] replace it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex, OnceLock, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant, SystemTime},
@@ -13,16 +13,17 @@ use std::{
 use collector::watch::Health;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::value::RawValue;
+use tokio::sync::mpsc;
 
 use crate::{
     budget::{ControlPlaneBudget, ControlPlaneBudgetSpec},
     decision::{self, Context, Decision, Outcome},
     error::Error,
     inventory::Inventory,
-    load::Load,
     metrics::Metrics,
     parents::{NoParents, ParentLookup},
-    profile::{Snapshot, WorkloadRef},
+    profile::Snapshot,
+    reservation::{Ledger, Reservation},
     review::{
         self, MetadataIn, ObjectIn, RequestIn, ResponseOut, ReviewIn, ReviewOut, ScaleIn, StatusOut,
     },
@@ -59,21 +60,6 @@ pub struct Data {
     pub fetched_at: SystemTime,
 }
 
-/// Load admitted since the last snapshot, per workload: the snapshot cannot see it yet.
-#[derive(Debug, Default)]
-struct Ledger {
-    entries: HashMap<WorkloadRef, Load>,
-}
-
-impl Ledger {
-    fn pending_except(&self, workload: &WorkloadRef) -> Load {
-        self.entries
-            .iter()
-            .filter(|(w, _)| *w != workload)
-            .fold(Load::ZERO, |sum, (_, l)| sum + *l)
-    }
-}
-
 /// Everything the admission path reads.
 #[derive(Debug)]
 pub struct State {
@@ -83,7 +69,10 @@ pub struct State {
     autoscalers: RwLock<Arc<Autoscalers>>,
     /// False from [`State::await_inventory`] until the node watch has listed once.
     inventory_listed: AtomicBool,
-    ledger: Mutex<Ledger>,
+    /// Admitted increases not yet measured (see [`crate::reservation`]).
+    ledger: Arc<Mutex<Ledger>>,
+    /// Where admitted increases go to be shared with the other replicas (`--kube`).
+    share: OnceLock<mpsc::UnboundedSender<Reservation>>,
     parents: RwLock<Arc<dyn ParentLookup>>,
     pub metrics: Metrics,
 }
@@ -103,16 +92,41 @@ fn write<T>(lock: &RwLock<T>, value: T) {
 
 impl State {
     pub fn new(budget: Budget, inventory: Inventory) -> State {
+        State::with_ledger(budget, inventory, Arc::default())
+    }
+
+    /// A state whose reservations are `ledger`, shared with other states in this process.
+    pub fn with_ledger(budget: Budget, inventory: Inventory, ledger: Arc<Mutex<Ledger>>) -> State {
         State {
             budget: RwLock::new(Arc::new(budget)),
             data: RwLock::new(None),
             inventory: RwLock::new(Arc::new(inventory)),
             autoscalers: RwLock::new(Arc::new(Autoscalers::default())),
             inventory_listed: AtomicBool::new(true),
-            ledger: Mutex::new(Ledger::default()),
+            ledger,
+            share: OnceLock::new(),
             parents: RwLock::new(Arc::new(NoParents)),
             metrics: Metrics::default(),
         }
+    }
+
+    /// Sends every admitted increase to `share` too (set once, in `--kube` mode).
+    pub fn share_reservations(&self, share: mpsc::UnboundedSender<Reservation>) {
+        let _ = self.share.set(share);
+    }
+
+    /// Adds reservations made by other replicas.
+    pub fn merge_reservations(&self, reservations: impl IntoIterator<Item = Reservation>) {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(reservations);
+    }
+
+    /// The reservations in force.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        ledger.reservations().cloned().collect()
     }
 
     /// Where `*/scale` reviews find their parent object (standalone: nowhere).
@@ -128,8 +142,9 @@ impl State {
         read(&self.budget)
     }
 
-    /// Replaces the profile data; what the ledger held is now measured.
+    /// Replaces the profile data; reservations it shows in full end.
     pub fn set_snapshot(&self, snapshot: Snapshot, fetched_at: SystemTime) {
+        let measured_at = snapshot.measured_at().unwrap_or(fetched_at);
         write(
             &self.data,
             Some(Arc::new(Data {
@@ -140,8 +155,7 @@ impl State {
         self.ledger
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .clear();
+            .expire(measured_at);
     }
 
     pub fn set_inventory(&self, inventory: Inventory) {
@@ -164,13 +178,20 @@ impl State {
         read(&self.data)
     }
 
-    /// Age of the profile data, `None` before the first fetch.
+    /// Age of the newest measurement in the profile data (not of the fetch); `None`
+    /// before the first fetch or when the data holds no measurement. For data that does
+    /// not say when it was measured (built by hand), the time it was set.
     pub fn data_age(&self) -> Option<Duration> {
-        self.data().map(|d| {
+        let data = self.data()?;
+        let measured_at = match data.snapshot.nodes {
+            Some(_) => data.snapshot.measured_at()?,
+            None => data.fetched_at,
+        };
+        Some(
             SystemTime::now()
-                .duration_since(d.fetched_at)
-                .unwrap_or_default()
-        })
+                .duration_since(measured_at)
+                .unwrap_or_default(),
+        )
     }
 
     /// The inventory comes from a node watch: until [`State::inventory_listed`], a
@@ -330,13 +351,8 @@ impl State {
         }
         self.metrics
             .record_decision(mode, decision.outcome.as_str(), kind.as_str());
-        if decision.outcome == Outcome::FailOpen {
-            let reason = if self.data().is_some() {
-                "stale"
-            } else {
-                "missing"
-            };
-            self.metrics.record_fail_open(reason);
+        if let Some(reason) = decision.fail_open {
+            self.metrics.record_fail_open(reason.as_str());
         }
         tracing::debug!(
             uid = %request.uid,
@@ -438,9 +454,15 @@ impl State {
         {
             let added =
                 e.projection.workload_steady - data.snapshot.current_share(&workload.reference);
-            ledger
-                .entries
-                .insert(workload.reference.clone(), added.clamp_non_negative());
+            let reservation = Reservation {
+                workload: workload.reference.clone(),
+                load: added.clamp_non_negative(),
+                admitted_at: SystemTime::now(),
+            };
+            ledger.reserve(reservation.clone());
+            if let Some(share) = self.share.get() {
+                let _ = share.send(reservation);
+            }
         }
         decision
     }

@@ -62,6 +62,15 @@ impl Limits {
             Dimension::DnsQueries => self.dns_queries_per_second,
         }
     }
+
+    pub fn set(&mut self, dimension: Dimension, value: Option<f64>) {
+        match dimension {
+            Dimension::ApiserverRequests => self.apiserver_requests_per_second = value,
+            Dimension::ApiserverReceivedBytes => self.apiserver_received_bytes_per_second = value,
+            Dimension::ApiserverConnections => self.apiserver_connections_per_second = value,
+            Dimension::DnsQueries => self.dns_queries_per_second = value,
+        }
+    }
 }
 
 /// The budget the control plane can afford, and how the webhook enforces it.
@@ -91,8 +100,17 @@ pub struct ControlPlaneBudgetSpec {
     pub exempt_namespaces: Vec<String>,
     /// Whether a `headroom.dev/declared-profile` annotation may stand in for a measurement.
     pub trust_declared: bool,
-    /// Profile data older than this is stale: changes are allowed with a warning.
+    /// Profile data whose newest measurement is older than this is stale: changes are
+    /// allowed with a warning (fail-open, reason `stale`). The default, 120 s, is a
+    /// refresh (15 s) plus a scrape and rule interval (≤ 60 s) with room to spare.
     pub max_data_age_seconds: u64,
+    /// The fraction of the inventory's nodes whose data must be in hand (0 ≤ x ≤ 1); below
+    /// it the cluster total is undercounted, so changes are allowed with a warning
+    /// (fail-open, reason `partial`).
+    pub min_coverage: f64,
+    /// How much of the rate window (seconds) a workload's profile must cover before it is
+    /// trusted; a profile covering less is treated as unmeasured (the canary rule).
+    pub min_measured_seconds: u64,
 }
 
 impl Default for ControlPlaneBudgetSpec {
@@ -105,30 +123,46 @@ impl Default for ControlPlaneBudgetSpec {
             canary_size: 3,
             exempt_namespaces: vec!["kube-system".to_owned()],
             trust_declared: false,
-            max_data_age_seconds: 600,
+            max_data_age_seconds: 120,
+            min_coverage: 0.9,
+            min_measured_seconds: collector::schema::profiles::RATE_WINDOW_SECONDS,
         }
     }
 }
 
-/// Current use and headroom per dimension, as last evaluated.
+/// Current use and headroom per dimension, and what the data covered, as last evaluated.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ControlPlaneBudgetStatus {
     /// The measured cluster total per dimension.
     pub current: Load,
-    /// Limit minus current per dimension (negative: over budget).
-    pub headroom: Load,
-    /// RFC 3339 time of the profile data the status was computed from.
+    /// Limit minus current, for each dimension with a limit (negative: over budget).
+    pub headroom: Limits,
+    /// RFC 3339 time of the newest measurement the status was computed from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<String>,
+    /// Seconds between that measurement and the status being written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_age_seconds: Option<u64>,
+    /// The fraction of the inventory's nodes whose data was in hand (see `minCoverage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    /// Increases admitted by any replica that the measurements do not show yet; written
+    /// by the webhook with a resourceVersion precondition.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reservations: Vec<crate::reservation::ReservationStatus>,
 }
 
 impl ControlPlaneBudgetStatus {
     pub fn compute(spec: &ControlPlaneBudgetSpec, current: Load) -> Self {
+        let mut headroom = Limits::default();
+        for d in Dimension::ALL {
+            headroom.set(d, spec.limits.get(d).map(|limit| limit - current.get(d)));
+        }
         ControlPlaneBudgetStatus {
             current,
-            headroom: current.map(|d, v| spec.limits.get(d).map_or(0.0, |limit| limit - v)),
-            observed_at: None,
+            headroom,
+            ..ControlPlaneBudgetStatus::default()
         }
     }
 }
@@ -146,6 +180,9 @@ impl ControlPlaneBudgetSpec {
         }
         if !(self.per_workload_share > 0.0 && self.per_workload_share <= 1.0) {
             return Err(invalid("spec.perWorkloadShare", "must be in (0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&self.min_coverage) {
+            return Err(invalid("spec.minCoverage", "must be in [0, 1]"));
         }
         for d in Dimension::ALL {
             if let Some(limit) = self.limits.get(d)

@@ -275,6 +275,11 @@ pub fn check(
     let mut report = Report::default();
     let mut pending = Load::ZERO;
     let budget_name = budget.metadata.name.clone().unwrap_or_default();
+    // Offline the user chose the data: neither its age nor its coverage is judged.
+    let snapshot = &Snapshot {
+        nodes: None,
+        ..snapshot.clone()
+    };
     for d in documents {
         let kind = kind_of(d)?;
         let judged = match Kind::from_kind(&kind) {

@@ -13,7 +13,10 @@ use std::{sync::Arc, time::Duration};
 
 use collector::watch::{self, BackoffConfig, Health, Served, Watched};
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::{autoscaling::v2::HorizontalPodAutoscaler, core::v1::Node};
+use k8s_openapi::{
+    api::{autoscaling::v2::HorizontalPodAutoscaler, core::v1::Node},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
@@ -25,8 +28,10 @@ use kube::{
 
 use crate::{
     admission::{Budget, State},
-    budget::{ControlPlaneBudget, ControlPlaneBudgetStatus},
+    budget::ControlPlaneBudget,
+    freshness,
     inventory::{Inventory, NodeGroup},
+    reservation::ReservationStatus,
     workload::Autoscalers,
 };
 
@@ -254,6 +259,15 @@ pub async fn run(
                 Ok(()) => budget_state.set_budget(Budget::from((*budget).clone())),
                 Err(e) => tracing::error!(error = %e, "invalid budget; keeping the last one"),
             }
+            // What every replica admitted and the data does not show yet.
+            if let Some(status) = &budget.status {
+                budget_state.merge_reservations(
+                    status
+                        .reservations
+                        .iter()
+                        .filter_map(ReservationStatus::reservation),
+                );
+            }
         },
     ));
     write_status(
@@ -279,9 +293,16 @@ async fn write_status(
     loop {
         tick.tick().await;
         let Some(data) = state.data() else { continue };
-        let mut status =
-            ControlPlaneBudgetStatus::compute(&state.budget().spec, data.snapshot.totals);
-        status.observed_at = Some(rfc3339(data.fetched_at));
+        let mut status = freshness::status(
+            &state.budget().spec,
+            &data.snapshot,
+            &state.inventory(),
+            std::time::SystemTime::now(),
+        );
+        // Data that does not say when it was measured: when it was fetched.
+        status
+            .observed_at
+            .get_or_insert_with(|| rfc3339(data.fetched_at));
         let patch = Patch::Merge(serde_json::json!({ "status": status }));
         match budgets
             .patch_status(name, &PatchParams::default(), &patch)
@@ -318,26 +339,10 @@ pub async fn fetch_budget(client: Client, name: &str) -> Result<ControlPlaneBudg
 
 /// `2026-11-22T05:00:00Z` from a system time (UTC, whole seconds).
 pub fn rfc3339(time: std::time::SystemTime) -> String {
-    let secs = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let t = Timestamp::try_from(time).unwrap_or(Timestamp::UNIX_EPOCH);
+    Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
 }
 
 #[cfg(test)]

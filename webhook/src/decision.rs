@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::{
     advice::{self, Advice, Change, SafeChange},
     budget::{BREAK_GLASS_ANNOTATION, ControlPlaneBudgetSpec, DECLARED_PROFILE_ANNOTATION, Mode},
+    freshness::{self, DataGap, FailOpenReason},
     inventory::Inventory,
     load::{Dimension, Load},
     profile::{PerPod, Provenance, Snapshot},
@@ -91,6 +92,8 @@ pub struct Decision {
     pub pods: u64,
     pub starts: u64,
     pub evaluation: Option<Evaluation>,
+    /// Set with [`Outcome::FailOpen`]: what was wrong with the data.
+    pub fail_open: Option<FailOpenReason>,
 }
 
 impl Decision {
@@ -106,7 +109,8 @@ pub struct Context<'a> {
     pub budget: &'a ControlPlaneBudgetSpec,
     /// `None`: no profile data has arrived yet.
     pub snapshot: Option<&'a Snapshot>,
-    /// Age of the snapshot's data; compared with the budget's maxDataAgeSeconds.
+    /// Age of the snapshot's newest measurement; compared with the budget's
+    /// maxDataAgeSeconds.
     pub data_age: Option<Duration>,
     pub inventory: &'a Inventory,
     pub autoscalers: &'a Autoscalers,
@@ -126,9 +130,9 @@ pub fn fit_warning(text: &str) -> String {
 
 #[derive(Deserialize)]
 struct Declared {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::load::deserialize_partial")]
     steady: Load,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::load::deserialize_partial")]
     startup: Load,
 }
 
@@ -168,6 +172,7 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
         pods,
         starts,
         evaluation: None,
+        fail_open: None,
     };
 
     if ctx.budget.exempt_namespaces.contains(&reference.namespace) {
@@ -218,20 +223,9 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             .insert(AUDIT_BREAK_GLASS.to_owned(), reason.to_owned());
         return d;
     }
-    let max_age = Duration::from_secs(ctx.budget.max_data_age_seconds);
-    let snapshot = match (ctx.snapshot, ctx.data_age) {
-        (Some(s), Some(age)) if age <= max_age => s,
-        (Some(_), Some(age)) => {
-            return fail_open(
-                decision,
-                format!(
-                    "profile data is {}s old (max {}s)",
-                    age.as_secs(),
-                    max_age.as_secs()
-                ),
-            );
-        }
-        _ => return fail_open(decision, "no profile data yet".to_owned()),
+    let snapshot = match freshness::judge(ctx.snapshot, ctx.data_age, ctx.inventory, ctx.budget) {
+        Ok(s) => s,
+        Err(gap) => return fail_open(decision, gap),
     };
 
     let mut warnings = Vec::new();
@@ -242,6 +236,7 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
                 steady: cost.steady,
                 startup: cost.startup,
                 provenance: Provenance::Declared,
+                measured_seconds: None,
             }),
             Some(Ok(_)) => {
                 warnings.push(format!(
@@ -256,8 +251,12 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             None => None,
         });
     let Some(per_pod) = per_pod else {
-        return unmeasured(workload, pods, ctx, decision, warnings);
+        return unmeasured(workload, pods, ctx, decision, warnings, None);
     };
+    // A profile younger than minMeasuredSeconds is not yet the figure it will be.
+    if let Some(left) = per_pod.seconds_until_measured(ctx.budget.min_measured_seconds) {
+        return unmeasured(workload, pods, ctx, decision, warnings, Some(left));
+    }
 
     let change = Change {
         workload,
@@ -355,13 +354,18 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
     d
 }
 
-fn fail_open(decision: impl Fn(Outcome, String, Vec<String>) -> Decision, why: String) -> Decision {
+fn fail_open(
+    decision: impl Fn(Outcome, String, Vec<String>) -> Decision,
+    gap: DataGap,
+) -> Decision {
+    let DataGap { reason, why } = gap;
     let mut d = decision(
         Outcome::FailOpen,
         format!("not evaluated: {why}; allowed (fail-open)"),
         vec![format!("headroom: not evaluated, {why}; allowed")],
     );
     d.audit_annotations.insert(AUDIT_FAIL_OPEN.to_owned(), why);
+    d.fail_open = Some(reason);
     d
 }
 
@@ -371,9 +375,28 @@ fn unmeasured(
     ctx: &Context<'_>,
     decision: impl Fn(Outcome, String, Vec<String>) -> Decision,
     mut warnings: Vec<String>,
+    // Seconds until its profile covers minMeasuredSeconds; `None`: it has none.
+    measured_in: Option<u64>,
 ) -> Decision {
     let canary = u64::from(ctx.budget.canary_size);
     let reference = &workload.reference;
+    let (what, next) = match measured_in {
+        None => (
+            "has no measured profile and no trusted declared one".to_owned(),
+            "let the collector measure it, then scale".to_owned(),
+        ),
+        Some(left) => (
+            format!(
+                "has a profile measured for less than minMeasuredSeconds ({}s), which is not \
+                 yet its true cost",
+                ctx.budget.min_measured_seconds
+            ),
+            format!("it is measured in {left}s; scale after that"),
+        ),
+    };
+    if let Some(left) = measured_in {
+        warnings.push(format!("headroom: {reference} measured in {left}s"));
+    }
     if pods <= canary {
         warnings.push(format!(
             "headroom: {reference} unmeasured; allowed as a canary ({pods} ≤ {canary} pods)"
@@ -389,10 +412,9 @@ fn unmeasured(
         Size::Replicas(_) => format!("set replicas to at most {canary}"),
     };
     let message = format!(
-        "headroom: {reference} has no measured profile and no trusted declared one; an \
-         unmeasured workload may run at most {canary} pods (canarySize of {}), this change \
-         runs {pods}. Largest safe change: run a canary first ({fix}), let the collector \
-         measure it, then scale.",
+        "headroom: {reference} {what}; an unmeasured workload may run at most {canary} pods \
+         (canarySize of {}), this change runs {pods}. Largest safe change: run a canary \
+         first ({fix}), {next}.",
         ctx.budget_name
     );
     let short = format!("unmeasured, {pods} pods > canary size {canary}");

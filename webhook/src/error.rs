@@ -22,22 +22,8 @@ pub enum Error {
         message: String,
     },
 
-    #[error(
-        "profiles {source_name}: apiVersion `{found_api_version}`, kind `{found_kind}`: expected \
-         `headroom.dev/v1alpha1` `ProfileList`"
-    )]
-    UnsupportedProfileVersion {
-        source_name: String,
-        found_api_version: String,
-        found_kind: String,
-    },
-
-    #[error("profiles {source_name}: {field}: {message}")]
-    InvalidProfile {
-        source_name: String,
-        field: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Profile(#[from] collector::schema::profiles::ProfileError),
 
     #[error("nodes {path}: {message}")]
     InvalidNodes { path: String, message: String },

@@ -1,12 +1,15 @@
-//! A minimal HTTP/1.1 GET for polling collectors and Prometheus (plain HTTP inside the
-//! cluster network). Bounded in time and size.
+//! The GET for polling collectors and Prometheus (plain HTTP inside the cluster network):
+//! hyper-util's client, bounded in time and size.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::Uri;
-use hyper_util::rt::TokioIo;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 
 use crate::error::Error;
 
@@ -33,36 +36,23 @@ async fn get_inner(url: &str) -> Result<Bytes, Error> {
     if uri.scheme_str() != Some("http") {
         return Err(fail("only http:// URLs are supported".to_owned()));
     }
-    let host = uri
-        .host()
-        .ok_or_else(|| fail("URL has no host".to_owned()))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|e| fail(format!("connect: {e}")))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| fail(format!("handshake: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "HTTP client connection ended");
-        }
-    });
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str())
-        .unwrap_or(host)
-        .to_owned();
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, authority)
+    // One client per fetch: a refresh every 15 s needs no pool, and a pooled connection
+    // would outlive the runtime of a test that made it.
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = hyper::Request::get(uri)
         .header(hyper::header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
         .map_err(|e| fail(format!("request: {e}")))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| fail(format!("request: {e}")))?;
+    let response = client.request(request).await.map_err(|e| {
+        // The connector's error says what failed to connect (refused, no route, …).
+        let cause = std::error::Error::source(&e).map_or_else(String::new, |s| format!(": {s}"));
+        if e.is_connect() {
+            fail(format!("connect{cause}"))
+        } else {
+            fail(format!("request: {e}{cause}"))
+        }
+    })?;
     let status = response.status();
     let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()
@@ -116,6 +106,56 @@ mod tests {
             err.to_string()
                 .starts_with("GET http://127.0.0.1:1/x: connect"),
             "{err}"
+        );
+    }
+
+    /// `http://[fd00::5]:9090`-style URLs: the brackets are the URL's, not the address's.
+    #[tokio::test]
+    async fn fetches_from_an_ipv6_address() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                headers
+                    .get(axum::http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let body = get(
+            &format!("http://[::1]:{port}/api/v1/query"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(body, format!("[::1]:{port}").as_bytes(), "the Host header");
+    }
+
+    #[tokio::test]
+    async fn a_failing_status_names_itself() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/err",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "rule evaluation failed",
+                )
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let err = get(&format!("http://{addr}/err"), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "GET http://{addr}/err: HTTP 500 Internal Server Error: rule evaluation failed"
+            )
         );
     }
 }

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub decisions: Family<DecisionLabels, Counter>,
     pub admission_duration: Histogram,
     pub data_age: Gauge<f64, AtomicU64>,
+    pub coverage: Gauge<f64, AtomicU64>,
     pub fail_opens: Family<FailOpenLabels, Counter>,
     pub invalid_requests: Counter,
     pub refresh_errors: Family<SourceLabels, Counter>,
@@ -72,14 +73,20 @@ impl Default for Metrics {
         let data_age = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "profile_data_age_seconds",
-            "Age of the profile data the admission path reads (-1: none yet)",
+            "Age of the newest measurement in the profile data the admission path reads (-1: none)",
             data_age.clone(),
+        );
+        let coverage = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "profile_node_coverage_ratio",
+            "Share of the inventory's nodes whose data is in the profile data (-1: none yet)",
+            coverage.clone(),
         );
         let fail_opens = Family::<FailOpenLabels, Counter>::default();
         registry.register(
             "fail_opens",
-            "Changes allowed unevaluated: profile data stale or missing, or the node inventory \
-             not listed yet",
+            "Changes allowed unevaluated: profile data missing, stale or partial, or the node \
+             inventory not listed yet",
             fail_opens.clone(),
         );
         let invalid_requests = Counter::default();
@@ -104,6 +111,7 @@ impl Default for Metrics {
             decisions,
             admission_duration,
             data_age,
+            coverage,
             fail_opens,
             invalid_requests,
             refresh_errors,

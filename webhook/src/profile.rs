@@ -1,108 +1,22 @@
-//! The reading side of the profile contract (`docs/profiles.md`): what one pod of a
-//! workload costs, as collectors serve it, and the merged in-memory snapshot the admission
-//! path reads.
+//! The reading side of the profile contract (`docs/profiles.md`): the merged in-memory
+//! snapshot the admission path reads. The document types are the collector's own
+//! ([`collector::schema::profiles`]): one definition, strict on both sides.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::SystemTime,
+};
 
-use serde::{Deserialize, Serialize};
+pub use collector::schema::profiles::{
+    API_VERSION, KIND, ProfileError, ProfileItem, ProfileList, WorkloadRef,
+};
 
-use crate::{error::Error, load::Load};
+use crate::load::Load;
 
-pub const API_VERSION: &str = "headroom.dev/v1alpha1";
-pub const KIND: &str = "ProfileList";
-
-/// `ProfileList` as served at a collector's `/profiles`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProfileList {
-    pub api_version: String,
-    pub kind: String,
-    #[serde(default)]
-    pub node: String,
-    #[serde(default)]
-    pub generated_at: String,
-    #[serde(default)]
-    pub window_seconds: u64,
-    #[serde(default)]
-    pub totals: Load,
-    #[serde(default)]
-    pub items: Vec<ProfileItem>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WorkloadRef {
-    #[serde(default)]
-    pub namespace: String,
-    pub kind: String,
-    pub name: String,
-}
-
-impl std::fmt::Display for WorkloadRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProfileItem {
-    pub workload: WorkloadRef,
-    #[serde(default)]
-    pub image: String,
-    #[serde(default)]
-    pub pods: u64,
-    #[serde(default)]
-    pub minutes: u64,
-    #[serde(default)]
-    pub steady: Load,
-    #[serde(default)]
-    pub startup: Load,
-    #[serde(default)]
-    pub current: Load,
-}
-
-impl ProfileList {
-    /// Parses and validates one `ProfileList` (JSON). `source_name` names the file or URL.
-    pub fn parse(source_name: &str, bytes: &[u8]) -> Result<ProfileList, Error> {
-        let list: ProfileList = serde_json::from_slice(bytes).map_err(|e| Error::Parse {
-            path: source_name.to_owned(),
-            message: format!("not a ProfileList: {e}"),
-        })?;
-        list.validate(source_name)?;
-        Ok(list)
-    }
-
-    fn validate(&self, source_name: &str) -> Result<(), Error> {
-        if self.api_version != API_VERSION || self.kind != KIND {
-            return Err(Error::UnsupportedProfileVersion {
-                source_name: source_name.to_owned(),
-                found_api_version: self.api_version.clone(),
-                found_kind: self.kind.clone(),
-            });
-        }
-        let invalid = |field: String, load: &Load| {
-            load.invalid_dimension().map(|d| Error::InvalidProfile {
-                source_name: source_name.to_owned(),
-                field: format!("{field}.{}", d.field()),
-                message: "must be a finite number ≥ 0".to_owned(),
-            })
-        };
-        if let Some(e) = invalid("totals".to_owned(), &self.totals) {
-            return Err(e);
-        }
-        for (i, item) in self.items.iter().enumerate() {
-            for (name, load) in [
-                ("steady", &item.steady),
-                ("startup", &item.startup),
-                ("current", &item.current),
-            ] {
-                if let Some(e) = invalid(format!("items[{i}].{name}"), load) {
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
+/// An RFC 3339 time (`generatedAt`), `None` if it is not one.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    let t: k8s_openapi::jiff::Timestamp = text.parse().ok()?;
+    Some(SystemTime::from(t))
 }
 
 /// What one pod costs, with where the figure came from.
@@ -111,6 +25,18 @@ pub struct PerPod {
     pub steady: Load,
     pub startup: Load,
     pub provenance: Provenance,
+    /// How long the measurement behind it ran (`None`: declared, not measured).
+    pub measured_seconds: Option<u64>,
+}
+
+impl PerPod {
+    /// Seconds until a measured figure covers `min_seconds`; `None` once it does (or for
+    /// a declared one).
+    pub fn seconds_until_measured(&self, min_seconds: u64) -> Option<u64> {
+        self.measured_seconds
+            .filter(|&m| m < min_seconds)
+            .map(|m| min_seconds - m)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -155,8 +81,13 @@ pub struct Snapshot {
     pub workloads: HashMap<WorkloadRef, ProfileItem>,
     /// Image → the workload measured with the most pods running it.
     pub images: HashMap<String, WorkloadRef>,
-    /// When the data was fetched (the oldest fetch among the merged sources).
-    pub fetched_at: Option<SystemTime>,
+    /// Per node whose data is in hand (a collector's `node`, Prometheus' `instance`), the
+    /// time of its newest measurement. `None`: the data does not say which nodes it
+    /// covers, and coverage is not judged (built by hand, as in tests).
+    pub nodes: Option<BTreeMap<String, SystemTime>>,
+    /// Why the data is missing where the source must have some (an empty answer from
+    /// Prometheus is missing data, not zero load).
+    pub missing: Option<String>,
 }
 
 impl Snapshot {
@@ -165,7 +96,12 @@ impl Snapshot {
     /// up; minutes take the longest.
     pub fn merge<'a>(lists: impl IntoIterator<Item = &'a ProfileList>) -> Snapshot {
         let mut snapshot = Snapshot::default();
+        let mut nodes = BTreeMap::new();
         for list in lists {
+            // Validated lists have an RFC 3339 time; anything else counts as long ago.
+            let at = parse_time(&list.generated_at).unwrap_or(SystemTime::UNIX_EPOCH);
+            let newest: &mut SystemTime = nodes.entry(list.node.clone()).or_insert(at);
+            *newest = (*newest).max(at);
             snapshot.totals += list.totals;
             for item in &list.items {
                 snapshot
@@ -174,6 +110,8 @@ impl Snapshot {
                     .and_modify(|merged| {
                         merged.pods += item.pods;
                         merged.minutes = merged.minutes.max(item.minutes);
+                        merged.measured_seconds =
+                            merged.measured_seconds.max(item.measured_seconds);
                         merged.steady = merged.steady.max(item.steady);
                         merged.startup = merged.startup.max(item.startup);
                         merged.current += item.current;
@@ -184,8 +122,14 @@ impl Snapshot {
                     .or_insert_with(|| item.clone());
             }
         }
+        snapshot.nodes = Some(nodes);
         snapshot.index_images();
         snapshot
+    }
+
+    /// The time of the newest measurement in the data, if it says.
+    pub fn measured_at(&self) -> Option<SystemTime> {
+        self.nodes.as_ref()?.values().max().copied()
     }
 
     /// Rebuilds the image index; called after the workload map changes.
@@ -215,6 +159,7 @@ impl Snapshot {
                     pods: item.pods,
                     minutes: item.minutes,
                 },
+                measured_seconds: Some(item.measured_seconds),
             });
         }
         let image = image.filter(|i| !i.is_empty())?;
@@ -229,6 +174,7 @@ impl Snapshot {
                 pods: item.pods,
                 minutes: item.minutes,
             },
+            measured_seconds: Some(item.measured_seconds),
         })
     }
 

@@ -28,7 +28,9 @@ use crate::{
     budget::ControlPlaneBudget,
     cluster,
     error::Error,
+    freshness,
     inventory::Inventory,
+    reservation,
     sources::Source,
     tls::{self, ReloadingCert},
 };
@@ -137,6 +139,11 @@ pub fn metrics_router(state: Arc<State>) -> Router {
 async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
     let age = state.data_age().map_or(-1.0, |a| a.as_secs_f64());
     state.metrics.data_age.set(age);
+    let coverage = state.data().and_then(|d| {
+        let max_age = Duration::from_secs(state.budget().spec.max_data_age_seconds);
+        freshness::coverage(&d.snapshot, &state.inventory(), max_age).map(|c| c.ratio())
+    });
+    state.metrics.coverage.set(coverage.unwrap_or(-1.0));
     (
         [(
             header::CONTENT_TYPE,
@@ -291,14 +298,13 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
         })?,
     };
 
-    // Profiles: fetched once before serving so a healthy start is ready at once.
+    // Profiles: fetched in the background from the start, so a source that hangs never
+    // holds up serving; until the first answer /readyz says so and changes fail open.
     match &source {
         Some(source) => {
-            refresh_profiles(&state, source).await;
             let (state, source, every) = (state.clone(), source.clone(), config.refresh);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
-                tick.tick().await;
                 loop {
                     tick.tick().await;
                     refresh_profiles(&state, &source).await;
@@ -309,6 +315,18 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
     }
 
     if let (Some(client), Some(name)) = (client, config.cluster.clone()) {
+        // Reservations shared with the other replicas through the budget's status.
+        let (share, admitted) = tokio::sync::mpsc::unbounded_channel();
+        state.share_reservations(share);
+        tokio::spawn(reservation::shared::run(
+            kube::Api::all(client.clone()),
+            name.clone(),
+            state.clone(),
+            admitted,
+            config.refresh,
+            // The budget watch (cluster::run) reads the others' reservations back.
+            false,
+        ));
         let health = Arc::new(cluster::health());
         state.set_watches(health.clone());
         state.await_inventory();

@@ -69,7 +69,7 @@ async fn fetch_collectors(urls: &[String]) -> Result<Snapshot, Error> {
         tasks.spawn(async move {
             let result = crate::http_client::get(&url, FETCH_TIMEOUT)
                 .await
-                .and_then(|body| ProfileList::parse(&url, &body));
+                .and_then(|body| Ok(ProfileList::parse(&url, &body)?));
             (i, result)
         });
     }

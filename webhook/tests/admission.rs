@@ -354,9 +354,15 @@ async fn certificate_files_are_reloaded_when_they_change() {
 #[tokio::test]
 async fn stale_data_fails_open_and_is_counted() {
     let server = start_server(Profiles::File("profiles-outage.json"), 5000).await;
-    let snapshot = server.state.data().expect("loaded").snapshot.clone();
+    // The same data, measured 700 s ago: its age is the measurements', not the fetch's.
+    let mut snapshot = server.state.data().expect("loaded").snapshot.clone();
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(700);
-    server.state.set_snapshot(snapshot, old);
+    for at in snapshot.nodes.as_mut().expect("nodes").values_mut() {
+        *at = old;
+    }
+    server
+        .state
+        .set_snapshot(snapshot, std::time::SystemTime::now());
     let mut c = client(&server).await;
     let r = c.review(&Review::create(agent_daemonset()).build()).await;
     assert_eq!(r["allowed"], true, "{r}");
@@ -377,8 +383,9 @@ async fn stale_data_fails_open_and_is_counted() {
 
 #[tokio::test]
 async fn profiles_polled_from_a_collector_endpoint() {
-    let profiles =
-        std::fs::read_to_string(support::fixtures().join("profiles-outage.json")).expect("fixture");
+    let dir = support::temp_dir("collector");
+    let profiles = std::fs::read_to_string(support::fresh_profiles("profiles-outage.json", &dir))
+        .expect("fixture");
     let app = axum::Router::new().route(
         "/profiles",
         axum::routing::get(move || {
@@ -392,7 +399,7 @@ async fn profiles_polled_from_a_collector_endpoint() {
 
     let server = start_server(Profiles::Collectors(vec![collector]), 5000).await;
     let (status, _) = http_get(server.running.metrics, "/readyz").await;
-    assert_eq!(status, 200, "the first poll happens before serving");
+    assert_eq!(status, 200, "ready once the first poll is in");
     let mut c = client(&server).await;
     let r = c.review(&Review::create(agent_daemonset()).build()).await;
     assert_eq!(r["allowed"], false, "{r}");

@@ -106,10 +106,18 @@ impl Script {
             "resources": [{"name": "horizontalpodautoscalers", "singularName": "", "namespaced": true,
                            "kind": "HorizontalPodAutoscaler", "verbs": ["list", "watch"]}]
         });
+        // As another replica left it: a reservation it admitted just now.
+        let mut listed = budget("Warn");
+        listed["status"] = json!({"reservations": [{
+            "workload": {"namespace": "default", "kind": "Deployment", "name": "other"},
+            "load": {"apiserverRequestsPerSecond": 80, "apiserverReceivedBytesPerSecond": 0,
+                     "apiserverConnectionsPerSecond": 0, "dnsQueriesPerSecond": 0},
+            "admittedAt": webhook::cluster::rfc3339(std::time::SystemTime::now()),
+        }]});
         let budgets = list(
             "headroom.dev/v1alpha1",
             "ControlPlaneBudgetList",
-            json!([budget("Warn")]),
+            json!([listed]),
         );
         let script = Script::default();
         script.set(NODES, Ok(nodes));
@@ -313,6 +321,11 @@ async fn watches_fill_the_state_and_status_is_patched() {
         name: "web".into(),
     };
     assert_eq!(state.autoscalers().max_for(&web), Some(40));
+    // The other replica's reservation, read back from the budget watch.
+    let reserved = state.reservations();
+    assert_eq!(reserved.len(), 1, "{reserved:?}");
+    assert_eq!(reserved[0].workload.name, "other");
+    assert_eq!(reserved[0].load.apiserver_requests_per_second, 80.0);
     let status = &script.patches.lock().expect("lock")[0]["status"];
     assert_eq!(status["current"]["apiserverRequestsPerSecond"], 250.0);
     assert_eq!(status["headroom"]["apiserverRequestsPerSecond"], 750.0);

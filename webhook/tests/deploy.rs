@@ -506,7 +506,7 @@ fn answer(method: &Method, path: &str, query: &str, budget: &Value) -> Response 
         ("GET", p) if p == format!("{budgets}/default") => {
             json_body(StatusCode::OK, budget.clone())
         }
-        ("PATCH", p) if p == format!("{budgets}/default/status") => {
+        ("PATCH" | "PUT", p) if p == format!("{budgets}/default/status") => {
             json_body(StatusCode::OK, budget.clone())
         }
         ("GET", p) if p == budgets => json_body(
@@ -677,6 +677,27 @@ async fn rbac_grants_exactly_the_calls_the_webhook_makes() {
         .expect("the budget is fetched");
     let state = Arc::new(State::new(Budget::from(budget), Inventory::default()));
     state.set_snapshot(Snapshot::default(), SystemTime::now());
+    // And share what it admits through the status.
+    let (share, admitted) = tokio::sync::mpsc::unbounded_channel();
+    let sharing = tokio::spawn(webhook::reservation::shared::run(
+        kube::Api::all(client.clone()),
+        "default".to_owned(),
+        state.clone(),
+        admitted,
+        Duration::from_millis(100),
+        false,
+    ));
+    share
+        .send(webhook::reservation::Reservation {
+            workload: webhook::profile::WorkloadRef {
+                namespace: "default".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+            },
+            load: webhook::load::Load::ZERO,
+            admitted_at: SystemTime::now(),
+        })
+        .expect("sharing runs");
     let health = Arc::new(webhook::cluster::health());
     let backoff = collector::watch::BackoffConfig::default().without_jitter();
     let task = tokio::spawn(webhook::cluster::run(
@@ -700,8 +721,9 @@ async fn rbac_grants_exactly_the_calls_the_webhook_makes() {
         // Every watch has started and the status was written at least once.
         let watches = used.iter().filter(|(_, _, v)| v == "watch").count();
         let patched = used.iter().any(|(_, _, v)| v == "patch");
+        let updated = used.iter().any(|(_, _, v)| v == "update");
         // Nodes, HPAs, budgets; Deployments, StatefulSets, ReplicaSets (scale parents).
-        if watches == 6 && patched {
+        if watches == 6 && patched && updated {
             break used;
         }
         assert!(
@@ -711,6 +733,7 @@ async fn rbac_grants_exactly_the_calls_the_webhook_makes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     task.abort();
+    sharing.abort();
 
     let deployment = webhook_deployment(&rendered);
     let account = deployment["spec"]["template"]["spec"]["serviceAccountName"]

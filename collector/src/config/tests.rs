@@ -54,6 +54,7 @@ dnsServers:
 cgroupRoot: /sys/fs/cgroup/unified
 nodeName: node-a
 seriesGracePeriod: 10m
+profileRateWindow: 15s
 dnsTopK: 50
 dnsPorts: [53, 5353]
 readinessTimeout: 1m30s
@@ -78,6 +79,7 @@ fn file_sets_every_field() {
             node_name: Some("node-a".into()),
             kubeconfig: None,
             series_grace_period: Duration::from_secs(600),
+            profile_rate_window: Duration::from_secs(15),
             dns_top_k: 50,
             readiness_timeout: Duration::from_secs(90),
             standalone: true,
@@ -124,9 +126,12 @@ fn flags_override_the_file_and_lists_replace() {
             "5",
             "--series-grace-period",
             "90s",
+            "--profile-rate-window",
+            "1m",
         ],
     )
     .expect("valid");
+    assert_eq!(config.profile_rate_window, Duration::from_secs(60));
     assert_eq!(config.listen, addr("0.0.0.0:9978"));
     assert_eq!(
         config.apiservers,

@@ -7,7 +7,11 @@
 //!   or over the whole 5 minutes while the pod's series is younger than that, as
 //!   Prometheus' `rate` does for a counter that starts inside its range;
 //! - steady: per pod the p95 over the window of its 5-minute rates, then the p95 over
-//!   the workload's pods (Prometheus' `quantile`, linear between ranks);
+//!   the workload's pods (Prometheus' `quantile`, linear between ranks); only rates over
+//!   a full range count, so a pod counts (in `pods` and `steady`) once it has been
+//!   measured for the rate range;
+//! - measuredSeconds: the longest time one of the workload's pods has been sampled in
+//!   the window;
 //! - startup: the pod's counter 60 s after its first container started (interpolated
 //!   between samples), over 60 s — counters start at zero with the cgroup — for pods
 //!   that started in the window after the store began; p95 over those pods;
@@ -17,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::{
     DIMENSIONS,
     schema::{API_VERSION, KIND, Load, ProfileItem, ProfileList, WorkloadRef},
-    store::{PodSeries, ProfileStore, RATE_RANGE_SECONDS, Sample},
+    store::{PodSeries, ProfileStore, RATE_RANGE_SECONDS, Sample, StoreConfig},
 };
 use crate::identity::UNKNOWN_WORKLOAD_KIND;
 
@@ -48,18 +52,20 @@ fn increase(a: u64, b: u64) -> u64 {
 /// The 5-minute rate of each dimension at `samples[i]`; `None` without an earlier
 /// sample in range.
 pub fn rate5m(samples: &VecDeque<Sample>, i: usize) -> Option<[f64; DIMENSIONS]> {
+    rate_over(samples, i, RATE_RANGE_SECONDS)
+}
+
+/// The rate over `range` seconds of each dimension at `samples[i]`; `None` without an
+/// earlier sample in range.
+pub fn rate_over(samples: &VecDeque<Sample>, i: usize, range: f64) -> Option<[f64; DIMENSIONS]> {
     let end = samples.get(i)?;
-    let first = (0..i).find(|&j| samples[j].at >= end.at - RATE_RANGE_SECONDS)?;
+    let first = (0..i).find(|&j| samples[j].at >= end.at - range)?;
     let elapsed = end.at - samples[first].at;
     if elapsed <= 0.0 {
         return None;
     }
     // The series starts inside the range: nothing to extrapolate back to.
-    let over = if first == 0 {
-        RATE_RANGE_SECONDS
-    } else {
-        elapsed
-    };
+    let over = if first == 0 { range } else { elapsed };
     let mut total = [0u64; DIMENSIONS];
     for j in first..i {
         for (d, sum) in total.iter_mut().enumerate() {
@@ -110,21 +116,28 @@ struct PodFigures {
     in_window: bool,
 }
 
-fn pod_figures(
-    series: &PodSeries,
-    now: f64,
-    window: f64,
-    interval: f64,
-    created_at: f64,
-) -> PodFigures {
+fn pod_figures(series: &PodSeries, now: f64, config: &StoreConfig, created_at: f64) -> PodFigures {
+    let (window, interval, range) = (
+        config.window_seconds,
+        config.interval_seconds,
+        config.rate_range_seconds,
+    );
     let start = now - window;
     let samples = &series.samples;
     let in_window: Vec<usize> = (0..samples.len())
         .filter(|&i| samples[i].at >= start && samples[i].at <= now)
         .collect();
+    // Only rates over a full range: a younger pod's would be diluted by the time before
+    // it existed (a true 1/s read 0.27/s at one minute). Samples come every `interval`
+    // give or take the tick's jitter (the store takes one from 0.9 × interval on), so a
+    // range is full within a tenth of an interval: otherwise a range of one interval
+    // could wait for a sample that lands a few milliseconds short of it forever.
+    let first_at = samples.front().map_or(f64::MAX, |s| s.at);
+    let full = range - 0.1 * interval;
     let rates: Vec<[f64; DIMENSIONS]> = in_window
         .iter()
-        .filter_map(|&i| rate5m(samples, i))
+        .filter(|&&i| samples[i].at - first_at >= full)
+        .filter_map(|&i| rate_over(samples, i, range))
         .collect();
     let steady = (!rates.is_empty()).then(|| {
         std::array::from_fn(|d| {
@@ -140,7 +153,7 @@ fn pod_figures(
     let current = samples
         .back()
         .filter(|last| last.at >= now - 2.0 * interval)
-        .and_then(|_| rate5m(samples, samples.len() - 1));
+        .and_then(|_| rate_over(samples, samples.len() - 1, range));
     let measured = match (in_window.first(), in_window.last()) {
         (Some(&a), Some(&b)) => samples[b].at - samples[a].at,
         _ => 0.0,
@@ -188,13 +201,7 @@ pub fn profile_list(
     }
     let mut workloads: BTreeMap<WorkloadRef, Workload> = BTreeMap::new();
     for (key, series) in store.pods() {
-        let figures = pod_figures(
-            series,
-            now,
-            config.window_seconds,
-            config.interval_seconds,
-            store.created_at(),
-        );
+        let figures = pod_figures(series, now, config, store.created_at());
         if let Some(current) = figures.current {
             add(&mut totals, current);
         }
@@ -216,7 +223,8 @@ pub fn profile_list(
             workload.image.clone_from(&series.image);
             workload.image_at = last_at;
         }
-        workload.pods += 1;
+        // A pod counts once it has a full rate window; until then only its time does.
+        workload.pods += u64::from(figures.steady.is_some());
         workload.measured = workload.measured.max(figures.measured);
         workload.steady.extend(figures.steady);
         workload.startup.extend(figures.startup);
@@ -231,6 +239,7 @@ pub fn profile_list(
             image: w.image,
             pods: w.pods,
             minutes: (w.measured / 60.0).floor() as u64,
+            measured_seconds: w.measured.floor() as u64,
             steady: Load::from_array(p95_over(&w.steady)),
             startup: Load::from_array(p95_over(&w.startup)),
             current: Load::from_array(w.current),

@@ -12,7 +12,7 @@ use crate::metrics::Identity;
 pub type Counters = [u64; DIMENSIONS];
 
 /// How far a 5-minute rate looks back, in seconds.
-pub const RATE_RANGE_SECONDS: f64 = 300.0;
+pub const RATE_RANGE_SECONDS: f64 = crate::schema::profiles::RATE_WINDOW_SECONDS as f64;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreConfig {
@@ -22,6 +22,9 @@ pub struct StoreConfig {
     pub window_seconds: f64,
     /// Pods (and node processes) kept; past it the one seen longest ago goes.
     pub max_pods: usize,
+    /// How far a rate looks back, and how long a pod is measured before it counts
+    /// ([`RATE_RANGE_SECONDS`], as the recording rules' `rate(…[5m])`).
+    pub rate_range_seconds: f64,
 }
 
 impl Default for StoreConfig {
@@ -30,6 +33,7 @@ impl Default for StoreConfig {
             interval_seconds: 15.0,
             window_seconds: 3600.0,
             max_pods: 512,
+            rate_range_seconds: RATE_RANGE_SECONDS,
         }
     }
 }
@@ -154,7 +158,7 @@ impl ProfileStore {
     /// Drops samples that no rate in the window needs, pods with none left, and the
     /// pods seen longest ago past `max_pods`.
     fn expire(&mut self, now: f64) {
-        let horizon = now - self.config.window_seconds - RATE_RANGE_SECONDS;
+        let horizon = now - self.config.window_seconds - self.config.rate_range_seconds;
         self.pods.retain(|_, series| {
             while series.samples.front().is_some_and(|s| s.at < horizon) {
                 series.samples.pop_front();

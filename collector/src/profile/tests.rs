@@ -251,7 +251,8 @@ fn gone_pods_leave_current_then_the_window() {
         T0 + 600.0,
     );
     let list = profile_list(&store, "n", T0 + 600.0, String::new());
-    assert_eq!(list.items[0].pods, 2);
+    // web-1 had its full rate window; web-2, sampled for 285 s, does not count yet.
+    assert_eq!(list.items[0].pods, 1);
     // Only web-2 still reports; its series is younger than 5 minutes (285 s of 1/s):
     // like Prometheus' rate, the increase over the whole range.
     assert!((list.items[0].current.apiserver_requests_per_second - 0.95).abs() < 1e-6);
@@ -376,4 +377,170 @@ async fn handler_serves_json() {
     let list: ProfileList = serde_json::from_slice(&body).expect("a ProfileList");
     assert_eq!(list.node, "node-a");
     assert_eq!(list.items.len(), 1);
+}
+
+/// Every leaf of a JSON document: its path and value.
+fn leaves(path: String, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                leaves(format!("{path}.{k}"), v, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                leaves(format!("{path}[{i}]"), v, out);
+            }
+        }
+        leaf => out.push((path, leaf.clone())),
+    }
+}
+
+/// What the handler serves, read with the webhook's reader (the shared schema's
+/// `ProfileList::parse`): every field arrives, none as 0 or empty.
+#[tokio::test]
+async fn served_profiles_read_back_whole_with_the_webhooks_reader() {
+    let created = now() - 1800.0;
+    let mut store = ProfileStore::new(StoreConfig::default(), created);
+    // Started after the store began: its first minute (the startup burst) was seen.
+    let pod = (web("web-1"), [2.0; 4], Some(created + 60.0));
+    feed(&mut store, &[pod], [5.0; 4], created + 60.0, now());
+    let response = handler(State(SharedProfiles::new(store, "node-a"))).await;
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("a body");
+    let read = crate::schema::profiles::ProfileList::parse("/profiles", &body)
+        .expect("the webhook reads what the collector serves");
+    assert_eq!(read.items.len(), 1);
+    let mut fields = Vec::new();
+    leaves(
+        String::new(),
+        &serde_json::to_value(&read).expect("serialises"),
+        &mut fields,
+    );
+    let served: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let mut served_fields = Vec::new();
+    leaves(String::new(), &served, &mut served_fields);
+    assert_eq!(fields, served_fields, "nothing lost or added in reading");
+    for (path, value) in &fields {
+        let set = match value {
+            serde_json::Value::Number(n) => n.as_f64().is_some_and(|v| v > 0.0),
+            serde_json::Value::String(s) => !s.is_empty(),
+            _ => false,
+        };
+        assert!(set, "{path} arrived as {value}");
+    }
+}
+
+/// A canary's first minutes: three pods of a DaemonSet's new version starting at `T0` on
+/// a node whose collector has run for an hour, each making 1 request/s (and 1 of each
+/// other dimension) plus a first-minute burst.
+fn canary_at(age: f64) -> ProfileList {
+    let created = T0 - 3600.0;
+    let mut store = ProfileStore::new(StoreConfig::default(), created);
+    let pods: Vec<_> = (1..=3)
+        .map(|i| {
+            let pod = Identity::container(
+                "monitoring",
+                "DaemonSet",
+                "agent",
+                format!("agent-canary-{i}"),
+                "agent",
+            );
+            (pod, [1.0; 4], Some(T0))
+        })
+        .collect();
+    feed(&mut store, &pods, [5.0; 4], T0, T0 + age);
+    profile_list(&store, "node-a", T0 + age, rfc3339(T0 + age))
+}
+
+/// The ages of the recorded canary snapshots the webhook's tests read
+/// (webhook/tests/fixtures/canary/), and the file each is in.
+const CANARY_AGES: [(f64, &str); 5] = [
+    (0.0, "0s"),
+    (20.0, "20s"),
+    (60.0, "1m"),
+    (180.0, "3m"),
+    (360.0, "6m"),
+];
+
+/// Until a pod has a full rate window it is listed (its current share, how long it has
+/// been measured) but not counted: no pods, no steady figure diluted by its youth.
+#[test]
+fn a_canary_counts_once_it_has_a_full_rate_window() {
+    for (age, _) in CANARY_AGES {
+        let list = canary_at(age);
+        let item = &list.items[0];
+        // Sampled every 15 s: the span of the samples taken so far.
+        assert_eq!(
+            item.measured_seconds,
+            (age / 15.0).floor() as u64 * 15,
+            "{age}"
+        );
+        if age < store::RATE_RANGE_SECONDS {
+            assert_eq!(item.pods, 0, "{age}");
+            assert_eq!(item.steady, Load::default(), "{age}");
+        } else {
+            assert_eq!(item.pods, 3, "{age}");
+            // At least the true 1/s (the p95 still holds the first minute's burst), not 1/s
+            // diluted by the time before the pod existed.
+            assert!(
+                item.steady.apiserver_requests_per_second >= 1.0,
+                "{age}: {:?}",
+                item.steady
+            );
+        }
+        // The first minute is seen from 60 s on: 1/s + a 5/s burst.
+        let startup = item.startup.apiserver_requests_per_second;
+        if age >= 60.0 {
+            assert!((startup - 6.0).abs() < 0.05, "{age}: {startup}");
+        } else {
+            assert_eq!(startup, 0.0, "{age}");
+        }
+    }
+}
+
+/// The recorded snapshots are what the collector computes; set HEADROOM_WRITE_FIXTURES=1
+/// to write them after a change to the maths.
+#[test]
+fn recorded_canary_snapshots_are_what_the_collector_computes() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../webhook/tests/fixtures/canary");
+    for (age, name) in CANARY_AGES {
+        let json = serde_json::to_string_pretty(&canary_at(age)).expect("serialises") + "\n";
+        let path = dir.join(format!("canary-{name}.json"));
+        if std::env::var_os("HEADROOM_WRITE_FIXTURES").is_some() {
+            std::fs::create_dir_all(&dir).expect("fixture dir");
+            std::fs::write(&path, &json).expect("write fixture");
+        }
+        let recorded = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            recorded,
+            json,
+            "{} is stale: rerun with HEADROOM_WRITE_FIXTURES=1",
+            path.display()
+        );
+    }
+}
+
+/// A range of one sampling interval (the demo's 15 s) is full when the next sample lands
+/// a little short of it: samples come every interval give or take the tick's jitter.
+#[test]
+fn a_range_is_full_within_the_ticks_jitter() {
+    let config = StoreConfig {
+        rate_range_seconds: 15.0,
+        ..StoreConfig::default()
+    };
+    let mut store = ProfileStore::new(config, T0 - 60.0);
+    store.record(T0, [row(web("web-1"), [0; 4], Some(T0))]);
+    // Traffic between the samples, the second one 14.99 s after the first.
+    store.record(T0 + 14.99, [row(web("web-1"), [30; 4], Some(T0))]);
+    let list = profile_list(&store, "node-a", T0 + 15.0, rfc3339(T0 + 15.0));
+    let item = &list.items[0];
+    assert_eq!(item.pods, 1, "{item:?}");
+    assert!(
+        (item.steady.apiserver_requests_per_second - 2.0).abs() < 1e-9,
+        "30 requests over the 15 s range: {:?}",
+        item.steady
+    );
 }

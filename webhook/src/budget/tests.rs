@@ -120,8 +120,37 @@ fn status_headroom_is_limit_minus_current() {
         ..Load::ZERO
     };
     let status = ControlPlaneBudgetStatus::compute(&spec, current);
-    assert_eq!(status.headroom.apiserver_requests_per_second, 1500.0);
-    assert_eq!(status.headroom.dns_queries_per_second, 20000.0);
+    assert_eq!(status.headroom.apiserver_requests_per_second, Some(1500.0));
+    assert_eq!(status.headroom.dns_queries_per_second, Some(20000.0));
+}
+
+#[test]
+fn status_shows_no_headroom_for_a_dimension_without_a_limit() {
+    let mut spec = ControlPlaneBudget::parse("b.yaml", EXAMPLE).unwrap().spec;
+    spec.limits.dns_queries_per_second = None;
+    let current = Load::from_array([500.0, 1.0, 1.0, 300.0]);
+    let status = ControlPlaneBudgetStatus::compute(&spec, current);
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["headroom"]["apiserverRequestsPerSecond"], 1500.0);
+    assert!(
+        json["headroom"].get("dnsQueriesPerSecond").is_none(),
+        "{json}"
+    );
+    assert_eq!(json["current"]["dnsQueriesPerSecond"], 300.0);
+}
+
+#[test]
+fn min_coverage_is_a_fraction() {
+    let text = EXAMPLE.replace("canarySize: 5", "canarySize: 5\n  minCoverage: 90");
+    let err = ControlPlaneBudget::parse("b.yaml", &text).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "budget b.yaml: field `spec.minCoverage`: must be in [0, 1]"
+    );
+    let spec = ControlPlaneBudget::parse("b.yaml", EXAMPLE).unwrap().spec;
+    assert_eq!(spec.min_coverage, 0.9);
+    assert_eq!(spec.max_data_age_seconds, 120);
+    assert_eq!(spec.min_measured_seconds, 300);
 }
 
 /// `deploy/crd/controlplanebudget.yaml` must be what `headroom-webhook crd` prints.

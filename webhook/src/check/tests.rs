@@ -12,16 +12,32 @@ spec:
 "#;
 
 fn snapshot() -> Snapshot {
-    let list = crate::profile::ProfileList::parse(
-        "p",
-        br#"{"apiVersion": "headroom.dev/v1alpha1", "kind": "ProfileList",
-             "totals": {"apiserverRequestsPerSecond": 10},
-             "items": [{"workload": {"namespace": "default", "kind": "Deployment", "name": "web"},
-                        "image": "nginx:1.27", "pods": 3, "minutes": 30,
-                        "steady": {"apiserverRequestsPerSecond": 1},
-                        "startup": {"apiserverRequestsPerSecond": 2}}]}"#,
-    )
-    .unwrap();
+    let one = |requests| Load {
+        apiserver_requests_per_second: requests,
+        ..Load::ZERO
+    };
+    let list = crate::profile::ProfileList {
+        api_version: crate::profile::API_VERSION.into(),
+        kind: crate::profile::KIND.into(),
+        node: "node-a".into(),
+        generated_at: "2026-11-22T05:00:00Z".into(),
+        window_seconds: 3600,
+        totals: one(10.0),
+        items: vec![crate::profile::ProfileItem {
+            workload: crate::profile::WorkloadRef {
+                namespace: "default".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+            },
+            image: "nginx:1.27".into(),
+            pods: 3,
+            minutes: 30,
+            measured_seconds: 1800,
+            steady: one(1.0),
+            startup: one(2.0),
+            current: Load::ZERO,
+        }],
+    };
     Snapshot::merge([&list])
 }
 

@@ -31,6 +31,7 @@ fn budget(mode: Mode) -> ControlPlaneBudgetSpec {
         exempt_namespaces: vec!["kube-system".to_owned()],
         trust_declared: false,
         max_data_age_seconds: 300,
+        ..ControlPlaneBudgetSpec::default()
     }
 }
 
@@ -61,6 +62,7 @@ fn item(
         image: image.to_owned(),
         pods: 12,
         minutes: 55,
+        measured_seconds: 3300,
         steady,
         startup,
         current,

@@ -18,6 +18,7 @@ const EXAMPLE: &str = r#"{
       "image": "registry.example/agent:1.2",
       "pods": 12,
       "minutes": 55,
+      "measuredSeconds": 3300,
       "steady":  { "apiserverRequestsPerSecond": 0.5, "apiserverReceivedBytesPerSecond": 2048,
                    "apiserverConnectionsPerSecond": 0.01, "dnsQueriesPerSecond": 3 },
       "startup": { "apiserverRequestsPerSecond": 4, "apiserverReceivedBytesPerSecond": 800000,
@@ -54,7 +55,7 @@ fn rejects_unknown_api_version() {
     let text = EXAMPLE.replace("headroom.dev/v1alpha1", "headroom.dev/v2");
     let err = ProfileList::parse("p.json", text.as_bytes()).unwrap_err();
     assert!(
-        matches!(err, Error::UnsupportedProfileVersion { .. }),
+        matches!(err, ProfileError::UnsupportedVersion { .. }),
         "{err}"
     );
     assert!(err.to_string().contains("headroom.dev/v2"), "{err}");
@@ -74,7 +75,8 @@ fn rejects_negative_figures_naming_the_field() {
 fn rejects_malformed_json_naming_the_source() {
     let err = ProfileList::parse("p.json", b"{\"apiVersion\": ").unwrap_err();
     assert!(
-        err.to_string().starts_with("p.json: not a ProfileList"),
+        err.to_string()
+            .starts_with("profiles p.json: not a headroom.dev/v1alpha1 ProfileList"),
         "{err}"
     );
 }

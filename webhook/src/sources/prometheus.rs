@@ -1,7 +1,10 @@
 //! Profiles and cluster totals from the Prometheus HTTP API (`/api/v1/query`), through the
 //! recording rules in [`crate::prometheus_rules`].
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, SystemTime},
+};
 
 use serde::Deserialize;
 
@@ -98,17 +101,45 @@ fn workload_of(labels: &HashMap<String, String>) -> Option<WorkloadRef> {
     })
 }
 
-/// Reads every rule and builds the snapshot.
+/// Per collector (`instance`: the node's name where the shipped PodMonitor scrapes it),
+/// the time of its newest scraped sample. Not a recording rule: `timestamp()` of a raw
+/// series is the scrape's time, which a rule's output would replace with its own.
+pub const COLLECTOR_SCRAPES: &str = "max by (instance) (timestamp(headroom_collector_build_info))";
+
+/// The collectors Prometheus holds fresh samples of, and when each was last scraped.
+async fn scraped_nodes(base: &str) -> Result<BTreeMap<String, SystemTime>, Error> {
+    Ok(query(base, COLLECTOR_SCRAPES)
+        .await?
+        .into_iter()
+        .map(|(labels, at)| {
+            let instance = labels.get("instance").cloned().unwrap_or_default();
+            let at = Duration::try_from_secs_f64(at).unwrap_or_default();
+            (instance, SystemTime::UNIX_EPOCH + at)
+        })
+        .collect())
+}
+
+/// Reads every rule and builds the snapshot. An empty answer where there must be data
+/// (no collector scraped, no cluster total) is missing data, never zero load.
 pub async fn fetch(base: &str) -> Result<Snapshot, Error> {
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = Snapshot {
+        nodes: Some(scraped_nodes(base).await?),
+        ..Snapshot::default()
+    };
+    let mut missing = Vec::new();
+    if snapshot.nodes.as_ref().is_some_and(BTreeMap::is_empty) {
+        missing.push("headroom_collector_build_info".to_owned());
+    }
     let mut items: HashMap<WorkloadRef, ProfileItem> = HashMap::new();
     for d in Dimension::ALL {
-        let total: f64 = query(base, &rules::cluster_total(d))
-            .await?
-            .into_iter()
-            .map(|(_, v)| v)
-            .sum();
-        snapshot.totals.set(d, total);
+        let name = rules::cluster_total(d);
+        let answer = query(base, &name).await?;
+        if answer.is_empty() {
+            missing.push(name);
+        }
+        snapshot
+            .totals
+            .set(d, answer.into_iter().map(|(_, v)| v).sum());
         for (name, field) in [
             (rules::pod_steady(d), Field::Steady),
             (rules::pod_startup(d), Field::Startup),
@@ -143,6 +174,7 @@ pub async fn fetch(base: &str) -> Result<Snapshot, Error> {
                 entry.pods = whole;
             } else {
                 entry.minutes = whole;
+                entry.measured_seconds = whole * 60;
             }
         }
     }
@@ -163,6 +195,12 @@ pub async fn fetch(base: &str) -> Result<Snapshot, Error> {
     }
     snapshot.workloads = items;
     snapshot.index_images();
+    if let Some(first) = missing.first() {
+        snapshot.missing = Some(match missing.len() {
+            1 => format!("Prometheus has no series for {first}"),
+            n => format!("Prometheus has no series for {first} (+{} more)", n - 1),
+        });
+    }
     Ok(snapshot)
 }
 
@@ -184,6 +222,7 @@ fn entry<'a>(
             image: String::new(),
             pods: 0,
             minutes: 0,
+            measured_seconds: 0,
             steady: Load::ZERO,
             startup: Load::ZERO,
             current: Load::ZERO,

@@ -1,17 +1,40 @@
 use axum::{Router, extract::Query, routing::get};
 
 use super::*;
-use crate::{load::Dimension, prometheus_rules as rules};
+use crate::{
+    load::{Dimension, Load},
+    prometheus_rules as rules,
+};
 
+/// A collector's document for `node`, serialised as the collector serves it.
 fn list(node: &str, pods: u64, requests: f64) -> String {
-    format!(
-        r#"{{"apiVersion": "headroom.dev/v1alpha1", "kind": "ProfileList", "node": "{node}",
-            "totals": {{"apiserverRequestsPerSecond": {requests}}},
-            "items": [{{"workload": {{"namespace": "default", "kind": "Deployment", "name": "web"}},
-                        "image": "nginx:1.27", "pods": {pods}, "minutes": 30,
-                        "steady": {{"apiserverRequestsPerSecond": {requests}}},
-                        "current": {{"apiserverRequestsPerSecond": 1}}}}]}}"#
-    )
+    let one = |requests| Load {
+        apiserver_requests_per_second: requests,
+        ..Load::ZERO
+    };
+    let list = ProfileList {
+        api_version: crate::profile::API_VERSION.into(),
+        kind: crate::profile::KIND.into(),
+        node: node.into(),
+        generated_at: "2026-11-22T05:00:00Z".into(),
+        window_seconds: 3600,
+        totals: one(requests),
+        items: vec![crate::profile::ProfileItem {
+            workload: crate::profile::WorkloadRef {
+                namespace: "default".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+            },
+            image: "nginx:1.27".into(),
+            pods,
+            minutes: 30,
+            measured_seconds: 1800,
+            steady: one(requests),
+            startup: Load::ZERO,
+            current: one(1.0),
+        }],
+    };
+    serde_json::to_string(&list).unwrap()
 }
 
 async fn serve(router: Router) -> String {
@@ -76,6 +99,11 @@ async fn reads_recording_rules_from_the_prometheus_api() {
                 vec![(labels.into(), "8")]
             } else if query == rules::WORKLOAD_MINUTES {
                 vec![(labels.into(), "42")]
+            } else if query == prometheus::COLLECTOR_SCRAPES {
+                vec![
+                    (r#"{"instance":"node-a"}"#.into(), "1700000000.5"),
+                    (r#"{"instance":"node-b"}"#.into(), "1699999990"),
+                ]
             } else if query == rules::WORKLOAD_IMAGE {
                 // Mid-rollout: the newer image's pods started later.
                 vec![
@@ -104,14 +132,30 @@ async fn reads_recording_rules_from_the_prometheus_api() {
     assert_eq!(web.image, "nginx:1.28", "the newest pod's image");
     assert_eq!(snapshot.images["nginx:1.28"], web.workload);
     assert_eq!(snapshot.workloads.len(), 1, "an image alone is no profile");
+    // When each collector was last scraped, from the samples' own timestamps.
+    let nodes = snapshot.nodes.as_ref().unwrap();
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["node-a", "node-b"]);
+    assert_eq!(
+        snapshot.measured_at(),
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_500))
+    );
+    // Three of the four cluster totals answered with no series: missing, not zero.
+    assert_eq!(
+        snapshot.missing.as_deref(),
+        Some(
+            "Prometheus has no series for headroom:cluster_apiserver_received_bytes:rate5m (+2 \
+             more)"
+        )
+    );
 
     let err = Source::Prometheus("http://127.0.0.1:1".into())
         .fetch()
         .await
         .unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with("Prometheus query `headroom:cluster_apiserver_requests:rate5m`"),
+        err.to_string().starts_with(
+            "Prometheus query `max by (instance) (timestamp(headroom_collector_build_info))`"
+        ),
         "{err}"
     );
 }

@@ -107,9 +107,27 @@ impl Pki {
 /// How a test server gets its profiles.
 pub enum Profiles {
     None,
+    /// A recorded profile fixture, its `generatedAt` moved to now: the data's age is judged
+    /// from it.
     File(&'static str),
     /// Collector base URLs polled for `/profiles`.
     Collectors(Vec<String>),
+    /// A Prometheus base URL.
+    Prometheus(String),
+}
+
+/// `name` from the fixtures, as measured just now.
+pub fn fresh_profiles(name: &str, dir: &Path) -> PathBuf {
+    let mut list = fixture(name);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    list["generatedAt"] = json!(
+        k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+            .expect("now")
+            .to_string()
+    );
+    let path = dir.join(Path::new(name).file_name().expect("a file name"));
+    std::fs::write(&path, serde_json::to_vec(&list).expect("json")).expect("write profiles");
+    path
 }
 
 pub struct TestServer {
@@ -117,9 +135,31 @@ pub struct TestServer {
     pub state: Arc<State>,
     pub pki: Pki,
     pub dir: PathBuf,
+    expects_data: bool,
 }
 
 pub async fn start_server(profiles: Profiles, nodes: u64) -> TestServer {
+    start_server_with(profiles, nodes, &fixtures().join("budget.yaml")).await
+}
+
+/// A server on `budget`; returns once its first profile fetch is in (ready).
+pub async fn start_server_with(profiles: Profiles, nodes: u64, budget: &Path) -> TestServer {
+    let server = start_server_unready(profiles, nodes, budget).await;
+    if server.expects_data {
+        for _ in 0..1000 {
+            if server.state.ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(server.state.ready(), "no profile data after 10 s");
+    }
+    server
+}
+
+/// A server on `budget`, returned as soon as it serves (its profiles may still be
+/// coming).
+pub async fn start_server_unready(profiles: Profiles, nodes: u64, budget: &Path) -> TestServer {
     let dir = temp_dir("server");
     let pki = Pki::generate("headroom test CA");
     let (tls_cert, tls_key) = pki.write(&dir);
@@ -128,17 +168,20 @@ pub async fn start_server(profiles: Profiles, nodes: u64) -> TestServer {
         metrics_listen: "127.0.0.1:0".parse().expect("addr"),
         tls_cert,
         tls_key,
-        budget: Some(fixtures().join("budget.yaml")),
+        budget: Some(budget.to_owned()),
         cluster: None,
         profiles: match &profiles {
-            Profiles::File(name) => Some(fixtures().join(name)),
+            Profiles::File(name) => Some(fresh_profiles(name, &dir)),
             _ => None,
         },
-        collectors: match profiles {
-            Profiles::Collectors(urls) => urls,
+        collectors: match &profiles {
+            Profiles::Collectors(urls) => urls.clone(),
             _ => Vec::new(),
         },
-        prometheus: None,
+        prometheus: match &profiles {
+            Profiles::Prometheus(url) => Some(url.clone()),
+            _ => None,
+        },
         refresh: Duration::from_millis(200),
         inventory: Inventory::uniform(nodes),
         nodes_file: None,
@@ -149,6 +192,7 @@ pub async fn start_server(profiles: Profiles, nodes: u64) -> TestServer {
         state,
         pki,
         dir,
+        expects_data: !matches!(profiles, Profiles::None),
     }
 }
 

@@ -21,6 +21,9 @@ mod admission;
 
 const METRICS_ADDR: &str = "127.0.0.1:19977";
 const DNS_ADDR: &str = "127.0.7.53";
+/// The collector's profile rate window in the demo: one sampling interval (see the
+/// demo budget's minMeasuredSeconds in admission.rs).
+const DEMO_RATE_WINDOW: &str = "15s";
 const RESOLV_CONF: &str = "search ns1.svc.cluster.local svc.cluster.local cluster.local\n\
                            options ndots:5\nnameserver 127.0.7.53\n";
 
@@ -110,6 +113,11 @@ pub fn run() -> anyhow::Result<()> {
             &apiserver.addr,
             "--dns-server",
             &format!("{DNS_ADDR}:53"),
+            // A pod counts in a profile once measured for the rate window (5m in a
+            // cluster); the demo measures for well under a minute, so one sampling
+            // interval stands for it here (and the webhook's budget says so too).
+            "--profile-rate-window",
+            DEMO_RATE_WINDOW,
         ]),
         "headroom-collector",
     )?;
