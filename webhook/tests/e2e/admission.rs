@@ -1,7 +1,7 @@
 //! The webhook registered as deploy/ registers it, judging kubectl's requests through a
 //! real API server: denials with the numbers and the safe change, what is allowed, Warn's
 //! warning, Audit's annotation in the server's audit log, the budget's status.
-use std::{path::Path, process::Output, time::Duration};
+use std::{process::Output, time::Duration};
 
 use serde_json::{Value, json};
 
@@ -9,7 +9,7 @@ use crate::{
     support::{Cluster, wait_for},
     webhook::{
         NODES, Registration, SMALL_POOL, Webhook, ensure_budget, ensure_nodes, fixture_object,
-        set_mode,
+        fresh_profiles, set_mode,
     },
 };
 
@@ -58,7 +58,6 @@ fn offline_check(cluster: &Cluster, object: &Value, mode: &str) -> Value {
     budget["spec"]["mode"] = json!(mode);
     std::fs::write(dir.join("budget.json"), budget.to_string()).expect("write budget");
     std::fs::write(dir.join("object.json"), object.to_string()).expect("write object");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_headroom-webhook"))
         .arg("check")
         .arg("-f")
@@ -66,7 +65,7 @@ fn offline_check(cluster: &Cluster, object: &Value, mode: &str) -> Value {
         .arg("--budget")
         .arg(dir.join("budget.json"))
         .arg("--profiles")
-        .arg(fixtures.join(PROFILES))
+        .arg(fresh_profiles(cluster, PROFILES))
         .arg("--nodes-file")
         .arg(dir.join("nodes.yaml"))
         .args(["--output", "json"])

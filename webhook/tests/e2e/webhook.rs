@@ -52,6 +52,22 @@ pub fn fixture_object(name: &str) -> Value {
     object
 }
 
+/// The recorded ProfileList fixture `name` as of now: its `generatedAt` set to the current
+/// time (the webhook judges data older than the budget's maxDataAgeSeconds stale and
+/// fails open), every figure as recorded. Written into the run's scratch directory.
+pub fn fresh_profiles(cluster: &Cluster, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(fixtures().join(name)).expect("fixture exists");
+    let mut list: Value = serde_json::from_str(&text).expect("fixture is JSON");
+    let now = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("date runs");
+    list["generatedAt"] = json!(String::from_utf8_lossy(&now.stdout).trim());
+    let path = cluster.scratch("profiles").join(name);
+    std::fs::write(&path, list.to_string()).expect("write profiles");
+    path
+}
+
 /// 2,000 Linux nodes (the first three in the small pool), created once per control plane
 /// in parallel Lists, as kubelets would register them.
 pub fn ensure_nodes(cluster: &Cluster) {
@@ -143,6 +159,7 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn start(cluster: &Cluster, kubeconfig: &Path, profiles: &str) -> Webhook {
+        let profiles = fresh_profiles(cluster, profiles);
         let dir = cluster.scratch("serve");
         let pki = Pki::generate("headroom e2e webhook CA");
         let (cert, key) = pki.write(&dir);
@@ -163,7 +180,7 @@ impl Webhook {
                 .arg("--tls-key")
                 .arg(&key)
                 .arg("--profiles")
-                .arg(fixtures().join(profiles))
+                .arg(&profiles)
                 .env("KUBECONFIG", kubeconfig)
                 .env("RUST_LOG", "info"),
             &dir.join("webhook.log"),
