@@ -1,7 +1,9 @@
-//! Project tasks: set-up of a fresh machine, the full test run (kernel tests as root),
-//! the demo, benchmarks and generated files. The normal build is plain `cargo build`.
+//! Project tasks: set-up of a fresh machine, the full test run (kernel tests as root, then
+//! the end-to-end tests against a real kube-apiserver), the demo, benchmarks and generated
+//! files. The normal build is plain `cargo build`.
 mod bench;
 mod demo;
+mod e2e;
 mod generate;
 mod lint;
 mod setup;
@@ -27,6 +29,16 @@ enum Task {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// End-to-end tests against a real kube-apiserver on loopback (built once, cached in
+    /// target/). Needs root.
+    E2e {
+        /// Leave the control plane running afterwards and print its kubeconfig.
+        #[arg(long)]
+        keep: bool,
+        /// Extra arguments for the test binaries (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        test_args: Vec<String>,
+    },
     /// Run the collector on this machine and show what it measures.
     Demo,
     /// rustfmt and clippy (warnings denied), user space and kernel programs.
@@ -42,6 +54,7 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Setup => setup::run(),
         Task::Test { cargo_args } => test::run(&cargo_args),
+        Task::E2e { keep, test_args } => e2e::run(keep, &test_args),
         Task::Demo => demo::run(),
         Task::Lint => lint::run(),
         Task::Bench => bench::run(),

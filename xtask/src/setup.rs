@@ -86,7 +86,12 @@ fn step_failed(step: &str, cmd: &Command, why: impl std::fmt::Display) -> anyhow
 }
 
 fn apt_packages() -> anyhow::Result<()> {
-    let names: Vec<&str> = APT_PACKAGES.iter().map(|(name, _)| *name).collect();
+    apt_install(APT_PACKAGES, "apt packages")
+}
+
+/// Installs the Debian packages of `packages` (name, why) that are not installed yet.
+pub fn apt_install(packages: &[(&str, &str)], step: &str) -> anyhow::Result<()> {
+    let names: Vec<&str> = packages.iter().map(|(name, _)| *name).collect();
     let query = shell::output(
         Command::new("dpkg-query")
             .args(["-W", "-f=${Package} ${Status}\\n"])
@@ -108,13 +113,13 @@ fn apt_packages() -> anyhow::Result<()> {
     eprintln!("xtask setup: installing {}", missing.join(" "));
     let mut update = Command::new("apt-get");
     update.args(["update", "-qq"]);
-    shell::run(&mut update).map_err(|e| step_failed("apt packages", &update, e))?;
+    shell::run(&mut update).map_err(|e| step_failed(step, &update, e))?;
     let mut install = Command::new("apt-get");
     install
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive");
-    shell::run(&mut install).map_err(|e| step_failed("apt packages", &install, e))
+    shell::run(&mut install).map_err(|e| step_failed(step, &install, e))
 }
 
 fn rust_src() -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: set-up if needed, then every test of the workspace — unit,
-//! integration and kernel tests — as root, ending with one summary line.
+//! integration and kernel tests — as root, ending with one summary line; then the
+//! end-to-end tests against a real kube-apiserver (`cargo xtask e2e`) and their line.
 use std::{
     io::{BufRead as _, BufReader},
     process::Stdio,
@@ -7,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{setup, shell};
+use crate::{e2e, setup, shell};
 
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
     if !shell::is_root() {
@@ -46,20 +47,22 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     if totals.passed == 0 {
         bail!("no test ran");
     }
-    Ok(())
+    // Whole, after everything else passed: a filter meant for the workspace's tests
+    // would select none of theirs.
+    e2e::run(false, &[])
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Totals {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
+pub struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
 }
 
 impl Totals {
     /// Adds a libtest line such as
     /// `test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s`.
-    fn add_line(&mut self, line: &str) {
+    pub fn add_line(&mut self, line: &str) {
         let Some(rest) = line.trim().strip_prefix("test result: ") else {
             return;
         };
