@@ -3,4 +3,9 @@
 //! cluster mode (`--kubeconfig`, `--node-name`) and attaches at the root cgroup.
 mod least_privilege;
 mod requests;
+#[path = "../../../webhook/tests/e2e/support.rs"]
+#[expect(
+    dead_code,
+    reason = "shared with the webhook's e2e tests, which use all of it"
+)]
 mod support;

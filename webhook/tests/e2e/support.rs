@@ -1,5 +1,6 @@
 //! The control plane `cargo xtask e2e` started (its coordinates come from the
-//! environment), kubectl against it, its audit log, and the webhook as a process.
+//! environment), kubectl against it, its audit log, and child processes. One file for
+//! both crates' end-to-end tests: the collector's include it by path.
 use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
@@ -44,7 +45,8 @@ impl Cluster {
     pub fn scratch(&self, name: &str) -> PathBuf {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = self.dir.join(format!(
-            "webhook-{name}-{}-{}",
+            "{}-{name}-{}-{}",
+            env!("CARGO_PKG_NAME"),
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
