@@ -55,7 +55,7 @@ async fn start_bare(pki: &Pki) -> SocketAddr {
 }
 
 /// A Prometheus that answers every query after 5 s (with an empty vector): the webhook
-/// fetches in the background, so a review must not wait for it (issue 7: every review
+/// fetches in the background, so a review must not wait for it (issue 12: every review
 /// answered within 100 ms whatever the source does).
 async fn start_hanging_prometheus() -> String {
     let router = Router::new().route(
