@@ -255,23 +255,39 @@ async fn follow_endpoints(
     let config = api_watch::cached_list_config().fields("metadata.name=kubernetes");
     let resource = Resource::Endpoints.name();
     let mut events = std::pin::pin!(api_watch::watch(api, config, resource, health, backoff));
-    let mut listed = Endpoints::new();
-    let mut current = Endpoints::new();
+    let mut current = Current::default();
     while let Some(event) = events.next().await {
+        if current.apply(event, core_endpoints) {
+            publish(&tx, service.union(&current.live).copied().collect());
+        }
+    }
+}
+
+/// The addresses one watched object gives, kept from watcher events: a relist replaces
+/// them only once complete.
+#[derive(Debug, Default)]
+struct Current {
+    live: Endpoints,
+    listed: Endpoints,
+}
+
+impl Current {
+    /// Applies one event; whether `live` may have changed.
+    fn apply<K>(&mut self, event: watcher::Event<K>, addresses: impl Fn(&K) -> Endpoints) -> bool {
         match event {
             watcher::Event::Init => {
-                listed.clear();
-                continue;
+                self.listed.clear();
+                return false;
             }
-            watcher::Event::InitApply(endpoints) => {
-                listed.extend(core_endpoints(&endpoints));
-                continue;
+            watcher::Event::InitApply(object) => {
+                self.listed.extend(addresses(&object));
+                return false;
             }
-            watcher::Event::InitDone => current = std::mem::take(&mut listed),
-            watcher::Event::Apply(endpoints) => current = core_endpoints(&endpoints),
-            watcher::Event::Delete(_) => current.clear(),
+            watcher::Event::InitDone => self.live = std::mem::take(&mut self.listed),
+            watcher::Event::Apply(object) => self.live = addresses(&object),
+            watcher::Event::Delete(_) => self.live.clear(),
         }
-        publish(&tx, service.union(&current).copied().collect());
+        true
     }
 }
 
@@ -288,23 +304,11 @@ pub async fn watch_dns(
     let config = api_watch::cached_list_config().fields(&format!("metadata.name={name}"));
     let resource = Resource::DnsService.name();
     let mut events = std::pin::pin!(api_watch::watch(api, config, resource, health, backoff));
-    let mut listed = Endpoints::new();
-    let mut current = Endpoints::new();
+    let mut current = Current::default();
     while let Some(event) = events.next().await {
-        match event {
-            watcher::Event::Init => {
-                listed.clear();
-                continue;
-            }
-            watcher::Event::InitApply(service) => {
-                listed.extend(service_endpoints(&service));
-                continue;
-            }
-            watcher::Event::InitDone => current = std::mem::take(&mut listed),
-            watcher::Event::Apply(service) => current = service_endpoints(&service),
-            watcher::Event::Delete(_) => current.clear(),
+        if current.apply(event, service_endpoints) {
+            publish(&tx, base.union(&current.live).copied().collect());
         }
-        publish(&tx, base.union(&current).copied().collect());
     }
 }
 

@@ -11,25 +11,8 @@ use prometheus_client::{
 };
 
 use super::exposition::Family;
-
-/// One watch's health as a scrape shows it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct WatchHealth {
-    /// The Kubernetes resource watched (`pods`, `endpointslices`, `services`).
-    pub resource: &'static str,
-    /// Lists started: the first one, then one after each 410 Gone.
-    pub lists: u64,
-    /// Events applied; a completed list counts as one.
-    pub events: u64,
-    /// Failures by reason, every reason listed (zeros too, so rates work from the start).
-    pub errors: Vec<(&'static str, u64)>,
-    /// Unix time of the last event applied; `None` before the first list completed.
-    pub last_event_unix_seconds: Option<f64>,
-    /// Whether /readyz counts the watch as good; `None` while it does not run.
-    pub ready: Option<bool>,
-    /// Whether the API server serves the resource (as discovery last said).
-    pub served: bool,
-}
+/// One watch's health as a scrape shows it: the shared watch machinery's report.
+pub use crate::watch::health::Report as WatchHealth;
 
 /// Where the watches' health comes from.
 pub trait WatchHealthSource: fmt::Debug + Send + Sync + 'static {

@@ -89,8 +89,8 @@ struct Entry {
 /// ready: its cache is that old.
 pub const RELIST_FAILURES_NOT_READY: u32 = 3;
 
-/// One watch as the metrics show it.
-#[derive(Clone, Debug, PartialEq)]
+/// One watch as the metrics show it (the collector's `WatchHealth`).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
     pub resource: &'static str,
     /// Lists started: the first one, then one after each 410 Gone or failed LIST.
