@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod e2e;
+mod fuzz;
 mod generate;
 mod lint;
 mod setup;
@@ -47,6 +48,17 @@ enum Task {
     Bench,
     /// Write generated files (the budget CRD) into deploy/.
     Gen,
+    /// Fuzz the decoders (cargo-fuzz, nightly; installs cargo-fuzz if missing).
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Print the targets, one a line, and stop.
+        #[arg(long)]
+        list: bool,
+        /// Only this target (default: every one, in turn).
+        target: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,5 +71,12 @@ fn main() -> anyhow::Result<()> {
         Task::Lint => lint::run(),
         Task::Bench => bench::run(),
         Task::Gen => generate::run(),
+        Task::Fuzz { list: true, .. } => {
+            fuzz::list();
+            Ok(())
+        }
+        Task::Fuzz {
+            seconds, target, ..
+        } => fuzz::run(seconds, target.as_deref()),
     }
 }
