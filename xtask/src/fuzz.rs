@@ -68,7 +68,7 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "check_manifests",
         crate_dir: "webhook/fuzz",
-        seeds: &["webhook/tests/fixtures", "webhook/tests/manifests"],
+        seeds: &["webhook/tests/fixtures", "webhook/demo/reviews"],
         seed_kind: Seed::Whole,
     },
     Target {

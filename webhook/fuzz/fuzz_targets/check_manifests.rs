@@ -1,5 +1,6 @@
 //! `webhook check` manifest parsing and evaluation: YAML or JSON text, multi-document
-//! streams and `List`s (seeds: the manifests and workload fixtures under `webhook/tests/`).
+//! streams and `List`s (seeds: the workload fixtures under `webhook/tests/fixtures/` and the
+//! recorded reviews, which `check` judges too).
 //! Properties: every finding comes from a document that was read, its projected numbers
 //! are finite and non-negative, a denial says why, and the exit code matches the findings.
 #![no_main]
