@@ -174,6 +174,20 @@ fn fuzz_command(subcommand: &str, dir: &str) -> Command {
     let mut cmd = shell::cargo_nightly();
     cmd.args(["fuzz", subcommand, "--fuzz-dir", dir, "--target-dir"])
         .arg(shell::target_dir().join("fuzz"));
+    // `cargo xtask` runs us with xtask's package variables set; build scripts that watch
+    // them (ring's) would rebuild every dependency, and a `cargo fuzz` by hand after us.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*key,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(&*key);
+        }
+    }
     cmd
 }
 
