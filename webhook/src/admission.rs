@@ -445,6 +445,8 @@ impl State {
             inventory: &inventory,
             autoscalers: &autoscalers,
             pending: ledger.pending_except(&workload.reference),
+            apiserver: None,
+            apiserver_age: None,
         };
         let decision = decision::decide(workload, old, &ctx);
         // A dry run changes no state: nothing is reserved.
