@@ -251,6 +251,10 @@ pub struct ControlPlaneBudgetStatus {
     /// The fraction of the inventory's nodes whose data was in hand (see `minCoverage`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coverage: Option<f64>,
+    /// With `apiserverRequestsPerSecond: auto`: the API server's capacity per priority
+    /// level, as last measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_capacity: Option<crate::capacity::ApiserverCapacityStatus>,
     /// Increases admitted by any replica that the measurements do not show yet; written
     /// by the webhook with a resourceVersion precondition.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -10,6 +10,7 @@ pub mod ceiling;
 pub mod exposition;
 pub mod flowschema;
 pub mod model;
+pub mod status;
 
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ pub use self::{
     ceiling::{ApiserverCapacity, LevelCeiling, resolve},
     flowschema::{FlowSchema, FlowSchemaList, Placement, place},
     model::{Constraint, LevelCapacity, capacity, capacity_at},
+    status::{ApiserverCapacityStatus, PriorityLevelStatus},
 };
 
 /// The share of a level's capacity the budget admits changes up to, unless set.

@@ -318,6 +318,13 @@ async fn write_status(
         status
             .observed_at
             .get_or_insert_with(|| rfc3339(data.fetched_at));
+        status.apiserver_capacity = state.apiserver.current().map(|capacity| {
+            crate::capacity::status::status(
+                &capacity,
+                &state.budget().spec.limits,
+                std::time::SystemTime::now(),
+            )
+        });
         let patch = Patch::Merge(serde_json::json!({ "status": status }));
         match budgets
             .patch_status(name, &PatchParams::default(), &patch)

@@ -672,7 +672,29 @@ async fn auto_limits_read_flowschemas_and_the_api_servers_metrics() {
     );
     let seen = script.seen();
     let scrapes: Vec<_> = seen.iter().filter(|s| s.path == "/metrics").collect();
-    assert_eq!(scrapes.len(), 3, "at 0, 5 and 10 s: {scrapes:?}");
-    assert!(scrapes.iter().all(|s| s.at >= t0));
+    // None until the watched budget asks for `auto` (the one it started with did not),
+    // then one per 5 s.
+    assert_eq!(scrapes.len(), 2, "{scrapes:?}");
+    assert_eq!(scrapes[1].at - scrapes[0].at, Duration::from_secs(5));
+    assert!(scrapes[0].at > t0);
     assert_eq!(script.lists_of(FLOWSCHEMAS, Instant::now()), 1);
+    // The status shows every level: seats, capacity, in use, limit, headroom, source.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let patches = script.patches.lock().expect("lock").clone();
+    let shown = &patches.last().expect("status written")["status"]["apiserverCapacity"];
+    assert_eq!(shown["source"], webhook::sources::apiserver::ONE_REPLICA);
+    let low = shown["levels"]
+        .as_array()
+        .expect("levels")
+        .iter()
+        .find(|l| l["name"] == "workload-low")
+        .expect("workload-low");
+    assert_eq!(low["seats"], 293.0);
+    assert_eq!(low["inUseRequestsPerSecond"], 0.0);
+    let capacity = low["capacityRequestsPerSecond"].as_f64().expect("capacity");
+    assert!(capacity > 0.0, "{low}");
+    assert_eq!(
+        low["headroomRequestsPerSecond"].as_f64(),
+        low["limitRequestsPerSecond"].as_f64()
+    );
 }

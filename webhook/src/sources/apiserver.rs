@@ -123,9 +123,9 @@ pub async fn scrape(client: &kube::Client, timeout: Duration) -> Result<Scrape, 
     capacity::apf::parse(&text, at).map_err(|e| e.to_string())
 }
 
-/// Scrapes `/metrics` every `every` (at least [`MIN_SCRAPE_INTERVAL`]; backing off to
-/// [`MAX_BACKOFF`] while it fails) and publishes each window's figures to `state`. Runs
-/// until the process ends.
+/// While the budget in force has `auto` request limits, scrapes `/metrics` every `every`
+/// (at least [`MIN_SCRAPE_INTERVAL`]; backing off to [`MAX_BACKOFF`] while it fails) and
+/// publishes each window's figures to `state`. Runs until the process ends.
 pub async fn run(client: kube::Client, state: Arc<crate::admission::State>, every: Duration) {
     let every = every.max(MIN_SCRAPE_INTERVAL);
     let mut previous: Option<Scrape> = None;
@@ -133,6 +133,12 @@ pub async fn run(client: kube::Client, state: Arc<crate::admission::State>, ever
     // The error being logged while failing, so that each change of state logs once.
     let mut failing: Option<String> = None;
     loop {
+        // Only a budget with `auto` needs the figures: no megabytes of /metrics otherwise.
+        if !state.budget().spec.limits.requests_auto() {
+            previous = None;
+            tokio::time::sleep(every).await;
+            continue;
+        }
         match scrape(&client, crate::sources::FETCH_TIMEOUT).await {
             Ok(now) => {
                 if failing.take().is_some() {
