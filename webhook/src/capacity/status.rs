@@ -12,7 +12,7 @@ use crate::budget::Limits;
 
 /// `status.apiserverCapacity`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 pub struct ApiserverCapacityStatus {
     /// RFC 3339 time of the newer scrape of the window the figures are from.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,7 +28,7 @@ pub struct ApiserverCapacityStatus {
 
 /// One priority level (exempt levels have no limit and are not listed).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase")]
 pub struct PriorityLevelStatus {
     pub name: String,
     /// Requests (1.26+: seats) the level may execute at once.
