@@ -897,6 +897,23 @@ fn webhook_metric_names() -> BTreeSet<String> {
     metrics.record_decision("Enforce", "allowed", "Deployment");
     metrics.record_fail_open("stale");
     metrics.record_refresh_error("prometheus");
+    // The priority levels' gauges exist with an `auto` budget's figures.
+    metrics
+        .levels
+        .show(Some(&webhook::capacity::ApiserverCapacityStatus {
+            observed_at: None,
+            data_age_seconds: None,
+            source: String::new(),
+            levels: vec![webhook::capacity::PriorityLevelStatus {
+                name: "workload-low".into(),
+                seats: 1.0,
+                capacity_requests_per_second: Some(1.0),
+                in_use_requests_per_second: 0.0,
+                limit_requests_per_second: Some(0.7),
+                headroom_requests_per_second: Some(0.7),
+                constraint: None,
+            }],
+        }));
     metrics
         .encode()
         .lines()
