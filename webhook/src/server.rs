@@ -144,6 +144,10 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
         freshness::coverage(&d.snapshot, &state.inventory(), max_age).map(|c| c.ratio())
     });
     state.metrics.coverage.set(coverage.unwrap_or(-1.0));
+    let levels = state.apiserver.current().map(|capacity| {
+        crate::capacity::status::status(&capacity, &state.budget().spec.limits, SystemTime::now())
+    });
+    state.metrics.levels.show(levels.as_ref());
     (
         [(
             header::CONTENT_TYPE,

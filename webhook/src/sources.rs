@@ -2,6 +2,7 @@
 //! Prometheus HTTP API. Fetching runs in the background; the admission path only reads the
 //! resulting in-memory [`Snapshot`].
 
+pub mod apiserver;
 pub mod prometheus;
 
 use std::{path::PathBuf, time::Duration};
