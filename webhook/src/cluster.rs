@@ -248,6 +248,11 @@ pub async fn run(
         health.clone(),
         backoff,
     ));
+    tokio::spawn(crate::sources::apiserver::run(
+        client.clone(),
+        state.clone(),
+        every,
+    ));
     let budget_state = state.clone();
     let name = budget_name.clone();
     let budgets = Api::<ControlPlaneBudget>::all(client.clone());

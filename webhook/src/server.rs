@@ -246,38 +246,31 @@ fn watch_file(path: PathBuf, every: Duration, reload: impl Fn(&Path) + Send + 's
     });
 }
 
-/// The API server's capacity for `apiserverRequestsPerSecond: auto`: from Prometheus when
-/// it is given (every replica scraped), else from `/metrics` through the kube client (one
-/// replica). Without the cluster, the FlowSchemas are kube-apiserver's defaults.
+/// The API server's capacity for `apiserverRequestsPerSecond: auto` from Prometheus when
+/// it is given (every replica scraped); the kube client's `/metrics` loop ([`cluster::run`],
+/// one replica) then stays idle. Without the cluster, the FlowSchemas are kube-apiserver's
+/// defaults.
 fn spawn_capacity(
     config: &Config,
     client: Option<&kube::Client>,
     state: &Arc<State>,
 ) -> Result<(), Error> {
-    match (&config.prometheus, client) {
-        (Some(url), _) => {
-            if client.is_none() {
-                let defaults = crate::check::apiserver::parse_flow_schemas(
-                    "the default FlowSchemas",
-                    crate::check::apiserver::DEFAULT_FLOW_SCHEMAS,
-                )?;
-                state.apiserver.set_flow_schemas(defaults);
-            }
-            tokio::spawn(crate::sources::apiserver_prometheus::run(
-                url.clone(),
-                state.clone(),
-                config.refresh,
-            ));
-        }
-        (None, Some(client)) => {
-            tokio::spawn(crate::sources::apiserver::run(
-                client.clone(),
-                state.clone(),
-                config.refresh,
-            ));
-        }
-        (None, None) => {}
+    let Some(url) = &config.prometheus else {
+        return Ok(());
+    };
+    state.apiserver.take_levels_from_prometheus();
+    if client.is_none() {
+        let defaults = crate::check::apiserver::parse_flow_schemas(
+            "the default FlowSchemas",
+            crate::check::apiserver::DEFAULT_FLOW_SCHEMAS,
+        )?;
+        state.apiserver.set_flow_schemas(defaults);
     }
+    tokio::spawn(crate::sources::apiserver_prometheus::run(
+        url.clone(),
+        state.clone(),
+        config.refresh,
+    ));
     Ok(())
 }
 
