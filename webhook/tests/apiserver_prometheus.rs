@@ -1,7 +1,8 @@
 //! `apiserverRequestsPerSecond: auto` with `--prometheus`: the real Debian Prometheus
 //! scrapes two stand-in API server replicas that serve the recorded v1.20.2 `/metrics`
 //! (tests/fixtures/apf/: before a load, then after 600 LISTs), and the webhook's
-//! capacity source reads the per-level sums over both instances. When the replicas stop
+//! capacity source reads the per-level sums over both instances, as does `serve --prometheus`
+//! with a budget of `auto` request limits. When the replicas stop
 //! answering, Prometheus marks their series stale and the source says what is missing.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
@@ -18,7 +19,7 @@ use std::{
 };
 
 use axum::{Router, http::StatusCode, routing::get};
-use support::{http_get, temp_dir};
+use support::{Profiles, http_get, start_server_unready, temp_dir};
 use webhook::{
     capacity::{Generation, apf},
     sources::apiserver_prometheus::{self as source, DEFAULT_WINDOW},
@@ -168,6 +169,50 @@ async fn capacity_is_summed_over_every_scraped_replica_and_missing_once_they_go(
     assert_eq!(low.capacity.unwrap(), low.seats / measured);
     assert_eq!(low.constraint, None);
     assert!(!figures.levels.contains_key("exempt"));
+
+    // `serve --prometheus` (standalone: kube-apiserver's default FlowSchemas) with a
+    // budget of `auto` request limits reads the same figures and shows them.
+    let budget = dir.join("budget.yaml");
+    let text = std::fs::read_to_string(support::fixtures().join("budget.yaml")).unwrap();
+    std::fs::write(
+        &budget,
+        text.replace(
+            "apiserverRequestsPerSecond: 2000",
+            "apiserverRequestsPerSecond: auto",
+        ),
+    )
+    .unwrap();
+    let server =
+        start_server_unready(Profiles::Prometheus(prometheus.url.clone()), 3, &budget).await;
+    assert!(server.state.budget().spec.limits.requests_auto());
+    let mut shown = None;
+    for _ in 0..100 {
+        if let Some(capacity) = server.state.apiserver.current() {
+            shown = Some(capacity);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown = shown.expect("the server has capacity figures within 10 s");
+    assert_eq!(shown.source, "Prometheus, 2 API server instances");
+    assert_eq!(shown.levels["workload-low"].seats, 586.0);
+    assert!(
+        !server
+            .state
+            .not_ready_because()
+            .iter()
+            .any(|p| p.contains("capacity")),
+        "{:?}",
+        server.state.not_ready_because()
+    );
+    let (status, metrics) = http_get(server.running.metrics, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains(
+            r#"headroom_webhook_apiserver_level_capacity_requests_per_second{priority_level="workload-low"}"#
+        ),
+        "{metrics}"
+    );
 
     // Both replicas stop answering: their series go stale and nothing is taken for zero.
     down.store(true, Ordering::SeqCst);
