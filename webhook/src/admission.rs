@@ -228,7 +228,7 @@ impl State {
         if self.budget().spec.limits.requests_auto() && !self.apiserver.has_levels() {
             problems.push(
                 "apiserverRequestsPerSecond is auto and no API server capacity figures yet \
-                 (two scrapes of its /metrics)"
+                 (from Prometheus, or two scrapes of its /metrics)"
                     .to_owned(),
             );
         }

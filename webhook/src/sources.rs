@@ -3,6 +3,7 @@
 //! resulting in-memory [`Snapshot`].
 
 pub mod apiserver;
+pub mod apiserver_prometheus;
 pub mod prometheus;
 
 use std::{path::PathBuf, time::Duration};

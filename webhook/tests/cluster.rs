@@ -698,3 +698,32 @@ async fn auto_limits_read_flowschemas_and_the_api_servers_metrics() {
         low["limitRequestsPerSecond"].as_f64()
     );
 }
+
+/// With `--prometheus` as well, the figures come from Prometheus (every replica): the
+/// FlowSchemas are still watched, `/metrics` through the client is never read.
+#[tokio::test(start_paused = true)]
+async fn auto_limits_with_prometheus_leave_the_api_servers_metrics_alone() {
+    let script = Script::healthy();
+    let mut auto = budget("Enforce");
+    auto["spec"]["limits"] = json!({"apiserverRequestsPerSecond": "auto"});
+    script.set(
+        BUDGETS,
+        Ok(
+            json!({"apiVersion": "headroom.dev/v1alpha1", "kind": "ControlPlaneBudgetList",
+                  "metadata": {"resourceVersion": "7"}, "items": [auto]})
+            .to_string(),
+        ),
+    );
+    let state = start(script.serve().await);
+    // As `serve --kube --prometheus` does before the watches start.
+    state.apiserver.take_levels_from_prometheus();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(state.budget().spec.limits.requests_auto());
+    let seen = script.seen();
+    assert!(!seen.iter().any(|s| s.path == "/metrics"), "{seen:?}");
+    assert_eq!(script.lists_of(FLOWSCHEMAS, Instant::now()), 1);
+    assert!(
+        state.apiserver.current().is_none(),
+        "no figures from /metrics"
+    );
+}

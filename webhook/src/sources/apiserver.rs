@@ -10,7 +10,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -30,6 +33,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 #[derive(Debug, Default)]
 pub struct CapacityStore {
     parts: RwLock<Parts>,
+    /// The levels come from Prometheus: `/metrics` through the kube client is not read.
+    from_prometheus: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +94,16 @@ impl CapacityStore {
         Some(now.duration_since(*at).unwrap_or_default())
     }
 
+    /// Takes the levels from Prometheus (every replica) rather than `/metrics` through the
+    /// kube client (one replica): [`run`] stays idle.
+    pub fn take_levels_from_prometheus(&self) {
+        self.from_prometheus.store(true, Ordering::Relaxed);
+    }
+
+    pub fn levels_from_prometheus(&self) -> bool {
+        self.from_prometheus.load(Ordering::Relaxed)
+    }
+
     /// Whether the scrape side has figures (the watch side reports through its health).
     pub fn has_levels(&self) -> bool {
         self.parts
@@ -133,8 +148,9 @@ pub async fn run(client: kube::Client, state: Arc<crate::admission::State>, ever
     // The error being logged while failing, so that each change of state logs once.
     let mut failing: Option<String> = None;
     loop {
-        // Only a budget with `auto` needs the figures: no megabytes of /metrics otherwise.
-        if !state.budget().spec.limits.requests_auto() {
+        // Only a budget with `auto` needs the figures: no megabytes of /metrics otherwise,
+        // nor when Prometheus provides them.
+        if !state.budget().spec.limits.requests_auto() || state.apiserver.levels_from_prometheus() {
             previous = None;
             tokio::time::sleep(every).await;
             continue;
