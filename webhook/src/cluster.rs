@@ -290,23 +290,35 @@ pub async fn run(
         &state,
         &budget_name,
         every,
+        backoff,
     )
     .await;
 }
 
 /// Patches the budget's status every `every` from the profile data; a failure is logged
-/// when it starts or changes (and its end), not on every refresh.
+/// when it starts or changes (and its end), not on every refresh, and the next attempt
+/// waits out the watches' backoff (1 s doubling to 30 s, to 300 s while refused), so a
+/// missing RBAC grant costs ~10 PATCHes in ten minutes, not one per refresh.
 async fn write_status(
     budgets: Api<ControlPlaneBudget>,
     state: &State,
     name: &str,
     every: Duration,
+    backoff: BackoffConfig,
 ) {
+    use kube::runtime::utils::Backoff as _;
     let mut tick = tokio::time::interval(every);
+    let gate = Arc::new(watch::backoff::Gate::default());
+    let mut steps =
+        watch::backoff::GatedBackoff::new(backoff, gate.clone(), watch::backoff::Jitter::new());
+    let mut not_before = tokio::time::Instant::now();
     // While failing: the HTTP status of the last failure, if the API server answered.
     let mut failing: Option<Option<u16>> = None;
     loop {
         tick.tick().await;
+        if tokio::time::Instant::now() < not_before {
+            continue;
+        }
         let Some(data) = state.data() else { continue };
         let mut status = freshness::status(
             &state.budget().spec,
@@ -331,6 +343,8 @@ async fn write_status(
             .await
         {
             Ok(_) => {
+                gate.progressed();
+                steps.reset();
                 if failing.take().is_some() {
                     tracing::info!(budget = %name, "writing the budget status works again");
                 }
@@ -340,12 +354,15 @@ async fn write_status(
                     kube::Error::Api(status) => Some(status.code),
                     _ => None,
                 };
+                gate.failed(matches!(code, Some(401 | 403 | 404)));
+                let wait = steps.next().unwrap_or(backoff.max_refused);
+                not_before = tokio::time::Instant::now() + wait;
                 if failing != Some(code) {
                     tracing::warn!(
                         budget = %name,
                         error = %e,
                         "writing the budget status failed (it needs patch on \
-                         controlplanebudgets/status: see {RBAC}); retrying every refresh"
+                         controlplanebudgets/status: see {RBAC}); retrying with backoff"
                     );
                 }
                 failing = Some(code);

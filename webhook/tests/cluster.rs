@@ -382,6 +382,65 @@ async fn watches_fill_the_state_and_status_is_patched() {
     }
 }
 
+/// The status writer without `patch` on controlplanebudgets/status: it backs off like
+/// the watches instead of trying on every refresh (here every 100 ms), logs once, and
+/// writes again once the API server lets it.
+#[tokio::test(start_paused = true)]
+async fn a_refused_status_patch_backs_off_and_logs_once() {
+    const STATUS: &str = "/apis/headroom.dev/v1alpha1/controlplanebudgets/default/status";
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let script = Script::healthy();
+    script.set(STATUS, Err((403, "Forbidden")));
+    let t0 = Instant::now();
+    let _state = start(script.serve().await);
+
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let patches = |before: Instant| {
+        script
+            .seen()
+            .iter()
+            .filter(|s| s.path == STATUS && s.at < before)
+            .count()
+    };
+    let first_minute = patches(t0 + Duration::from_secs(60));
+    let ten_minutes = patches(t0 + Duration::from_secs(600));
+    // 1 s doubling, +0–25 %, capped at 300 s while refused: t ≈ 0, 1, 3, 7, 15, 31, …
+    assert!(
+        (3..=8).contains(&first_minute),
+        "{first_minute} in the first minute"
+    );
+    assert!(
+        (5..=11).contains(&ten_minutes),
+        "{ten_minutes} in ten minutes"
+    );
+    let warned = logs
+        .lines()
+        .iter()
+        .filter(|l| l.contains("writing the budget status failed"))
+        .count();
+    assert_eq!(warned, 1, "{:?}", logs.lines());
+
+    // Granted: the next attempt (at most 300 s + 25 % later) writes, and says so.
+    script.remove(STATUS);
+    let granted = Instant::now();
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    assert!(
+        script
+            .seen()
+            .iter()
+            .any(|s| s.path == STATUS && s.at >= granted),
+        "written again once allowed"
+    );
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|l| l.contains("writing the budget status works again")),
+        "{:?}",
+        logs.lines()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refused_node_list_backs_off_logs_once_and_keeps_the_webhook_not_ready() {
     let logs = Logs::default();
