@@ -9,6 +9,7 @@ mod support;
 mod apiserver;
 mod dns;
 mod dns_default;
+mod faults;
 mod maps;
 mod nat;
 mod self_client;
