@@ -7,6 +7,7 @@
 mod support;
 
 mod apiserver;
+mod capabilities;
 mod dns;
 mod dns_default;
 mod faults;

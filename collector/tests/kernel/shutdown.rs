@@ -138,6 +138,12 @@ impl Running {
 
     /// Standalone, with `extra` flags (`--apiserver ADDR`, `--dns-server ADDR`, …).
     pub fn start_with(tag: &str, extra: &[&str]) -> Self {
+        Self::start_under(tag, extra, &[])
+    }
+
+    /// [`Self::start_with`], run by `wrapper` (a program and its arguments, e.g.
+    /// `setpriv --bounding-set …`) when it is not empty.
+    pub fn start_under(tag: &str, extra: &[&str], wrapper: &[&str]) -> Self {
         let listen = crate::free_port();
         let log = std::env::temp_dir().join(format!(
             "headroom-shutdown-{tag}-{}.log",
@@ -152,7 +158,22 @@ impl Running {
             &listen_arg,
         ];
         args.extend_from_slice(extra);
-        let child = crate::spawn_logged(&mut crate::collector_command(&args), &log);
+        let mut command = crate::collector_command(&args);
+        if let Some((program, wrapper_args)) = wrapper.split_first() {
+            let mut wrapped = std::process::Command::new(program);
+            wrapped
+                .args(wrapper_args)
+                .arg(command.get_program())
+                .args(&args);
+            for (key, value) in command.get_envs() {
+                match value {
+                    Some(value) => wrapped.env(key, value),
+                    None => wrapped.env_remove(key),
+                };
+            }
+            command = wrapped;
+        }
+        let child = crate::spawn_logged(&mut command, &log);
         Self { child, log, listen }
     }
 
@@ -217,6 +238,11 @@ impl Running {
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// How it exited, if it did within `patience`.
+    pub fn exited_within(&mut self, patience: Duration) -> Option<ExitStatus> {
+        crate::exited_within(&mut self.child, patience)
     }
 
     /// Sends `signal` and waits for the collector to exit.
