@@ -91,11 +91,15 @@ pub fn on_sendmsg<const V6: bool>(ctx: &SockAddrContext) -> Option<()> {
     if !maps::port_measured(to.port) {
         return None;
     }
-    let kind = maps::endpoint_kind(&to)?;
+    // A client sends query after query on one socket: once it is known, a lookup by
+    // its 8-byte cookie ends the hook before the endpoint lookup (a 20-byte key, two
+    // lookups when only the any-address entry matches). The outcome is the same in
+    // either order: nothing more happens for a known socket.
     let cookie = cookie(ctx.as_ptr());
     if SOCKETS.get_ptr(cookie).is_some() {
         return Some(());
     }
+    let kind = maps::endpoint_kind(&to)?;
     let info = remember(ctx.as_ptr(), kind)?;
     emit_connect(&info, cookie, 17);
     Some(())
