@@ -217,15 +217,16 @@ impl Running {
         }
     }
 
-    /// Resident memory now (VmRSS), in KiB.
-    pub fn rss_kib(&self) -> u64 {
+    /// Resident memory now, in KiB: `field` of /proc/PID/status (`VmRSS:` in all,
+    /// `RssAnon:` the heap and stacks, without mapped files and the BPF ring buffer).
+    pub fn rss_kib(&self, field: &str) -> u64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
     }
 
     pub fn wait_ready(&mut self) {
