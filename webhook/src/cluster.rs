@@ -5,9 +5,12 @@
 //! (current use and headroom) is written back. The admission path still reads only
 //! [`State`]; these tasks replace its parts in the background.
 //!
-//! The webhook's own API footprint: three watches (HPAs only where `autoscaling/v2` is
-//! served; discovery is asked again every [`DISCOVERY_RECHECK`] until it is), and one
-//! status patch per refresh.
+//! The webhook's own API footprint: four watches (HPAs only where `autoscaling/v2` is
+//! served, FlowSchemas in the newest version served; discovery is asked again every
+//! [`DISCOVERY_RECHECK`] until it is), one status patch per refresh, and a GET of the API
+//! server's `/metrics` per refresh (at least 5 s apart) for `auto` request limits.
+
+pub mod flowcontrol;
 
 use std::{sync::Arc, time::Duration};
 
@@ -61,8 +64,9 @@ pub const WITHOUT_HPAS: &str =
 /// The health of the three watches, each counted as started: the webhook is not ready
 /// until each has listed once (or, for HPAs, discovery said they are not served).
 pub fn health() -> Health {
-    let health = Health::new(&[NODES, HPAS, BUDGETS]);
-    for watched in [NODES, HPAS, BUDGETS] {
+    let all = [NODES, HPAS, BUDGETS, flowcontrol::FLOWSCHEMAS];
+    let health = Health::new(&all);
+    for watched in all {
         health.started(watched.resource);
     }
     health
@@ -238,6 +242,17 @@ pub async fn run(
         backoff,
         every,
     ));
+    tokio::spawn(flowcontrol::run(
+        client.clone(),
+        state.clone(),
+        health.clone(),
+        backoff,
+    ));
+    tokio::spawn(crate::sources::apiserver::run(
+        client.clone(),
+        state.clone(),
+        every,
+    ));
     let budget_state = state.clone();
     let name = budget_name.clone();
     let budgets = Api::<ControlPlaneBudget>::all(client.clone());
@@ -303,6 +318,13 @@ async fn write_status(
         status
             .observed_at
             .get_or_insert_with(|| rfc3339(data.fetched_at));
+        status.apiserver_capacity = state.apiserver.current().map(|capacity| {
+            crate::capacity::status::status(
+                &capacity,
+                &state.budget().spec.limits,
+                std::time::SystemTime::now(),
+            )
+        });
         let patch = Patch::Merge(serde_json::json!({ "status": status }));
         match budgets
             .patch_status(name, &PatchParams::default(), &patch)

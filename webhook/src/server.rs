@@ -145,6 +145,10 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
         freshness::coverage(&d.snapshot, &state.inventory(), max_age).map(|c| c.ratio())
     });
     state.metrics.coverage.set(coverage.unwrap_or(-1.0));
+    let levels = state.apiserver.current().map(|capacity| {
+        crate::capacity::status::status(&capacity, &state.budget().spec.limits, SystemTime::now())
+    });
+    state.metrics.levels.show(levels.as_ref());
     (
         [(
             header::CONTENT_TYPE,
@@ -221,6 +225,34 @@ pub struct Running {
     pub metrics: SocketAddr,
 }
 
+/// The API server's capacity for `apiserverRequestsPerSecond: auto` from Prometheus when
+/// it is given (every replica scraped); the kube client's `/metrics` loop ([`cluster::run`],
+/// one replica) then stays idle. Without the cluster, the FlowSchemas are kube-apiserver's
+/// defaults.
+fn spawn_capacity(
+    config: &Config,
+    client: Option<&kube::Client>,
+    state: &Arc<State>,
+) -> Result<(), Error> {
+    let Some(url) = &config.prometheus else {
+        return Ok(());
+    };
+    state.apiserver.take_levels_from_prometheus();
+    if client.is_none() {
+        let defaults = crate::check::apiserver::parse_flow_schemas(
+            "the default FlowSchemas",
+            crate::check::apiserver::DEFAULT_FLOW_SCHEMAS,
+        )?;
+        state.apiserver.set_flow_schemas(defaults);
+    }
+    tokio::spawn(crate::sources::apiserver_prometheus::run(
+        url.clone(),
+        state.clone(),
+        config.refresh,
+    ));
+    Ok(())
+}
+
 /// Loads everything, binds both ports and spawns the servers and refreshers. Fails fast on
 /// a bad budget, certificate or flag.
 pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
@@ -293,6 +325,7 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
         None => tracing::warn!("no profile source: every change is allowed (fail-open)"),
     }
 
+    spawn_capacity(&config, client.as_ref(), &state)?;
     if let (Some(client), Some(name)) = (client, config.cluster.clone()) {
         // Reservations shared with the other replicas through the budget's status.
         let (share, admitted) = tokio::sync::mpsc::unbounded_channel();

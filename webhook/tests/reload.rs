@@ -90,6 +90,17 @@ impl Webhook {
         );
     }
 
+    /// Waits (up to 10 s) for /readyz: the first profiles are in, so reviews are judged.
+    async fn await_ready(&self) {
+        for _ in 0..1000 {
+            if http_get(self.metrics, "/readyz").await.0 == axum::http::StatusCode::OK {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not ready after 10 s: {}", self.log());
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap()
     }
@@ -143,6 +154,7 @@ async fn a_certificate_replaced_by_garbage_keeps_the_old_one_serving() {
     let budget = dir.join("budget.yaml");
     std::fs::write(&budget, fixture_budget()).unwrap();
     let webhook = Webhook::start(&dir, &budget);
+    webhook.await_ready().await;
     assert_eq!(
         webhook.review(&pki, &agent_create()).await["allowed"],
         false
@@ -195,6 +207,7 @@ async fn a_budget_replaced_by_garbage_keeps_the_old_one_deciding() {
     let budget = dir.join("budget.yaml");
     std::fs::write(&budget, fixture_budget()).unwrap();
     let webhook = Webhook::start(&dir, &budget);
+    webhook.await_ready().await;
     let r = webhook.review(&pki, &agent_create()).await;
     assert_eq!(r["allowed"], false, "{r}");
 
