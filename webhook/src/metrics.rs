@@ -41,6 +41,12 @@ pub struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabels {
+    /// `certificate` (with its key), `budget` or `nodes`.
+    pub file: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LevelLabels {
     /// The API Priority and Fairness priority level.
     pub priority_level: String,
@@ -88,6 +94,7 @@ pub struct Metrics {
     pub fail_opens: Family<FailOpenLabels, Counter>,
     pub invalid_requests: Counter,
     pub refresh_errors: Family<SourceLabels, Counter>,
+    pub reload_errors: Family<FileLabels, Counter>,
     /// The in-cluster watches (`serve --kube`), read at scrape time.
     pub watches: Arc<OnceLock<Arc<Health>>>,
     pub levels: LevelGauges,
@@ -140,6 +147,12 @@ impl Default for Metrics {
             "Failed refreshes of profile data by source",
             refresh_errors.clone(),
         );
+        let reload_errors = Family::<FileLabels, Counter>::default();
+        registry.register(
+            "reload_errors",
+            "Changed files that did not load (the old version stays in use), by file",
+            reload_errors.clone(),
+        );
         let levels = LevelGauges::default();
         for (name, help, family) in [
             (
@@ -176,6 +189,7 @@ impl Default for Metrics {
             fail_opens,
             invalid_requests,
             refresh_errors,
+            reload_errors,
         }
     }
 }
@@ -197,6 +211,10 @@ impl Metrics {
         self.refresh_errors
             .get_or_create(&SourceLabels { source })
             .inc();
+    }
+
+    pub fn record_reload_error(&self, file: &'static str) {
+        self.reload_errors.get_or_create(&FileLabels { file }).inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -223,6 +241,7 @@ mod tests {
         m.data_age.set(12.5);
         m.invalid_requests.inc();
         m.record_refresh_error("collector");
+        m.record_reload_error("certificate");
         let text = m.encode();
         for line in [
             "# TYPE headroom_webhook_decisions counter",
@@ -235,6 +254,7 @@ mod tests {
             "headroom_webhook_profile_data_age_seconds 12.5",
             "headroom_webhook_invalid_requests_total 1",
             r#"headroom_webhook_profile_refresh_errors_total{source="collector"} 1"#,
+            r#"headroom_webhook_reload_errors_total{file="certificate"} 1"#,
             "# EOF",
         ] {
             assert!(

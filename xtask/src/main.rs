@@ -8,6 +8,7 @@ mod generate;
 mod lint;
 mod setup;
 mod shell;
+mod soak;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,15 @@ enum Task {
     Bench,
     /// Write generated files (the budget CRD) into deploy/.
     Gen,
+    /// Long runs (not in CI): the webhook at 500 reviews/s, the collector under dnsperf at
+    /// 20,000 queries/s; a table per minute each.
+    Soak {
+        /// Minutes each soak runs.
+        #[arg(long, default_value_t = 10)]
+        minutes: u32,
+        /// Only this one: `webhook` or `collector`.
+        only: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Task::Lint => lint::run(),
         Task::Bench => bench::run(),
         Task::Gen => generate::run(),
+        Task::Soak { minutes, only } => soak::run(minutes, only.as_deref()),
     }
 }
