@@ -30,6 +30,8 @@ pub struct Preflight {
 struct Host {
     proc_status: PathBuf,
     btf: PathBuf,
+    /// The kernel release (`uname -r`).
+    osrelease: PathBuf,
 }
 
 impl Default for Host {
@@ -37,6 +39,7 @@ impl Default for Host {
         Self {
             proc_status: "/proc/self/status".into(),
             btf: "/sys/kernel/btf/vmlinux".into(),
+            osrelease: "/proc/sys/kernel/osrelease".into(),
         }
     }
 }
@@ -47,7 +50,7 @@ pub fn preflight(config: &Config) -> Result<Preflight> {
 }
 
 fn check(config: &Config, host: &Host) -> Result<Preflight> {
-    check_privileges(&host.proc_status)?;
+    check_privileges(host)?;
     let root = match &config.cgroup_root {
         Some(root) => root.clone(),
         None => cgroup::find_root()?,
@@ -66,6 +69,7 @@ fn check(config: &Config, host: &Host) -> Result<Preflight> {
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_RESOURCE: u32 = 24;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
@@ -103,23 +107,52 @@ fn uid_and_capabilities(status: &str) -> Option<(u32, u64)> {
     Some((uid, caps))
 }
 
-fn check_privileges(proc_status: &Path) -> Result<()> {
+/// `(major, minor)` of a kernel release such as `6.18.0-1-amd64`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, which only CAP_SYS_RESOURCE
+/// may lift (the loader does): without it the maps fail to load with EPERM there.
+fn memlock_capability(release: &str, effective: u64) -> Option<String> {
+    let (major, minor) = kernel_version(release)?;
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    ((major, minor) < (5, 11) && !has(CAP_SYS_RESOURCE)).then(|| {
+        format!(
+            "CAP_SYS_RESOURCE (kernel {} charges BPF maps to RLIMIT_MEMLOCK; 5.11 and later \
+             do not)",
+            release.trim()
+        )
+    })
+}
+
+fn check_privileges(host: &Host) -> Result<()> {
+    let proc_status = &host.proc_status;
     let text = fs::read_to_string(proc_status).map_err(|source| Error::Read {
-        path: proc_status.into(),
+        path: proc_status.clone(),
         source,
     })?;
     let (uid, caps) = uid_and_capabilities(&text).ok_or_else(|| Error::Read {
-        path: proc_status.into(),
+        path: proc_status.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no Uid or CapEff line"),
     })?;
-    let missing = missing_capabilities(caps);
+    let mut missing: Vec<String> = missing_capabilities(caps)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if missing.iter().any(|m| m == "CAP_BPF" || m == "CAP_PERFMON") {
+        missing.push("(or CAP_SYS_ADMIN for those)".to_owned());
+    }
+    // An unreadable release is a kernel new enough to have /proc: judged by the rest.
+    let release = fs::read_to_string(&host.osrelease).unwrap_or_default();
+    missing.extend(memlock_capability(&release, caps));
     if missing.is_empty() {
         return Ok(());
     }
-    let mut missing = missing.join(", ");
-    if missing.contains("CAP_BPF") || missing.contains("CAP_PERFMON") {
-        missing.push_str(" (or CAP_SYS_ADMIN for those)");
-    }
+    let missing = missing.join(", ").replace(", (or", " (or");
     Err(Error::MissingCapabilities { uid, missing })
 }
 

@@ -2,7 +2,9 @@
 //! a bare axum + rustls handler that returns a constant allow, in the same run.
 //!
 //! `cargo bench -p webhook --bench admission` (what `cargo xtask bench` runs). Targets from
-//! issue 5: p99 ≤ 2 ms at 1,000 requests/s; throughput ≥ 70% of the bare handler.
+//! issue 5: p99 ≤ 2 ms at 1,000 requests/s; throughput ≥ 70% of the bare handler. Then a
+//! row per profile-source fault (issue 15: a collector's `/profiles` or Prometheus down,
+//! hanging 5 s, answering garbage or HTTP 500): every review answered within 100 ms.
 //!
 //! Knobs (environment): HEADROOM_BENCH_LATENCY_REQUESTS (default 5000, sent at 1,000/s),
 //! HEADROOM_BENCH_THROUGHPUT_REQUESTS (default 200000), HEADROOM_BENCH_CONNECTIONS (default 8).
@@ -16,7 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, http::header, response::IntoResponse, routing::post};
+use axum::{
+    Router,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::post,
+};
 use bytes::Bytes;
 use support::{Client, Pki, Profiles, Review, start_server, web_deployment};
 use tokio::sync::{Mutex, mpsc};
@@ -54,27 +61,71 @@ async fn start_bare(pki: &Pki) -> SocketAddr {
     addr
 }
 
-/// A Prometheus that answers every query after 5 s (with an empty vector): the webhook
-/// fetches in the background, so a review must not wait for it (issue 12: every review
-/// answered within 100 ms whatever the source does).
-async fn start_hanging_prometheus() -> String {
-    let router = Router::new().route(
-        "/api/v1/query",
-        axum::routing::get(|| async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
-            )
-                .into_response()
-        }),
-    );
+/// How a profile source misbehaves in the fault rows (issue 15): the webhook fetches in
+/// the background, so whatever the source does, a review must not wait for it (every
+/// review fails open, no data yet; target: each answered within 100 ms).
+#[derive(Clone, Copy)]
+enum Fault {
+    Down,
+    Hangs5s,
+    Garbage,
+    Http500,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [Fault::Down, Fault::Hangs5s, Fault::Garbage, Fault::Http500];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Down => "down",
+            Fault::Hangs5s => "hangs 5 s",
+            Fault::Garbage => "garbage",
+            Fault::Http500 => "HTTP 500",
+        }
+    }
+}
+
+/// A source at `path` (`/profiles` for a collector, `/api/v1/query` for Prometheus)
+/// showing `fault`; its base URL.
+async fn start_faulty_source(path: &'static str, fault: Fault) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let router = Router::new().route(
+        path,
+        axum::routing::get(move || async move {
+            match fault {
+                Fault::Down => unreachable!("nothing serves a source that is down"),
+                Fault::Hangs5s => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    (StatusCode::OK, "{}").into_response()
+                }
+                Fault::Garbage => (StatusCode::OK, "<html>proxy login</html>").into_response(),
+                Fault::Http500 => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+                }
+            }
+        }),
+    );
+    // Down: the port was bound a moment ago and is closed again (connection refused).
+    if !matches!(fault, Fault::Down) {
+        tokio::spawn(async move { axum::serve(listener, router).await });
+    }
     format!("http://{addr}")
+}
+
+/// A webhook whose one profile source (a collector or Prometheus) shows `fault`.
+async fn start_faulty(collector: bool, fault: Fault) -> (SocketAddr, Pki) {
+    let profiles = if collector {
+        Profiles::Collectors(vec![start_faulty_source("/profiles", fault).await])
+    } else {
+        Profiles::Prometheus(start_faulty_source("/api/v1/query", fault).await)
+    };
+    let server =
+        support::start_server_unready(profiles, 5000, &support::fixtures().join("budget.yaml"))
+            .await;
+    (server.running.https, server.pki)
 }
 
 async fn connections(addr: SocketAddr, pki: &Pki, n: usize) -> Vec<Client> {
@@ -169,7 +220,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     p50: Duration,
     p99: Duration,
     max: Duration,
@@ -178,6 +229,110 @@ struct Row {
 
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+/// One latency row: warm up, then `requests` at the fixed rate over `conns` connections.
+async fn latency_row(
+    name: String,
+    (addr, pki): (SocketAddr, &Pki),
+    body: &Bytes,
+    conns: usize,
+    requests: usize,
+) -> Row {
+    // Warm-up: connections, allocator, caches.
+    let warm = connections(addr, pki, conns).await;
+    throughput(warm, body.clone(), 2000).await;
+    let clients = connections(addr, pki, conns).await;
+    let latencies = latency_at_fixed_rate(clients, body.clone(), requests).await;
+    Row {
+        name,
+        p50: percentile(&latencies, 50.0),
+        p99: percentile(&latencies, 99.0),
+        max: latencies.last().copied().unwrap_or_default(),
+        throughput: 0.0,
+    }
+}
+
+/// The webhook and the bare handler: latency, then throughput in alternating rounds, so
+/// both see the same background load (this machine is shared); each one's median round.
+async fn healthy_rows(
+    targets: [(&'static str, SocketAddr, &Pki); 2],
+    body: &Bytes,
+    conns: usize,
+    (latency_requests, throughput_requests): (usize, usize),
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (name, addr, pki) in targets {
+        rows.push(latency_row(name.into(), (addr, pki), body, conns, latency_requests).await);
+    }
+    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, addr, pki)) in targets.iter().enumerate() {
+            let clients = connections(*addr, pki, conns).await;
+            rounds[i].push(throughput(clients, body.clone(), throughput_requests / ROUNDS).await);
+        }
+    }
+    for (row, mut rates) in rows.iter_mut().zip(rounds) {
+        rates.sort_by(f64::total_cmp);
+        row.throughput = rates[rates.len() / 2];
+    }
+    rows
+}
+
+fn print_healthy(rows: &[Row]) {
+    let bare = rows
+        .iter()
+        .find(|r| r.name.starts_with("bare"))
+        .map_or(1.0, |r| r.throughput);
+    println!();
+    println!("| target              | p50 ms | p99 ms | max ms | throughput req/s | vs bare |");
+    println!("|---------------------|--------|--------|--------|------------------|---------|");
+    for r in rows {
+        println!(
+            "| {:<19} | {:>6} | {:>6} | {:>6} | {:>16.0} | {:>6.0}% |",
+            r.name,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.max),
+            r.throughput,
+            100.0 * r.throughput / bare
+        );
+    }
+    let webhook = &rows[0];
+    println!(
+        "targets: p99 ≤ 2 ms at 1,000 req/s: {}; throughput ≥ 70% of bare: {}",
+        met(webhook.p99 <= Duration::from_millis(2)),
+        met(webhook.throughput >= 0.7 * bare)
+    );
+}
+
+fn print_faults(rows: &[Row], requests: usize) {
+    println!();
+    println!(
+        "Profile source faults: {requests} reviews at {RATE_PER_SECOND}/s each, every one \
+         failing open (no data yet)"
+    );
+    println!("| profile source          | p50 ms | p99 ms | max ms |");
+    println!("|-------------------------|--------|--------|--------|");
+    for r in rows {
+        println!(
+            "| {:<23} | {:>6} | {:>6} | {:>6} |",
+            r.name,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.max)
+        );
+    }
+    let worst = rows.iter().map(|r| r.max).max().unwrap_or_default();
+    println!(
+        "every review under a faulty source within 100 ms (worst {} ms): {}",
+        ms(worst),
+        met(worst <= Duration::from_millis(100))
+    );
+}
+
+fn met(yes: bool) -> &'static str {
+    if yes { "met" } else { "NOT met" }
 }
 
 fn main() {
@@ -197,28 +352,21 @@ fn main() {
         .build()
         .expect("client runtime");
 
-    let (webhook_addr, webhook_pki, state, bare_addr, bare_pki, hanging) =
-        server_rt.block_on(async {
-            let server = start_server(Profiles::File("profiles-outage.json"), 5000).await;
-            let bare_pki = Pki::generate("bench bare CA");
-            let bare = start_bare(&bare_pki).await;
-            let prometheus = start_hanging_prometheus().await;
-            let hanging = support::start_server_unready(
-                Profiles::Prometheus(prometheus),
-                5000,
-                &support::fixtures().join("budget.yaml"),
-            )
-            .await;
-            // The servers' tasks hold their state; they run on `server_rt`'s threads.
-            (
-                server.running.https,
-                server.pki,
-                server.state,
-                bare,
-                bare_pki,
-                (hanging.running.https, hanging.pki),
-            )
-        });
+    let (server, bare_addr, bare_pki, faulty) = server_rt.block_on(async {
+        let server = start_server(Profiles::File("profiles-outage.json"), 5000).await;
+        let bare_pki = Pki::generate("bench bare CA");
+        let bare = start_bare(&bare_pki).await;
+        let mut faulty = Vec::new();
+        for collector in [true, false] {
+            for fault in Fault::ALL {
+                let source = if collector { "collector" } else { "Prometheus" };
+                let name = format!("{source} {}", fault.name());
+                faulty.push((name, start_faulty(collector, fault).await));
+            }
+        }
+        // The servers' tasks hold their state; they run on `server_rt`'s threads.
+        (server, bare, bare_pki, faulty)
+    });
 
     // A real review: the kubectl Deployment create, fully evaluated (allowed).
     let body = Bytes::from(
@@ -229,106 +377,35 @@ fn main() {
     let in_process = 20_000;
     let started = Instant::now();
     for _ in 0..in_process {
-        let answer = state.review(&body).expect("review");
+        let answer = server.state.review(&body).expect("review");
         std::hint::black_box(answer);
     }
     let per_review = started.elapsed() / in_process;
-    let targets = [
-        ("webhook", webhook_addr, &webhook_pki),
-        ("bare axum+rustls", bare_addr, &bare_pki),
-        // Every review fails open (no data yet) while the source holds each fetch 5 s.
-        ("webhook, source 5 s", hanging.0, &hanging.1),
-    ];
 
     println!(
         "AdmissionReview over HTTPS on loopback: {latency_requests} requests at {RATE_PER_SECOND}/s \
          over {conns} connections, then {throughput_requests} back to back in {ROUNDS} \
          alternating rounds (median round reported)"
     );
-    let rows: Vec<Row> = client_rt.block_on(async {
-        let mut rows = Vec::new();
-        for (name, addr, pki) in targets {
-            // Warm-up: connections, allocator, caches.
-            let warm = connections(addr, pki, conns).await;
-            throughput(warm, body.clone(), 2000).await;
-            let latencies = latency_at_fixed_rate(
-                connections(addr, pki, conns).await,
-                body.clone(),
-                latency_requests,
-            )
-            .await;
-            rows.push(Row {
-                name,
-                p50: percentile(&latencies, 50.0),
-                p99: percentile(&latencies, 99.0),
-                max: latencies.last().copied().unwrap_or_default(),
-                throughput: 0.0,
-            });
+    let targets = [
+        ("webhook", server.running.https, &server.pki),
+        ("bare axum+rustls", bare_addr, &bare_pki),
+    ];
+    let (healthy, faults) = client_rt.block_on(async {
+        let counts = (latency_requests, throughput_requests);
+        let healthy = healthy_rows(targets, &body, conns, counts).await;
+        let mut faults = Vec::new();
+        for (name, (addr, pki)) in &faulty {
+            let target = (*addr, pki);
+            faults.push(latency_row(name.clone(), target, &body, conns, latency_requests).await);
         }
-        // Throughput in alternating rounds, so both targets see the same background load
-        // (this machine is shared); each target's median round is reported.
-        let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-        for _ in 0..ROUNDS {
-            for (i, (_, addr, pki)) in targets.iter().enumerate() {
-                let clients = connections(*addr, pki, conns).await;
-                rounds[i]
-                    .push(throughput(clients, body.clone(), throughput_requests / ROUNDS).await);
-            }
-        }
-        for (row, mut rates) in rows.iter_mut().zip(rounds) {
-            rates.sort_by(f64::total_cmp);
-            row.throughput = rates[rates.len() / 2];
-        }
-        rows
+        (healthy, faults)
     });
-
-    let bare = rows
-        .iter()
-        .find(|r| r.name.starts_with("bare"))
-        .map_or(1.0, |r| r.throughput);
-    println!();
-    println!("| target              | p50 ms | p99 ms | max ms | throughput req/s | vs bare |");
-    println!("|---------------------|--------|--------|--------|------------------|---------|");
-    for r in &rows {
-        println!(
-            "| {:<19} | {:>6} | {:>6} | {:>6} | {:>16.0} | {:>6.0}% |",
-            r.name,
-            ms(r.p50),
-            ms(r.p99),
-            ms(r.max),
-            r.throughput,
-            100.0 * r.throughput / bare
-        );
-    }
-    let webhook = &rows[0];
-    println!();
+    print_healthy(&healthy);
     println!(
         "in-process review (parse, decide, serialise; {} B body): {:.1} µs each",
         body.len(),
         per_review.as_secs_f64() * 1e6
     );
-    let hanging = &rows[2];
-    println!(
-        "with the profile source answering after 5 s: max {} ms at 1,000 req/s (target: every \
-         review within 100 ms): {}",
-        ms(hanging.max),
-        if hanging.max <= Duration::from_millis(100) {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
-    println!(
-        "targets: p99 ≤ 2 ms at 1,000 req/s: {}; throughput ≥ 70% of bare: {}",
-        if webhook.p99 <= Duration::from_millis(2) {
-            "met"
-        } else {
-            "NOT met"
-        },
-        if webhook.throughput >= 0.7 * bare {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
+    print_faults(&faults, latency_requests);
 }

@@ -27,6 +27,7 @@ use crate::{
     review::{
         self, MetadataIn, ObjectIn, RequestIn, ResponseOut, ReviewIn, ReviewOut, ScaleIn, StatusOut,
     },
+    sources::apiserver::CapacityStore,
     workload::{Autoscalers, Kind, Spec, Workload, parse_json},
 };
 
@@ -75,6 +76,8 @@ pub struct State {
     share: OnceLock<mpsc::UnboundedSender<Reservation>>,
     parents: RwLock<Arc<dyn ParentLookup>>,
     pub metrics: Metrics,
+    /// The API server's capacity per priority level, for `auto` request limits.
+    pub apiserver: CapacityStore,
 }
 
 /// The warning of a DaemonSet change allowed before the node inventory was listed.
@@ -107,6 +110,7 @@ impl State {
             share: OnceLock::new(),
             parents: RwLock::new(Arc::new(NoParents)),
             metrics: Metrics::default(),
+            apiserver: CapacityStore::default(),
         }
     }
 
@@ -220,6 +224,13 @@ impl State {
         let mut problems = Vec::new();
         if self.data().is_none() {
             problems.push("no profile data yet".to_owned());
+        }
+        if self.budget().spec.limits.requests_auto() && !self.apiserver.has_levels() {
+            problems.push(
+                "apiserverRequestsPerSecond is auto and no API server capacity figures yet \
+                 (from Prometheus, or two scrapes of its /metrics)"
+                    .to_owned(),
+            );
         }
         if let Some(health) = self.metrics.watches.get() {
             problems.extend(health.readiness().problems);
@@ -437,6 +448,7 @@ impl State {
         let inventory = read(&self.inventory);
         let autoscalers = read(&self.autoscalers);
         let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        let apiserver = self.apiserver.current();
         let ctx = Context {
             budget_name: &budget.name,
             budget: &budget.spec,
@@ -445,6 +457,8 @@ impl State {
             inventory: &inventory,
             autoscalers: &autoscalers,
             pending: ledger.pending_except(&workload.reference),
+            apiserver: apiserver.as_deref(),
+            apiserver_age: self.apiserver.age(SystemTime::now()),
         };
         let decision = decision::decide(workload, old, &ctx);
         // A dry run changes no state: nothing is reserved.

@@ -7,9 +7,8 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::{
-    budget::ControlPlaneBudgetSpec,
     load::{Dimension, Load},
-    projection::{self, PodCost, Projection},
+    projection::{self, Ceilings, PodCost, Projection},
     workload::{Kind, Rollout, Size, Workload},
 };
 
@@ -77,7 +76,7 @@ impl Change<'_> {
         projection::project(self.base, cost, pods, starts)
     }
 
-    fn fits(&self, safe: &SafeChange, budget: &ControlPlaneBudgetSpec) -> bool {
+    fn fits(&self, safe: &SafeChange, budget: &Ceilings) -> bool {
         projection::violations(&self.after(safe), budget).is_empty()
     }
 }
@@ -126,7 +125,7 @@ fn largest(lo: u64, hi: u64, fits: impl Fn(u64) -> bool) -> Option<u64> {
 
 /// Every kind of safe change that applies, each the largest that fits, each checked by
 /// projecting it again. Empty when nothing short of a bigger budget helps.
-pub fn safe_changes(change: &Change<'_>, budget: &ControlPlaneBudgetSpec) -> Vec<SafeChange> {
+pub fn safe_changes(change: &Change<'_>, budget: &Ceilings) -> Vec<SafeChange> {
     let w = change.workload;
     let mut out = Vec::new();
     // At the size asked: fewer pods starting at once.
@@ -178,7 +177,7 @@ pub fn safe_changes(change: &Change<'_>, budget: &ControlPlaneBudgetSpec) -> Vec
 /// where the steady figures fit, else steady and startup cut by one factor so that steady,
 /// peak and the workload's share all fit; rounded down to the figure the message prints.
 /// `None` when even zero cost does not fit.
-fn cost_target(change: &Change<'_>, budget: &ControlPlaneBudgetSpec) -> Option<PodCost> {
+fn cost_target(change: &Change<'_>, budget: &Ceilings) -> Option<PodCost> {
     // On an exact boundary, floating point may land on the wrong side: then a hair under it.
     let exact = cost_target_with(change, budget, 1.0)?;
     if change.fits(&SafeChange::PerPodCost(exact), budget) {
@@ -188,16 +187,12 @@ fn cost_target(change: &Change<'_>, budget: &ControlPlaneBudgetSpec) -> Option<P
     }
 }
 
-fn cost_target_with(
-    change: &Change<'_>,
-    budget: &ControlPlaneBudgetSpec,
-    margin: f64,
-) -> Option<PodCost> {
+fn cost_target_with(change: &Change<'_>, budget: &Ceilings, margin: f64) -> Option<PodCost> {
     let over = projection::violations(&change.projection(), budget);
     let (pods, starts) = (change.pods as f64, change.starts as f64);
     let mut target = change.cost;
     for d in Dimension::ALL {
-        let Some(limit) = budget.limits.get(d) else {
+        let Some(bounds) = budget.get(d) else {
             continue;
         };
         if !over.iter().any(|v| v.dimension == d) {
@@ -205,12 +200,11 @@ fn cost_target_with(
         }
         let (steady, startup) = (change.cost.steady.get(d), change.cost.startup.get(d));
         let base = change.base.get(d);
-        let peak_limit = limit * budget.burst_factor;
+        let (limit, peak_limit, share_limit) = (bounds.steady, bounds.peak, bounds.share);
         if base > limit || base > peak_limit {
             return None;
         }
-        let steady_fits =
-            base + pods * steady <= limit && pods * steady <= limit * budget.per_workload_share;
+        let steady_fits = base + pods * steady <= limit && pods * steady <= share_limit;
         if steady_fits && starts > 0.0 {
             let room = (peak_limit - base - pods * steady) / starts;
             target
@@ -227,7 +221,7 @@ fn cost_target_with(
         };
         let factor = ratio(limit - base, pods * steady)
             .min(ratio(peak_limit - base, pods * steady + starts * startup))
-            .min(ratio(limit * budget.per_workload_share, pods * steady))
+            .min(ratio(share_limit, pods * steady))
             .clamp(0.0, 1.0)
             * margin;
         target.steady.set(d, round_down(d, steady * factor));

@@ -1,5 +1,7 @@
 //! `ControlPlaneBudget`: the cluster-scoped CRD, also loadable from a file.
 
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -39,10 +41,121 @@ impl Mode {
     }
 }
 
+/// A limit on API server requests/s: a number, or `auto` — the headroom of the API
+/// Priority and Fairness level the workload's requests land in (`webhook::capacity`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RequestLimit {
+    PerSecond(f64),
+    Auto,
+}
+
+impl Serialize for RequestLimit {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RequestLimit::PerSecond(v) => serializer.serialize_f64(*v),
+            RequestLimit::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Word(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(v) => Ok(RequestLimit::PerSecond(v)),
+            Raw::Word(w) if w == "auto" => Ok(RequestLimit::Auto),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "apiserverRequestsPerSecond must be a number or `auto`, found `{w}`"
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for RequestLimit {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RequestLimit".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // Kubernetes' structural schemas allow a number-or-string field only as
+        // int-or-string (as maxSurge is): requests/s as a whole number, or `auto`.
+        schemars::json_schema!({
+            "description": "Requests/s, or `auto`: the headroom of the API Priority and \
+                            Fairness level the workload's requests land in.",
+            "x-kubernetes-int-or-string": true,
+        })
+    }
+}
+
 /// Limits per dimension; a dimension without a limit is not checked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_requests_per_second: Option<RequestLimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_received_bytes_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_connections_per_second: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_queries_per_second: Option<f64>,
+    /// With `apiserverRequestsPerSecond: auto`: the share (0 < x ≤ 1) of a priority
+    /// level's capacity that changes are admitted up to.
+    #[serde(skip_serializing_if = "is_default_target")]
+    pub target_utilization: f64,
+    /// With `auto`: requests/s a named priority level may carry, instead of its measured
+    /// capacity × targetUtilization (`{workload-low: 300}`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub priority_levels: BTreeMap<String, f64>,
+}
+
+fn is_default_target(value: &f64) -> bool {
+    *value == crate::capacity::DEFAULT_TARGET_UTILIZATION
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            apiserver_requests_per_second: None,
+            apiserver_received_bytes_per_second: None,
+            apiserver_connections_per_second: None,
+            dns_queries_per_second: None,
+            target_utilization: crate::capacity::DEFAULT_TARGET_UTILIZATION,
+            priority_levels: BTreeMap::new(),
+        }
+    }
+}
+
+impl Limits {
+    /// The fixed limit of `dimension`; `None` when it has none or it is `auto`.
+    pub fn get(&self, dimension: Dimension) -> Option<f64> {
+        match dimension {
+            Dimension::ApiserverRequests => match self.apiserver_requests_per_second? {
+                RequestLimit::PerSecond(v) => Some(v),
+                RequestLimit::Auto => None,
+            },
+            Dimension::ApiserverReceivedBytes => self.apiserver_received_bytes_per_second,
+            Dimension::ApiserverConnections => self.apiserver_connections_per_second,
+            Dimension::DnsQueries => self.dns_queries_per_second,
+        }
+    }
+
+    /// Whether requests are judged against the API server's own capacity.
+    pub fn requests_auto(&self) -> bool {
+        self.apiserver_requests_per_second == Some(RequestLimit::Auto)
+    }
+}
+
+/// A value per dimension, each optional: the status's headroom (none for a dimension
+/// without a fixed limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PerDimension {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apiserver_requests_per_second: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,16 +166,7 @@ pub struct Limits {
     pub dns_queries_per_second: Option<f64>,
 }
 
-impl Limits {
-    pub fn get(&self, dimension: Dimension) -> Option<f64> {
-        match dimension {
-            Dimension::ApiserverRequests => self.apiserver_requests_per_second,
-            Dimension::ApiserverReceivedBytes => self.apiserver_received_bytes_per_second,
-            Dimension::ApiserverConnections => self.apiserver_connections_per_second,
-            Dimension::DnsQueries => self.dns_queries_per_second,
-        }
-    }
-
+impl PerDimension {
     pub fn set(&mut self, dimension: Dimension, value: Option<f64>) {
         match dimension {
             Dimension::ApiserverRequests => self.apiserver_requests_per_second = value,
@@ -136,8 +240,8 @@ impl Default for ControlPlaneBudgetSpec {
 pub struct ControlPlaneBudgetStatus {
     /// The measured cluster total per dimension.
     pub current: Load,
-    /// Limit minus current, for each dimension with a limit (negative: over budget).
-    pub headroom: Limits,
+    /// Limit minus current, for each dimension with a fixed limit (negative: over budget).
+    pub headroom: PerDimension,
     /// RFC 3339 time of the newest measurement the status was computed from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<String>,
@@ -147,6 +251,10 @@ pub struct ControlPlaneBudgetStatus {
     /// The fraction of the inventory's nodes whose data was in hand (see `minCoverage`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coverage: Option<f64>,
+    /// With `apiserverRequestsPerSecond: auto`: the API server's capacity per priority
+    /// level, as last measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apiserver_capacity: Option<crate::capacity::ApiserverCapacityStatus>,
     /// Increases admitted by any replica that the measurements do not show yet; written
     /// by the webhook with a resourceVersion precondition.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -155,7 +263,7 @@ pub struct ControlPlaneBudgetStatus {
 
 impl ControlPlaneBudgetStatus {
     pub fn compute(spec: &ControlPlaneBudgetSpec, current: Load) -> Self {
-        let mut headroom = Limits::default();
+        let mut headroom = PerDimension::default();
         for d in Dimension::ALL {
             headroom.set(d, spec.limits.get(d).map(|limit| limit - current.get(d)));
         }
@@ -195,10 +303,27 @@ impl ControlPlaneBudgetSpec {
                 });
             }
         }
-        if Dimension::ALL.iter().all(|d| self.limits.get(*d).is_none()) {
+        if !(self.limits.target_utilization > 0.0 && self.limits.target_utilization <= 1.0) {
+            return Err(invalid(
+                "spec.limits.targetUtilization",
+                "must be in (0, 1]",
+            ));
+        }
+        for (level, limit) in &self.limits.priority_levels {
+            if !limit.is_finite() || *limit < 0.0 {
+                return Err(Error::InvalidBudget {
+                    path: path.to_owned(),
+                    field: "spec.limits.priorityLevels",
+                    message: format!("{level} must be a finite number ≥ 0 (requests/s)"),
+                });
+            }
+        }
+        if Dimension::ALL.iter().all(|d| self.limits.get(*d).is_none())
+            && !self.limits.requests_auto()
+        {
             return Err(invalid(
                 "spec.limits",
-                "set at least one of apiserverRequestsPerSecond, \
+                "set at least one of apiserverRequestsPerSecond (a number or `auto`), \
                  apiserverReceivedBytesPerSecond, apiserverConnectionsPerSecond, \
                  dnsQueriesPerSecond",
             ));

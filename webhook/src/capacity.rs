@@ -6,17 +6,21 @@
 //! to the API server's `/metrics`.
 
 pub mod apf;
+pub mod ceiling;
 pub mod exposition;
 pub mod flowschema;
 pub mod model;
+pub mod status;
 
 #[cfg(test)]
 mod tests;
 
 pub use self::{
     apf::{ApfError, Generation, Scrape},
+    ceiling::{ApiserverCapacity, LevelCeiling, resolve},
     flowschema::{FlowSchema, FlowSchemaList, Placement, place},
-    model::{Constraint, LevelCapacity, capacity},
+    model::{Constraint, LevelCapacity, capacity, capacity_at},
+    status::{ApiserverCapacityStatus, PriorityLevelStatus},
 };
 
 /// The share of a level's capacity the budget admits changes up to, unless set.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     budget::ControlPlaneBudget,
+    capacity::ApiserverCapacity,
     decision::{self, Context, Decision, Outcome},
     error::Error,
     inventory::Inventory,
@@ -17,6 +18,7 @@ use crate::{
     workload::{Autoscalers, Kind, Workload},
 };
 
+pub mod apiserver;
 mod reviews;
 use reviews::Judged;
 
@@ -235,12 +237,14 @@ impl Report {
 }
 
 /// Evaluates every workload document as a create, in order; each allowed workload's steady
-/// load counts against the ones after it.
+/// load counts against the ones after it. `apiserver`: the API server's capacity, for a
+/// budget with `apiserverRequestsPerSecond: auto`.
 pub fn check(
     documents: &[Document],
     budget: &ControlPlaneBudget,
     snapshot: &Snapshot,
     inventory: &Inventory,
+    apiserver: Option<&ApiserverCapacity>,
 ) -> Result<Report, Error> {
     let kind_of = |d: &Document| -> Result<String, Error> {
         d.value
@@ -306,6 +310,9 @@ pub fn check(
             inventory,
             autoscalers: &autoscalers,
             pending,
+            apiserver,
+            // Nor is the capacity data's.
+            apiserver_age: apiserver.map(|_| std::time::Duration::ZERO),
         };
         let decision = decision::decide(&workload, old.as_deref(), &ctx);
         if decision.outcome == Outcome::Allowed
@@ -316,20 +323,14 @@ pub fn check(
         }
         report
             .findings
-            .push(finding(d, &workload, decision, &budget_name, &budget.spec));
+            .push(finding(d, &workload, decision, &budget_name));
     }
     Ok(report)
 }
 
-fn finding(
-    d: &Document,
-    workload: &Workload,
-    decision: Decision,
-    budget_name: &str,
-    budget: &crate::budget::ControlPlaneBudgetSpec,
-) -> Finding {
+fn finding(d: &Document, workload: &Workload, decision: Decision, budget_name: &str) -> Finding {
     let message = match (&decision.outcome, &decision.evaluation) {
-        (Outcome::Allowed, Some(e)) => decision::allowed_summary(budget_name, budget, e),
+        (Outcome::Allowed, Some(e)) => decision::allowed_summary(budget_name, e),
         _ => decision.message.clone(),
     };
     Finding {

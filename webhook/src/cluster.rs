@@ -5,9 +5,12 @@
 //! (current use and headroom) is written back. The admission path still reads only
 //! [`State`]; these tasks replace its parts in the background.
 //!
-//! The webhook's own API footprint: three watches (HPAs only where `autoscaling/v2` is
-//! served; discovery is asked again every [`DISCOVERY_RECHECK`] until it is), and one
-//! status patch per refresh.
+//! The webhook's own API footprint: four watches (HPAs only where `autoscaling/v2` is
+//! served, FlowSchemas in the newest version served; discovery is asked again every
+//! [`DISCOVERY_RECHECK`] until it is), one status patch per refresh, and a GET of the API
+//! server's `/metrics` per refresh (at least 5 s apart) for `auto` request limits.
+
+pub mod flowcontrol;
 
 use std::{sync::Arc, time::Duration};
 
@@ -61,8 +64,9 @@ pub const WITHOUT_HPAS: &str =
 /// The health of the three watches, each counted as started: the webhook is not ready
 /// until each has listed once (or, for HPAs, discovery said they are not served).
 pub fn health() -> Health {
-    let health = Health::new(&[NODES, HPAS, BUDGETS]);
-    for watched in [NODES, HPAS, BUDGETS] {
+    let all = [NODES, HPAS, BUDGETS, flowcontrol::FLOWSCHEMAS];
+    let health = Health::new(&all);
+    for watched in all {
         health.started(watched.resource);
     }
     health
@@ -238,6 +242,17 @@ pub async fn run(
         backoff,
         every,
     ));
+    tokio::spawn(flowcontrol::run(
+        client.clone(),
+        state.clone(),
+        health.clone(),
+        backoff,
+    ));
+    tokio::spawn(crate::sources::apiserver::run(
+        client.clone(),
+        state.clone(),
+        every,
+    ));
     let budget_state = state.clone();
     let name = budget_name.clone();
     let budgets = Api::<ControlPlaneBudget>::all(client.clone());
@@ -275,23 +290,35 @@ pub async fn run(
         &state,
         &budget_name,
         every,
+        backoff,
     )
     .await;
 }
 
 /// Patches the budget's status every `every` from the profile data; a failure is logged
-/// when it starts or changes (and its end), not on every refresh.
+/// when it starts or changes (and its end), not on every refresh, and the next attempt
+/// waits out the watches' backoff (1 s doubling to 30 s, to 300 s while refused), so a
+/// missing RBAC grant costs ~10 PATCHes in ten minutes, not one per refresh.
 async fn write_status(
     budgets: Api<ControlPlaneBudget>,
     state: &State,
     name: &str,
     every: Duration,
+    backoff: BackoffConfig,
 ) {
+    use kube::runtime::utils::Backoff as _;
     let mut tick = tokio::time::interval(every);
+    let gate = Arc::new(watch::backoff::Gate::default());
+    let mut steps =
+        watch::backoff::GatedBackoff::new(backoff, gate.clone(), watch::backoff::Jitter::new());
+    let mut not_before = tokio::time::Instant::now();
     // While failing: the HTTP status of the last failure, if the API server answered.
     let mut failing: Option<Option<u16>> = None;
     loop {
         tick.tick().await;
+        if tokio::time::Instant::now() < not_before {
+            continue;
+        }
         let Some(data) = state.data() else { continue };
         let mut status = freshness::status(
             &state.budget().spec,
@@ -303,12 +330,21 @@ async fn write_status(
         status
             .observed_at
             .get_or_insert_with(|| rfc3339(data.fetched_at));
+        status.apiserver_capacity = state.apiserver.current().map(|capacity| {
+            crate::capacity::status::status(
+                &capacity,
+                &state.budget().spec.limits,
+                std::time::SystemTime::now(),
+            )
+        });
         let patch = Patch::Merge(serde_json::json!({ "status": status }));
         match budgets
             .patch_status(name, &PatchParams::default(), &patch)
             .await
         {
             Ok(_) => {
+                gate.progressed();
+                steps.reset();
                 if failing.take().is_some() {
                     tracing::info!(budget = %name, "writing the budget status works again");
                 }
@@ -318,12 +354,15 @@ async fn write_status(
                     kube::Error::Api(status) => Some(status.code),
                     _ => None,
                 };
+                gate.failed(matches!(code, Some(401 | 403 | 404)));
+                let wait = steps.next().unwrap_or(backoff.max_refused);
+                not_before = tokio::time::Instant::now() + wait;
                 if failing != Some(code) {
                     tracing::warn!(
                         budget = %name,
                         error = %e,
                         "writing the budget status failed (it needs patch on \
-                         controlplanebudgets/status: see {RBAC}); retrying every refresh"
+                         controlplanebudgets/status: see {RBAC}); retrying with backoff"
                     );
                 }
                 failing = Some(code);

@@ -8,11 +8,12 @@ use serde::Deserialize;
 use crate::{
     advice::{self, Advice, Change, SafeChange},
     budget::{BREAK_GLASS_ANNOTATION, ControlPlaneBudgetSpec, DECLARED_PROFILE_ANNOTATION, Mode},
+    capacity::{self, ApiserverCapacity, LevelCeiling},
     freshness::{self, DataGap, FailOpenReason},
     inventory::Inventory,
     load::{Dimension, Load},
     profile::{PerPod, Provenance, Snapshot},
-    projection::{self, Check, PodCost, Projection, Violation},
+    projection::{self, Ceilings, Check, PodCost, Projection, Violation},
     workload::{Autoscalers, Size, Workload},
 };
 
@@ -76,6 +77,10 @@ pub struct Evaluation {
     pub cost: PodCost,
     pub projection: Projection,
     pub violations: Vec<Violation>,
+    /// What each dimension was checked against.
+    pub ceilings: Ceilings,
+    /// With `auto` requests: the priority level they were judged against.
+    pub level: Option<LevelCeiling>,
     /// The largest safe changes, each checked by projecting it again (empty when allowed).
     pub safe_changes: Vec<SafeChange>,
     pub suggestion: Option<String>,
@@ -116,6 +121,11 @@ pub struct Context<'a> {
     pub autoscalers: &'a Autoscalers,
     /// Steady load of changes admitted since the snapshot was taken (not this workload's).
     pub pending: Load,
+    /// The API server's capacity per priority level, for `apiserverRequestsPerSecond:
+    /// auto` (`None`: none has arrived).
+    pub apiserver: Option<&'a ApiserverCapacity>,
+    /// Age of its newest figures; compared with maxDataAgeSeconds.
+    pub apiserver_age: Option<Duration>,
 }
 
 /// Truncates to [`MAX_WARNING_CHARS`] characters, marking the cut with `…`.
@@ -258,15 +268,31 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
         return unmeasured(workload, pods, ctx, decision, warnings, Some(left));
     }
 
+    let level = match auto_level(workload, ctx) {
+        Ok(level) => level,
+        Err(gap) => return fail_open(decision, gap),
+    };
+    let mut base = projection::base_load(
+        snapshot.totals,
+        snapshot.current_share(reference),
+        ctx.pending,
+    );
+    let mut ceilings = Ceilings::fixed(ctx.budget);
+    if let Some(level) = &level {
+        // The level's own load stands for everything else: what it dispatches now, less
+        // this workload's measured requests, plus what was admitted since.
+        let share = snapshot
+            .current_share(reference)
+            .apiserver_requests_per_second;
+        base.apiserver_requests_per_second =
+            (level.in_use - share).max(0.0) + ctx.pending.apiserver_requests_per_second;
+        ceilings = ceilings.with_level(level.ceiling, ctx.budget.per_workload_share);
+    }
     let change = Change {
         workload,
         old,
         old_pods,
-        base: projection::base_load(
-            snapshot.totals,
-            snapshot.current_share(reference),
-            ctx.pending,
-        ),
+        base,
         cost: PodCost {
             steady: per_pod.steady,
             startup: per_pod.startup,
@@ -277,7 +303,7 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
     };
     let cost = change.cost;
     let projection = change.projection();
-    let violations = projection::violations(&projection, ctx.budget);
+    let violations = projection::violations(&projection, &ceilings);
     let provenance = per_pod.provenance;
     if violations.is_empty() {
         // The admission path does not send an allowed change's message; the detailed one
@@ -292,13 +318,15 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             cost,
             projection,
             violations,
+            ceilings,
+            level,
             safe_changes: Vec::new(),
             suggestion: None,
         });
         return d;
     }
 
-    let safe_changes = advice::safe_changes(&change, ctx.budget);
+    let safe_changes = advice::safe_changes(&change, &ceilings);
     let suggestion = (!safe_changes.is_empty()).then(|| {
         safe_changes
             .iter()
@@ -314,17 +342,19 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             .collect::<Vec<_>>()
             .join("; or ")
     });
-    let message = over_budget_message(
-        workload,
-        ctx,
-        &projection,
+    let evaluation = Evaluation {
+        provenance,
         cost,
-        &provenance.to_string(),
-        &violations,
-        suggestion.as_deref(),
-    );
-    let first = violations[0].short();
-    let more = match violations.len() {
+        projection,
+        violations,
+        ceilings,
+        level,
+        safe_changes,
+        suggestion,
+    };
+    let message = over_budget_message(workload, ctx, &evaluation);
+    let first = evaluation.violations[0].short();
+    let more = match evaluation.violations.len() {
         1 => String::new(),
         n => format!(" (+{} more)", n - 1),
     };
@@ -343,15 +373,24 @@ pub fn decide(workload: &Workload, old: Option<&Workload>, ctx: &Context<'_>) ->
             d
         }
     };
-    d.evaluation = Some(Evaluation {
-        provenance,
-        cost,
-        projection,
-        violations,
-        safe_changes,
-        suggestion,
-    });
+    d.evaluation = Some(evaluation);
     d
+}
+
+/// With `apiserverRequestsPerSecond: auto`, the priority level the workload's requests
+/// land in and what it may carry; `None` without `auto` or at an exempt level.
+fn auto_level(workload: &Workload, ctx: &Context<'_>) -> Result<Option<LevelCeiling>, DataGap> {
+    if !ctx.budget.limits.requests_auto() {
+        return Ok(None);
+    }
+    capacity::resolve(
+        ctx.apiserver,
+        ctx.apiserver_age,
+        &ctx.budget.limits,
+        Duration::from_secs(ctx.budget.max_data_age_seconds),
+        &workload.reference.namespace,
+        workload.service_account(),
+    )
 }
 
 fn fail_open(
@@ -435,28 +474,29 @@ fn unmeasured(
 
 /// An allowed change's explanation: the dimension closest to its limit and where the
 /// per-pod figures came from.
-pub fn allowed_summary(
-    budget_name: &str,
-    budget: &ControlPlaneBudgetSpec,
-    evaluation: &Evaluation,
-) -> String {
+pub fn allowed_summary(budget_name: &str, evaluation: &Evaluation) -> String {
+    let level = evaluation
+        .level
+        .as_ref()
+        .map(|l| format!("; requests at {}", l.describe()))
+        .unwrap_or_default();
     format!(
-        "within {budget_name}: {}; per pod {}",
-        tightest(&evaluation.projection, budget),
+        "within {budget_name}: {}{level}; per pod {}",
+        tightest(&evaluation.projection, &evaluation.ceilings),
         evaluation.provenance
     )
 }
 
 /// The dimension/check closest to its limit, for an allowed change's summary.
-fn tightest(p: &Projection, budget: &ControlPlaneBudgetSpec) -> String {
+fn tightest(p: &Projection, ceilings: &Ceilings) -> String {
     let mut best: Option<(f64, Dimension, Check, f64, f64)> = None;
     for d in Dimension::ALL {
-        let Some(limit) = budget.limits.get(d) else {
+        let Some(bounds) = ceilings.get(d) else {
             continue;
         };
         for (check, value, allowed) in [
-            (Check::Steady, p.steady.get(d), limit),
-            (Check::Peak, p.peak.get(d), limit * budget.burst_factor),
+            (Check::Steady, p.steady.get(d), bounds.steady),
+            (Check::Peak, p.peak.get(d), bounds.peak),
         ] {
             let ratio = if allowed > 0.0 { value / allowed } else { 0.0 };
             if best.is_none_or(|b| ratio > b.0) {
@@ -476,22 +516,24 @@ fn tightest(p: &Projection, budget: &ControlPlaneBudgetSpec) -> String {
     }
 }
 
-fn over_budget_message(
-    workload: &Workload,
-    ctx: &Context<'_>,
-    p: &Projection,
-    cost: PodCost,
-    provenance: &str,
-    violations: &[Violation],
-    suggestion: Option<&str>,
-) -> String {
+fn over_budget_message(workload: &Workload, ctx: &Context<'_>, e: &Evaluation) -> String {
+    let (p, cost, violations) = (&e.projection, e.cost, &e.violations);
+    let (level, suggestion) = (e.level.as_ref(), e.suggestion.as_deref());
     let over: Vec<String> = violations
         .iter()
         .map(|v| {
-            let detail = match v.check {
-                Check::Peak => format!(" (limit × burst {})", ctx.budget.burst_factor),
-                Check::Share => format!(" (limit × share {})", ctx.budget.per_workload_share),
-                Check::Steady => String::new(),
+            let at_level = level.filter(|_| v.dimension == Dimension::ApiserverRequests);
+            let detail = match (v.check, at_level) {
+                (Check::Share, Some(l)) => format!(
+                    " ({}'s limit × share {})",
+                    l.level, ctx.budget.per_workload_share
+                ),
+                (_, Some(l)) => format!(" ({}'s limit)", l.level),
+                (Check::Peak, None) => format!(" (limit × burst {})", ctx.budget.burst_factor),
+                (Check::Share, None) => {
+                    format!(" (limit × share {})", ctx.budget.per_workload_share)
+                }
+                (Check::Steady, None) => String::new(),
             };
             format!("{}{detail}", v.short())
         })
@@ -509,9 +551,13 @@ fn over_budget_message(
             )
         })
         .collect();
+    let level = level
+        .filter(|_| dims.contains(&Dimension::ApiserverRequests))
+        .map(|l| level_sentence(l, p, ctx.pending, workload))
+        .unwrap_or_default();
     format!(
-        "headroom: {} over ControlPlaneBudget {} ({}): {}. Projection: {} pods, {} starting at \
-         once; {}; per-pod figures {}. Largest safe change: {}.",
+        "headroom: {} over ControlPlaneBudget {} ({}): {}.{level} Projection: {} pods, {} \
+         starting at once; {}; per-pod figures {}. Largest safe change: {}.",
         workload.reference,
         ctx.budget_name,
         ctx.budget.mode.as_str(),
@@ -519,8 +565,33 @@ fn over_budget_message(
         p.pods,
         p.starts,
         per_pod.join("; "),
-        provenance,
+        e.provenance,
         suggestion.unwrap_or("none at this size; reduce the per-pod cost or raise the budget")
+    )
+}
+
+/// ` Priority level workload-low (FlowSchema service-accounts, serviceaccount apps/agent):
+/// capacity 443 req/s at 0.7 = 310, in use 240, this change adds 95 at peak.`
+fn level_sentence(level: &LevelCeiling, p: &Projection, pending: Load, w: &Workload) -> String {
+    let requests = Dimension::ApiserverRequests;
+    let reserved = pending.get(requests);
+    let adds = (p.peak.get(requests) - level.in_use - reserved).max(0.0);
+    let reserved = if reserved > 0.0 {
+        format!(", {reserved:.0} reserved")
+    } else {
+        String::new()
+    };
+    format!(
+        " Priority level {} (FlowSchema {}, serviceaccount {}/{}): {}{reserved}, this change \
+         adds {adds:.0} at peak.",
+        level.level,
+        level.flow_schema,
+        w.reference.namespace,
+        w.service_account(),
+        level
+            .describe()
+            .split_once(": ")
+            .map_or("", |(_, rest)| rest),
     )
 }
 

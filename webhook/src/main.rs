@@ -86,6 +86,15 @@ struct CheckArgs {
     prometheus: Option<String>,
     #[command(flatten)]
     nodes: NodesArgs,
+    /// An API server's /metrics (`kubectl get --raw /metrics`), for a budget with
+    /// `apiserverRequestsPerSecond: auto`. Give two scrapes some seconds apart for rates
+    /// over the window between them.
+    #[arg(long, num_args = 1, action = clap::ArgAction::Append)]
+    apiserver_metrics: Vec<PathBuf>,
+    /// FlowSchemas (`kubectl get flowschemas -o yaml`) that place a workload's service
+    /// account in a priority level; default: kube-apiserver's defaults.
+    #[arg(long, requires = "apiserver_metrics")]
+    flowschemas: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "table")]
     output: Output,
 }
@@ -185,8 +194,29 @@ fn run_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         (None, Some(url)) => runtime()?.block_on(sources::prometheus::fetch(url))?,
         (None, None) => anyhow::bail!("one of --profiles or --prometheus is required"),
     };
+    let apiserver = match args.apiserver_metrics.as_slice() {
+        [] => None,
+        files => Some(check::apiserver::load(
+            files,
+            args.flowschemas.as_deref(),
+            budget.spec.limits.target_utilization,
+        )?),
+    };
+    if budget.spec.limits.requests_auto() && apiserver.is_none() {
+        anyhow::bail!(
+            "{}: apiserverRequestsPerSecond is `auto`: give the API server's metrics with \
+             --apiserver-metrics FILE (`kubectl get --raw /metrics > FILE`)",
+            args.budget.display()
+        );
+    }
     let documents = check::read_documents(&args.files)?;
-    let report = check::check(&documents, &budget, &snapshot, &inventory)?;
+    let report = check::check(
+        &documents,
+        &budget,
+        &snapshot,
+        &inventory,
+        apiserver.as_ref(),
+    )?;
     match args.output {
         Output::Table => print!("{}", report.to_table()),
         Output::Json => println!(

@@ -40,6 +40,50 @@ pub struct SourceLabels {
     pub source: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabels {
+    /// `certificate` (with its key), `budget` or `nodes`.
+    pub file: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LevelLabels {
+    /// The API Priority and Fairness priority level.
+    pub priority_level: String,
+}
+
+/// Per priority level, for `auto` request limits: what the API server can serve, what it
+/// serves now and what the budget admits up to (requests/s).
+#[derive(Debug, Default)]
+pub struct LevelGauges {
+    pub capacity: Family<LevelLabels, Gauge<f64, AtomicU64>>,
+    pub in_use: Family<LevelLabels, Gauge<f64, AtomicU64>>,
+    pub limit: Family<LevelLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl LevelGauges {
+    /// The levels of `status` replace whatever was shown before.
+    pub fn show(&self, status: Option<&crate::capacity::ApiserverCapacityStatus>) {
+        for family in [&self.capacity, &self.in_use, &self.limit] {
+            family.clear();
+        }
+        for level in status.map(|s| s.levels.as_slice()).unwrap_or_default() {
+            let labels = LevelLabels {
+                priority_level: level.name.clone(),
+            };
+            if let Some(capacity) = level.capacity_requests_per_second {
+                self.capacity.get_or_create(&labels).set(capacity);
+            }
+            self.in_use
+                .get_or_create(&labels)
+                .set(level.in_use_requests_per_second);
+            if let Some(limit) = level.limit_requests_per_second {
+                self.limit.get_or_create(&labels).set(limit);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -50,8 +94,10 @@ pub struct Metrics {
     pub fail_opens: Family<FailOpenLabels, Counter>,
     pub invalid_requests: Counter,
     pub refresh_errors: Family<SourceLabels, Counter>,
+    pub reload_errors: Family<FileLabels, Counter>,
     /// The in-cluster watches (`serve --kube`), read at scrape time.
     pub watches: Arc<OnceLock<Arc<Health>>>,
+    pub levels: LevelGauges,
 }
 
 impl Default for Metrics {
@@ -101,6 +147,33 @@ impl Default for Metrics {
             "Failed refreshes of profile data by source",
             refresh_errors.clone(),
         );
+        let reload_errors = Family::<FileLabels, Counter>::default();
+        registry.register(
+            "reload_errors",
+            "Changed files that did not load (the old version stays in use), by file",
+            reload_errors.clone(),
+        );
+        let levels = LevelGauges::default();
+        for (name, help, family) in [
+            (
+                "apiserver_level_capacity_requests_per_second",
+                "API server capacity per APF priority level: seats / seat-seconds per request",
+                &levels.capacity,
+            ),
+            (
+                "apiserver_level_in_use_requests_per_second",
+                "Requests/s the API server dispatched per APF priority level in the last window",
+                &levels.in_use,
+            ),
+            (
+                "apiserver_level_limit_requests_per_second",
+                "Requests/s an auto budget admits per APF priority level: capacity x \
+                 targetUtilization, or its priorityLevels entry",
+                &levels.limit,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         let watches = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(watches::WatchCollector {
             health: watches.clone(),
@@ -108,6 +181,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             watches,
+            levels,
             decisions,
             admission_duration,
             data_age,
@@ -115,6 +189,7 @@ impl Default for Metrics {
             fail_opens,
             invalid_requests,
             refresh_errors,
+            reload_errors,
         }
     }
 }
@@ -136,6 +211,10 @@ impl Metrics {
         self.refresh_errors
             .get_or_create(&SourceLabels { source })
             .inc();
+    }
+
+    pub fn record_reload_error(&self, file: &'static str) {
+        self.reload_errors.get_or_create(&FileLabels { file }).inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -162,6 +241,7 @@ mod tests {
         m.data_age.set(12.5);
         m.invalid_requests.inc();
         m.record_refresh_error("collector");
+        m.record_reload_error("certificate");
         let text = m.encode();
         for line in [
             "# TYPE headroom_webhook_decisions counter",
@@ -174,6 +254,7 @@ mod tests {
             "headroom_webhook_profile_data_age_seconds 12.5",
             "headroom_webhook_invalid_requests_total 1",
             r#"headroom_webhook_profile_refresh_errors_total{source="collector"} 1"#,
+            r#"headroom_webhook_reload_errors_total{file="certificate"} 1"#,
             "# EOF",
         ] {
             assert!(
@@ -181,5 +262,46 @@ mod tests {
                 "missing `{line}` in:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn each_priority_level_shows_capacity_in_use_and_limit() {
+        use crate::capacity::{ApiserverCapacityStatus, PriorityLevelStatus};
+        let m = Metrics::default();
+        let level = |name: &str, capacity: Option<f64>, limit: Option<f64>| PriorityLevelStatus {
+            name: name.to_owned(),
+            seats: 3.0,
+            capacity_requests_per_second: capacity,
+            in_use_requests_per_second: 438.8,
+            limit_requests_per_second: limit,
+            headroom_requests_per_second: None,
+            constraint: None,
+        };
+        let status = ApiserverCapacityStatus {
+            observed_at: None,
+            data_age_seconds: None,
+            source: String::new(),
+            levels: vec![
+                level("headroom-e2e", Some(1207.3), Some(845.1)),
+                level("catch-all", None, None),
+            ],
+        };
+        m.levels.show(Some(&status));
+        let text = m.encode();
+        for line in [
+            r#"headroom_webhook_apiserver_level_capacity_requests_per_second{priority_level="headroom-e2e"} 1207.3"#,
+            r#"headroom_webhook_apiserver_level_in_use_requests_per_second{priority_level="headroom-e2e"} 438.8"#,
+            r#"headroom_webhook_apiserver_level_limit_requests_per_second{priority_level="headroom-e2e"} 845.1"#,
+            r#"headroom_webhook_apiserver_level_in_use_requests_per_second{priority_level="catch-all"} 438.8"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(
+            !text.contains(r#"capacity_requests_per_second{priority_level="catch-all"}"#),
+            "no capacity figure, no sample: {text}"
+        );
+        // Gone from the figures, gone from the exposition.
+        m.levels.show(None);
+        assert!(!m.encode().contains("priority_level="), "{}", m.encode());
     }
 }

@@ -90,21 +90,75 @@ impl Violation {
     }
 }
 
+/// What one dimension's checks compare with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounds {
+    /// steady ≤ this.
+    pub steady: f64,
+    /// peak ≤ this.
+    pub peak: f64,
+    /// the workload's own steady ≤ this.
+    pub share: f64,
+}
+
+/// The bounds of every dimension that is checked, resolved for one change: a fixed limit
+/// gives limit, limit × burst factor and limit × share; `auto` requests give the
+/// priority level's ceiling (its capacity × target utilization, or the budget's override),
+/// which a rollout's peak may not exceed either, since past it the API server queues.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Ceilings {
+    bounds: [Option<Bounds>; 4],
+}
+
+impl Ceilings {
+    /// The budget's fixed limits (`auto` requests are not among them).
+    pub fn fixed(budget: &ControlPlaneBudgetSpec) -> Self {
+        let mut out = Ceilings::default();
+        for d in Dimension::ALL {
+            out.bounds[slot(d)] = budget.limits.get(d).map(|limit| Bounds {
+                steady: limit,
+                peak: limit * budget.burst_factor,
+                share: limit * budget.per_workload_share,
+            });
+        }
+        out
+    }
+
+    /// Requests bounded by a priority level's `ceiling` (requests/s).
+    pub fn with_level(mut self, ceiling: f64, per_workload_share: f64) -> Self {
+        self.bounds[slot(Dimension::ApiserverRequests)] = Some(Bounds {
+            steady: ceiling,
+            peak: ceiling,
+            share: ceiling * per_workload_share,
+        });
+        self
+    }
+
+    pub fn get(&self, dimension: Dimension) -> Option<Bounds> {
+        self.bounds[slot(dimension)]
+    }
+}
+
+fn slot(dimension: Dimension) -> usize {
+    match dimension {
+        Dimension::ApiserverRequests => 0,
+        Dimension::ApiserverReceivedBytes => 1,
+        Dimension::ApiserverConnections => 2,
+        Dimension::DnsQueries => 3,
+    }
+}
+
 /// Every (dimension, check) the projection breaks, in dimension order.
-pub fn violations(p: &Projection, budget: &ControlPlaneBudgetSpec) -> Vec<Violation> {
+pub fn violations(p: &Projection, ceilings: &Ceilings) -> Vec<Violation> {
     let mut out = Vec::new();
     for d in Dimension::ALL {
-        let Some(limit) = budget.limits.get(d) else {
+        let Some(bounds) = ceilings.get(d) else {
             continue;
         };
         let checks = [
-            (Check::Steady, p.steady.get(d), limit),
-            (Check::Peak, p.peak.get(d), limit * budget.burst_factor),
-            (
-                Check::Share,
-                p.workload_steady.get(d),
-                limit * budget.per_workload_share,
-            ),
+            (Check::Steady, p.steady.get(d), bounds.steady),
+            (Check::Peak, p.peak.get(d), bounds.peak),
+            (Check::Share, p.workload_steady.get(d), bounds.share),
         ];
         for (check, projected, allowed) in checks {
             if projected > allowed {

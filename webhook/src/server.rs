@@ -3,7 +3,7 @@
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -36,6 +36,7 @@ use crate::{
 };
 
 mod body;
+mod reload;
 use body::BodyError;
 
 /// Largest AdmissionReview body accepted (an object and its old version, each ≤ 1.5 MiB in
@@ -144,6 +145,10 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
         freshness::coverage(&d.snapshot, &state.inventory(), max_age).map(|c| c.ratio())
     });
     state.metrics.coverage.set(coverage.unwrap_or(-1.0));
+    let levels = state.apiserver.current().map(|capacity| {
+        crate::capacity::status::status(&capacity, &state.budget().spec.limits, SystemTime::now())
+    });
+    state.metrics.levels.show(levels.as_ref());
     (
         [(
             header::CONTENT_TYPE,
@@ -220,26 +225,32 @@ pub struct Running {
     pub metrics: SocketAddr,
 }
 
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
-/// Calls `reload` with `path` every `every` when the file's modification time or length
-/// changed since the last look.
-fn watch_file(path: PathBuf, every: Duration, reload: impl Fn(&Path) + Send + 'static) {
-    tokio::spawn(async move {
-        let mut last = file_stamp(&path);
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            let now = file_stamp(&path);
-            if now != last {
-                last = now;
-                reload(&path);
-            }
-        }
-    });
+/// The API server's capacity for `apiserverRequestsPerSecond: auto` from Prometheus when
+/// it is given (every replica scraped); the kube client's `/metrics` loop ([`cluster::run`],
+/// one replica) then stays idle. Without the cluster, the FlowSchemas are kube-apiserver's
+/// defaults.
+fn spawn_capacity(
+    config: &Config,
+    client: Option<&kube::Client>,
+    state: &Arc<State>,
+) -> Result<(), Error> {
+    let Some(url) = &config.prometheus else {
+        return Ok(());
+    };
+    state.apiserver.take_levels_from_prometheus();
+    if client.is_none() {
+        let defaults = crate::check::apiserver::parse_flow_schemas(
+            "the default FlowSchemas",
+            crate::check::apiserver::DEFAULT_FLOW_SCHEMAS,
+        )?;
+        state.apiserver.set_flow_schemas(defaults);
+    }
+    tokio::spawn(crate::sources::apiserver_prometheus::run(
+        url.clone(),
+        state.clone(),
+        config.refresh,
+    ));
+    Ok(())
 }
 
 /// Loads everything, binds both ports and spawns the servers and refreshers. Fails fast on
@@ -314,6 +325,7 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
         None => tracing::warn!("no profile source: every change is allowed (fail-open)"),
     }
 
+    spawn_capacity(&config, client.as_ref(), &state)?;
     if let (Some(client), Some(name)) = (client, config.cluster.clone()) {
         // Reservations shared with the other replicas through the budget's status.
         let (share, admitted) = tokio::sync::mpsc::unbounded_channel();
@@ -341,51 +353,12 @@ pub async fn start(config: Config) -> Result<(Running, Arc<State>), Error> {
     }
     // Budget file, node inventory file and certificate: reloaded when they change.
     if let Some(path) = config.budget.clone() {
-        let budget_state = state.clone();
-        watch_file(
-            path,
-            config.refresh,
-            move |path| match ControlPlaneBudget::load(path) {
-                Ok(budget) => {
-                    tracing::info!(path = %path.display(), "budget reloaded");
-                    budget_state.set_budget(Budget::from(budget));
-                }
-                Err(e) => tracing::error!(error = %e, "budget reload failed; keeping the old one"),
-            },
-        );
+        reload::budget_file(state.clone(), path, config.refresh);
     }
-    {
-        if let Some(path) = config.nodes_file.clone() {
-            let state = state.clone();
-            watch_file(path, config.refresh, move |path| {
-                let parsed = std::fs::read_to_string(path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|text| {
-                        Inventory::parse(&path.display().to_string(), &text)
-                            .map_err(|e| e.to_string())
-                    });
-                match parsed {
-                    Ok(inventory) => {
-                        tracing::info!(nodes = inventory.total(), "node inventory reloaded");
-                        state.set_inventory(inventory);
-                    }
-                    Err(e) => tracing::error!(error = %e, "nodes file reload failed"),
-                }
-            });
-        }
-        let every = config.refresh;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match cert.reload_if_changed() {
-                    Ok(true) => tracing::info!("TLS certificate reloaded"),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old one"),
-                }
-            }
-        });
+    if let Some(path) = config.nodes_file.clone() {
+        reload::nodes_file(state.clone(), path, config.refresh);
     }
+    reload::certificate(state.clone(), cert, config.refresh);
 
     tokio::spawn(serve_tls(
         https,

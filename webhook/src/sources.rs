@@ -2,6 +2,8 @@
 //! Prometheus HTTP API. Fetching runs in the background; the admission path only reads the
 //! resulting in-memory [`Snapshot`].
 
+pub mod apiserver;
+pub mod apiserver_prometheus;
 pub mod prometheus;
 
 use std::{path::PathBuf, time::Duration};

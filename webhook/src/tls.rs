@@ -88,16 +88,17 @@ impl ReloadingCert {
     }
 
     /// Reloads when either file changed. Returns whether a new certificate is in use; on a
-    /// bad new pair the old certificate stays and the error is returned.
+    /// bad new pair the old certificate stays and the error is returned, once: the pair is
+    /// tried again when either file changes again (a rotation writes the second file).
     pub fn reload_if_changed(&self) -> Result<bool, Error> {
         let now = stamp(&self.cert_path, &self.key_path);
         let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
         if now == *last {
             return Ok(false);
         }
+        *last = now;
         let key = load_certified_key(&self.cert_path, &self.key_path)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
-        *last = now;
         Ok(true)
     }
 

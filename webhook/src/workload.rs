@@ -255,6 +255,11 @@ struct PodSpecIn {
     containers: Option<Vec<ContainerIn>>,
     #[serde(default)]
     host_network: Option<bool>,
+    #[serde(default)]
+    service_account_name: Option<String>,
+    /// The deprecated alias, which the API server still fills in.
+    #[serde(default)]
+    service_account: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -404,6 +409,7 @@ impl Workload {
             affinity: pod.affinity,
             tolerations: pod.tolerations,
             host_network: pod.host_network,
+            service_account_name: pod.service_account_name.or(pod.service_account),
             ..PodSpec::default()
         };
         let judged_owner = judged_owner(kind, &metadata);
@@ -455,6 +461,16 @@ impl Workload {
             create_all_at_once: true,
             judged_owner: None,
         }
+    }
+
+    /// The service account its pods run as, whose requests the API server places in a
+    /// priority level: the pod template's, else `default` (as the API server fills it in).
+    pub fn service_account(&self) -> &str {
+        self.pod_spec
+            .as_ref()
+            .and_then(|p| p.service_account_name.as_deref())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("default")
     }
 
     /// The replicas a `scale` request asks for (0 for a per-node workload).

@@ -493,3 +493,97 @@ fn nothing_to_judge_exits_2_with_the_reason() {
         text(&out.stderr)
     );
 }
+
+/// `limits.apiserverRequestsPerSecond: auto` offline: a real kube-apiserver v1.20.2's
+/// /metrics, scraped before and after 600 LISTs (tests/fixtures/apf/), and its default
+/// FlowSchemas, which put default/default in workload-low.
+#[test]
+fn auto_requests_are_judged_against_the_priority_level_from_metrics_files() {
+    let dir = temp_dir("cli-auto");
+    let budget = std::fs::read_to_string(fixtures().join("budget.yaml"))
+        .expect("budget fixture")
+        .replace(
+            "apiserverRequestsPerSecond: 2000",
+            "apiserverRequestsPerSecond: auto\n    priorityLevels: {workload-low: 300}",
+        );
+    let budget = write(&dir, "budget.yaml", &budget);
+    let manifest = write(
+        &dir,
+        "web.yaml",
+        &WEB_AND_DB.replace("replicas: 10", "replicas: 20"),
+    );
+    let (before, after) = (
+        path("apf/v1.20.2-before-load.prom"),
+        path("apf/v1.20.2-after-600-lists.prom"),
+    );
+    let profiles = path("profiles-outage.json");
+    let base = [
+        "check",
+        "-f",
+        &manifest,
+        "--budget",
+        &budget,
+        "--profiles",
+        &profiles,
+        "--nodes",
+        "3",
+    ];
+    let with_metrics = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        run(&args, None)
+    };
+    // The files in either order: the window is between their recorded scrape times.
+    let out = with_metrics(&[
+        "--apiserver-metrics",
+        &after,
+        "--apiserver-metrics",
+        &before,
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    for part in [
+        "apiserver requests/s peak 367 > 300 (workload-low's limit)",
+        "Priority level workload-low (FlowSchema service-accounts, serviceaccount \
+         default/default): limit 300 req/s (priorityLevels), in use 133, this change adds 234 \
+         at peak.",
+        "replicas ≤ 14",
+    ] {
+        assert!(stdout.contains(part), "{part} not in {stdout}");
+    }
+
+    let out = with_metrics(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("apiserverRequestsPerSecond is `auto`: give the API server's metrics with --apiserver-metrics FILE"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = with_metrics(&["--apiserver-metrics", &profiles]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("API Priority and Fairness is off"),
+        "{}",
+        text(&out.stderr)
+    );
+    // FlowSchemas given: a List as `kubectl get flowschemas,prioritylevelconfigurations
+    // -o yaml` prints it (other kinds skipped); without one for service accounts the
+    // change is not judged (fail-open), and says why.
+    let schemas = write(
+        &dir,
+        "flowschemas.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: flowcontrol.apiserver.k8s.io/v1beta1\n  \
+         kind: PriorityLevelConfiguration\n  metadata: {name: x}\n  spec: {type: Exempt}\n- \
+         apiVersion: flowcontrol.apiserver.k8s.io/v1beta1\n  kind: FlowSchema\n  metadata: \
+         {name: masters}\n  spec:\n    matchingPrecedence: 1\n    priorityLevelConfiguration: \
+         {name: exempt}\n    rules: [{subjects: [{kind: Group, group: {name: system:masters}}]}]\n",
+    );
+    let out = with_metrics(&["--apiserver-metrics", &after, "--flowschemas", &schemas]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("fail_open")
+            && stdout.contains("no FlowSchema takes serviceaccount default/default"),
+        "{stdout}"
+    );
+}

@@ -36,6 +36,7 @@ use webhook::{
 const NODES: &str = "/api/v1/nodes";
 const HPAS: &str = "/apis/autoscaling/v2/horizontalpodautoscalers";
 const BUDGETS: &str = "/apis/headroom.dev/v1alpha1/controlplanebudgets";
+const FLOWSCHEMAS: &str = "/apis/flowcontrol.apiserver.k8s.io/v1beta1/flowschemas";
 const DEPLOYMENTS: &str = "/apis/apps/v1/deployments";
 const STATEFULSETS: &str = "/apis/apps/v1/statefulsets";
 const REPLICASETS: &str = "/apis/apps/v1/replicasets";
@@ -124,6 +125,28 @@ impl Script {
         script.set(HPAS, Ok(hpas));
         script.set("/apis/autoscaling/v2", Ok(discovery.to_string()));
         script.set(BUDGETS, Ok(budgets));
+        // FlowSchemas as a 1.20 server serves them (v1beta1), and its /metrics.
+        let mut schemas: Value =
+            serde_json::from_str(include_str!("fixtures/apf/v1.20.2-flowschemas.json"))
+                .expect("recorded FlowSchemas");
+        schemas["kind"] = json!("FlowSchemaList");
+        schemas["apiVersion"] = json!("flowcontrol.apiserver.k8s.io/v1beta1");
+        schemas["metadata"] = json!({"resourceVersion": "7"});
+        script.set(FLOWSCHEMAS, Ok(schemas.to_string()));
+        let flowcontrol = json!({
+            "kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "flowcontrol.apiserver.k8s.io/v1beta1",
+            "resources": [{"name": "flowschemas", "singularName": "", "namespaced": false,
+                           "kind": "FlowSchema", "verbs": ["list", "watch"]}]
+        });
+        script.set(
+            "/apis/flowcontrol.apiserver.k8s.io/v1beta1",
+            Ok(flowcontrol.to_string()),
+        );
+        script.set(
+            "/metrics",
+            Ok(include_str!("fixtures/apf/v1.20.2-after-600-lists.prom").to_owned()),
+        );
         // The parents of scale reviews: none yet.
         for (path, kind) in [
             (DEPLOYMENTS, "DeploymentList"),
@@ -357,6 +380,65 @@ async fn watches_fill_the_state_and_status_is_patched() {
             "missing {line} in\n{metrics}"
         );
     }
+}
+
+/// The status writer without `patch` on controlplanebudgets/status: it backs off like
+/// the watches instead of trying on every refresh (here every 100 ms), logs once, and
+/// writes again once the API server lets it.
+#[tokio::test(start_paused = true)]
+async fn a_refused_status_patch_backs_off_and_logs_once() {
+    const STATUS: &str = "/apis/headroom.dev/v1alpha1/controlplanebudgets/default/status";
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let script = Script::healthy();
+    script.set(STATUS, Err((403, "Forbidden")));
+    let t0 = Instant::now();
+    let _state = start(script.serve().await);
+
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let patches = |before: Instant| {
+        script
+            .seen()
+            .iter()
+            .filter(|s| s.path == STATUS && s.at < before)
+            .count()
+    };
+    let first_minute = patches(t0 + Duration::from_secs(60));
+    let ten_minutes = patches(t0 + Duration::from_secs(600));
+    // 1 s doubling, +0–25 %, capped at 300 s while refused: t ≈ 0, 1, 3, 7, 15, 31, …
+    assert!(
+        (3..=8).contains(&first_minute),
+        "{first_minute} in the first minute"
+    );
+    assert!(
+        (5..=11).contains(&ten_minutes),
+        "{ten_minutes} in ten minutes"
+    );
+    let warned = logs
+        .lines()
+        .iter()
+        .filter(|l| l.contains("writing the budget status failed"))
+        .count();
+    assert_eq!(warned, 1, "{:?}", logs.lines());
+
+    // Granted: the next attempt (at most 300 s + 25 % later) writes, and says so.
+    script.remove(STATUS);
+    let granted = Instant::now();
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    assert!(
+        script
+            .seen()
+            .iter()
+            .any(|s| s.path == STATUS && s.at >= granted),
+        "written again once allowed"
+    );
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|l| l.contains("writing the budget status works again")),
+        "{:?}",
+        logs.lines()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -604,5 +686,103 @@ async fn a_scale_review_is_judged_like_the_parent_the_watch_has() {
              image and strategy were not checked"
         ]),
         "{r}"
+    );
+}
+
+/// `auto` request limits in `--kube` mode: FlowSchemas from the version the server serves
+/// (1.20: v1beta1, discovered) and the levels from two scrapes of its /metrics, through
+/// the client; readiness waits for the figures when the budget asks for them.
+#[tokio::test(start_paused = true)]
+async fn auto_limits_read_flowschemas_and_the_api_servers_metrics() {
+    let script = Script::healthy();
+    let mut auto = budget("Enforce");
+    auto["spec"]["limits"] = json!({"apiserverRequestsPerSecond": "auto"});
+    script.set(
+        BUDGETS,
+        Ok(
+            json!({"apiVersion": "headroom.dev/v1alpha1", "kind": "ControlPlaneBudgetList",
+                  "metadata": {"resourceVersion": "7"}, "items": [auto]})
+            .to_string(),
+        ),
+    );
+    let t0 = Instant::now();
+    let state = start(script.serve().await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(state.budget().spec.limits.requests_auto());
+    assert!(
+        state
+            .not_ready_because()
+            .iter()
+            .any(|p| p.contains("no API server capacity figures yet")),
+        "{:?}",
+        state.not_ready_because()
+    );
+    // The second scrape, at least 5 s after the first, makes the first window.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(state.ready(), "{:?}", state.not_ready_because());
+    let capacity = state.apiserver.current().expect("levels and FlowSchemas");
+    assert_eq!(capacity.source, webhook::sources::apiserver::ONE_REPLICA);
+    assert_eq!(capacity.flow_schemas.len(), 10);
+    let low = &capacity.levels["workload-low"];
+    assert_eq!(low.seats, 293.0);
+    assert_eq!(
+        low.in_use, 0.0,
+        "the recorded scrape twice: nothing dispatched between"
+    );
+    let seen = script.seen();
+    let scrapes: Vec<_> = seen.iter().filter(|s| s.path == "/metrics").collect();
+    // None until the watched budget asks for `auto` (the one it started with did not),
+    // then one per 5 s.
+    assert_eq!(scrapes.len(), 2, "{scrapes:?}");
+    assert_eq!(scrapes[1].at - scrapes[0].at, Duration::from_secs(5));
+    assert!(scrapes[0].at > t0);
+    assert_eq!(script.lists_of(FLOWSCHEMAS, Instant::now()), 1);
+    // The status shows every level: seats, capacity, in use, limit, headroom, source.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let patches = script.patches.lock().expect("lock").clone();
+    let shown = &patches.last().expect("status written")["status"]["apiserverCapacity"];
+    assert_eq!(shown["source"], webhook::sources::apiserver::ONE_REPLICA);
+    let low = shown["levels"]
+        .as_array()
+        .expect("levels")
+        .iter()
+        .find(|l| l["name"] == "workload-low")
+        .expect("workload-low");
+    assert_eq!(low["seats"], 293.0);
+    assert_eq!(low["inUseRequestsPerSecond"], 0.0);
+    let capacity = low["capacityRequestsPerSecond"].as_f64().expect("capacity");
+    assert!(capacity > 0.0, "{low}");
+    assert_eq!(
+        low["headroomRequestsPerSecond"].as_f64(),
+        low["limitRequestsPerSecond"].as_f64()
+    );
+}
+
+/// With `--prometheus` as well, the figures come from Prometheus (every replica): the
+/// FlowSchemas are still watched, `/metrics` through the client is never read.
+#[tokio::test(start_paused = true)]
+async fn auto_limits_with_prometheus_leave_the_api_servers_metrics_alone() {
+    let script = Script::healthy();
+    let mut auto = budget("Enforce");
+    auto["spec"]["limits"] = json!({"apiserverRequestsPerSecond": "auto"});
+    script.set(
+        BUDGETS,
+        Ok(
+            json!({"apiVersion": "headroom.dev/v1alpha1", "kind": "ControlPlaneBudgetList",
+                  "metadata": {"resourceVersion": "7"}, "items": [auto]})
+            .to_string(),
+        ),
+    );
+    let state = start(script.serve().await);
+    // As `serve --kube --prometheus` does before the watches start.
+    state.apiserver.take_levels_from_prometheus();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(state.budget().spec.limits.requests_auto());
+    let seen = script.seen();
+    assert!(!seen.iter().any(|s| s.path == "/metrics"), "{seen:?}");
+    assert_eq!(script.lists_of(FLOWSCHEMAS, Instant::now()), 1);
+    assert!(
+        state.apiserver.current().is_none(),
+        "no figures from /metrics"
     );
 }

@@ -482,6 +482,10 @@ impl FakeApiServer {
     }
 }
 
+/// A real kube-apiserver v1.20.2's FlowSchemas and APF metrics.
+const APF_FLOW_SCHEMAS: &str = include_str!("fixtures/apf/v1.20.2-flowschemas.json");
+const APF_METRICS: &str = include_str!("fixtures/apf/v1.20.2-after-600-lists.prom");
+
 fn answer(method: &Method, path: &str, query: &str, budget: &Value) -> Response {
     let json_body = |code: StatusCode, v: Value| {
         Response::builder()
@@ -542,6 +546,25 @@ fn answer(method: &Method, path: &str, query: &str, budget: &Value) -> Response 
                        "metadata": {"resourceVersion": "7"}, "items": []}),
             )
         }
+        // Discovery: flowcontrol as 1.20 serves it (v1beta1; newer versions 404).
+        ("GET", "/apis/flowcontrol.apiserver.k8s.io/v1beta1") => json_body(
+            StatusCode::OK,
+            json!({"kind": "APIResourceList", "apiVersion": "v1",
+                   "groupVersion": "flowcontrol.apiserver.k8s.io/v1beta1",
+                   "resources": [{"name": "flowschemas", "singularName": "", "namespaced": false,
+                                  "kind": "FlowSchema", "verbs": ["list", "watch"]}]}),
+        ),
+        ("GET", "/apis/flowcontrol.apiserver.k8s.io/v1beta1/flowschemas") => {
+            let mut list: Value = serde_json::from_str(APF_FLOW_SCHEMAS).expect("recorded");
+            list["kind"] = json!("FlowSchemaList");
+            list["apiVersion"] = json!("flowcontrol.apiserver.k8s.io/v1beta1");
+            list["metadata"] = json!({"resourceVersion": "7"});
+            json_body(StatusCode::OK, list)
+        }
+        ("GET", "/metrics") => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Body::from(APF_METRICS))
+            .expect("response"),
         ("GET", "/apis/autoscaling/v2/horizontalpodautoscalers") => json_body(
             StatusCode::OK,
             json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList",
@@ -628,6 +651,13 @@ fn is_discovery(path: &str) -> bool {
 
 /// (API group, resource[/subresource], verb) of a request as RBAC sees it.
 fn rbac_attributes(method: &Method, path: &str, query: &str) -> (String, String, String) {
+    if path == "/metrics" {
+        return (
+            String::new(),
+            path.to_owned(),
+            method.as_str().to_lowercase(),
+        );
+    }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, rest) = match parts.as_slice() {
         ["api", _version, rest @ ..] => (String::new(), rest),
@@ -667,7 +697,10 @@ fn rbac_attributes(method: &Method, path: &str, query: &str) -> (String, String,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_grants_exactly_the_calls_the_webhook_makes() {
     let rendered = default_render();
-    let (server, url) = FakeApiServer::start(served_budget(&rendered)).await;
+    // With `auto` request limits, which add the API server's /metrics to its calls.
+    let mut budget = served_budget(&rendered);
+    budget["spec"]["limits"]["apiserverRequestsPerSecond"] = json!("auto");
+    let (server, url) = FakeApiServer::start(budget).await;
     let client =
         kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
 
@@ -722,8 +755,10 @@ async fn rbac_grants_exactly_the_calls_the_webhook_makes() {
         let watches = used.iter().filter(|(_, _, v)| v == "watch").count();
         let patched = used.iter().any(|(_, _, v)| v == "patch");
         let updated = used.iter().any(|(_, _, v)| v == "update");
-        // Nodes, HPAs, budgets; Deployments, StatefulSets, ReplicaSets (scale parents).
-        if watches == 6 && patched && updated {
+        // Nodes, HPAs, budgets; Deployments, StatefulSets, ReplicaSets (scale parents);
+        // FlowSchemas; and the API server's /metrics.
+        let scraped = used.iter().any(|(_, r, _)| r == "/metrics");
+        if watches == 7 && patched && updated && scraped {
             break used;
         }
         assert!(
@@ -862,6 +897,23 @@ fn webhook_metric_names() -> BTreeSet<String> {
     metrics.record_decision("Enforce", "allowed", "Deployment");
     metrics.record_fail_open("stale");
     metrics.record_refresh_error("prometheus");
+    // The priority levels' gauges exist with an `auto` budget's figures.
+    metrics
+        .levels
+        .show(Some(&webhook::capacity::ApiserverCapacityStatus {
+            observed_at: None,
+            data_age_seconds: None,
+            source: String::new(),
+            levels: vec![webhook::capacity::PriorityLevelStatus {
+                name: "workload-low".into(),
+                seats: 1.0,
+                capacity_requests_per_second: Some(1.0),
+                in_use_requests_per_second: 0.0,
+                limit_requests_per_second: Some(0.7),
+                headroom_requests_per_second: Some(0.7),
+                constraint: None,
+            }],
+        }));
     metrics
         .encode()
         .lines()

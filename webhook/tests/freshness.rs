@@ -257,80 +257,145 @@ async fn half_the_nodes_is_partial_and_all_of_them_is_judged() {
     assert_eq!(fail_opens(&whole, "partial").await, 0);
 }
 
+/// A server whose only profile source is `url`, as a collector's `/profiles` or as
+/// Prometheus.
+async fn server_on(source: Source, url: &str, dir: &Path) -> TestServer {
+    let profiles = match source {
+        Source::Collector => Profiles::Collectors(vec![url.to_owned()]),
+        Source::Prometheus => Profiles::Prometheus(url.to_owned()),
+    };
+    support::start_server_unready(profiles, 2, &strict_budget(dir)).await
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Collector,
+    Prometheus,
+}
+
+impl Source {
+    const BOTH: [Source; 2] = [Source::Collector, Source::Prometheus];
+
+    /// The path the webhook fetches from this source.
+    fn path(self) -> &'static str {
+        match self {
+            Source::Collector => "/profiles",
+            Source::Prometheus => "/api/v1/query",
+        }
+    }
+
+    /// The `source` label of `headroom_webhook_profile_refresh_errors_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Source::Collector => "collector",
+            Source::Prometheus => "prometheus",
+        }
+    }
+
+    /// What this source answers when it has nothing: a collector's empty profile list (its
+    /// recorded answer with no workloads), Prometheus' empty vector.
+    fn empty_answer(self) -> String {
+        match self {
+            Source::Collector => {
+                let mut list = support::fixture("profiles-outage.json");
+                list["items"] = serde_json::json!([]);
+                list.to_string()
+            }
+            Source::Prometheus => recorded("empty-vector.json"),
+        }
+    }
+
+    /// Its error answer with a 500: Prometheus' recorded error body; a collector's is text.
+    fn error_answer(self) -> String {
+        match self {
+            Source::Collector => "profiles unavailable\n".to_owned(),
+            Source::Prometheus => recorded("bad-data-error.json"),
+        }
+    }
+}
+
 /// A source that takes 5 s to answer: reviews are answered from memory meanwhile.
 #[tokio::test]
 async fn a_hanging_source_never_holds_up_a_review() {
-    let dir = temp_dir("hanging-prometheus");
-    let asked = Arc::new(tokio::sync::Notify::new());
-    let answered = Arc::new(AtomicBool::new(false));
-    let app = {
-        let (asked, answered) = (asked.clone(), answered.clone());
-        Router::new().route(
-            "/api/v1/query",
-            get(move || {
-                let (asked, answered) = (asked.clone(), answered.clone());
-                async move {
-                    asked.notify_one();
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    answered.store(true, Ordering::SeqCst);
-                    recorded("empty-vector.json")
-                }
-            }),
-        )
-    };
-    let url = serve(app).await;
-    let server =
-        support::start_server_unready(Profiles::Prometheus(url), 2, &strict_budget(&dir)).await;
-    asked.notified().await;
-    let r = review(&server, &scale_to_1000()).await;
-    assert!(
-        !answered.load(Ordering::SeqCst),
-        "the review waited for the source"
-    );
-    assert_fail_open(&r, "no profile data yet");
-    assert_eq!(fail_opens(&server, "missing").await, 1);
-    let (status, body) = http_get(server.running.metrics, "/readyz").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    for source in Source::BOTH {
+        let dir = temp_dir("hanging-source");
+        let asked = Arc::new(tokio::sync::Notify::new());
+        let answered = Arc::new(AtomicBool::new(false));
+        let app = {
+            let (asked, answered) = (asked.clone(), answered.clone());
+            Router::new().route(
+                source.path(),
+                get(move || {
+                    let (asked, answered) = (asked.clone(), answered.clone());
+                    async move {
+                        asked.notify_one();
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        answered.store(true, Ordering::SeqCst);
+                        source.empty_answer()
+                    }
+                }),
+            )
+        };
+        let url = serve(app).await;
+        let server = server_on(source, &url, &dir).await;
+        asked.notified().await;
+        let r = review(&server, &scale_to_1000()).await;
+        assert!(
+            !answered.load(Ordering::SeqCst),
+            "{source:?}: the review waited for the source"
+        );
+        assert_fail_open(&r, "no profile data yet");
+        assert_eq!(fail_opens(&server, "missing").await, 1, "{source:?}");
+        let (status, body) = http_get(server.running.metrics, "/readyz").await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{source:?}: {body}"
+        );
+    }
 }
 
-/// Down, a 500 with Prometheus' error body, and an answer that is not Prometheus': no data,
-/// counted as refresh errors, and every change fails open as missing.
+/// Waits (up to 5 s) for a refresh error from `source` to be counted.
+async fn refresh_error_counted(server: &TestServer, source: Source) -> bool {
+    let line = format!(
+        "headroom_webhook_profile_refresh_errors_total{{source=\"{}\"}}",
+        source.label()
+    );
+    for _ in 0..500 {
+        let (_, metrics) = http_get(server.running.metrics, "/metrics").await;
+        if metrics.contains(&line) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Down, a 500 (with Prometheus' error body), and an answer that is neither a profile
+/// list nor Prometheus': no data, counted as refresh errors, and every change fails open
+/// as missing — for a collector's `/profiles` and for Prometheus alike.
 #[tokio::test]
 async fn a_source_that_is_down_or_broken_is_missing_data() {
-    let dir = temp_dir("broken-prometheus");
-    let down = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
-    let error = prometheus_stand_in(|_| {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            recorded("bad-data-error.json"),
-        )
-    })
-    .await;
-    let garbage =
-        prometheus_stand_in(|_| (StatusCode::OK, "<html>proxy login</html>".into())).await;
-    for url in [down, error, garbage] {
-        let server = support::start_server_unready(
-            Profiles::Prometheus(url.clone()),
-            2,
-            &strict_budget(&dir),
-        )
-        .await;
-        let mut counted = false;
-        for _ in 0..500 {
-            let (_, metrics) = http_get(server.running.metrics, "/metrics").await;
-            counted = metrics
-                .contains(r#"headroom_webhook_profile_refresh_errors_total{source="prometheus"}"#);
-            if counted {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    let dir = temp_dir("broken-source");
+    for source in Source::BOTH {
+        let down = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let answering = |status, body: String| {
+            serve(Router::new().route(source.path(), get(move || async move { (status, body) })))
+        };
+        let error = answering(StatusCode::INTERNAL_SERVER_ERROR, source.error_answer()).await;
+        let garbage = answering(StatusCode::OK, "<html>proxy login</html>".into()).await;
+        for url in [down, error, garbage] {
+            let server = server_on(source, &url, &dir).await;
+            assert!(
+                refresh_error_counted(&server, source).await,
+                "{source:?} {url}: no refresh error counted"
+            );
+            let r = review(&server, &scale_to_1000()).await;
+            assert_fail_open(&r, "no profile data yet");
+            assert_eq!(fail_opens(&server, "missing").await, 1, "{source:?} {url}");
         }
-        assert!(counted, "{url}: no refresh error counted");
-        let r = review(&server, &scale_to_1000()).await;
-        assert_fail_open(&r, "no profile data yet");
-        assert_eq!(fail_opens(&server, "missing").await, 1, "{url}");
     }
 }

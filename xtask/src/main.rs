@@ -9,6 +9,7 @@ mod generate;
 mod lint;
 mod setup;
 mod shell;
+mod soak;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +60,15 @@ enum Task {
         /// Only this target (default: every one, in turn).
         target: Option<String>,
     },
+    /// Long runs (not in CI): the webhook at 500 reviews/s, the collector under dnsperf at
+    /// 20,000 queries/s; a table per minute each.
+    Soak {
+        /// Minutes each soak runs.
+        #[arg(long, default_value_t = 10)]
+        minutes: u32,
+        /// Only this one: `webhook` or `collector`.
+        only: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,5 +88,6 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz {
             seconds, target, ..
         } => fuzz::run(seconds, target.as_deref()),
+        Task::Soak { minutes, only } => soak::run(minutes, only.as_deref()),
     }
 }

@@ -40,6 +40,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("tcpdump", "benchmark: the peer way of capturing DNS"),
     (
+        "bpftool",
+        "tests: the kernel's program and link lists after the collector is killed",
+    ),
+    (
         "openssl",
         "demo: the webhook's self-signed serving certificate",
     ),

@@ -4,8 +4,14 @@ use super::*;
 use crate::scratch::Scratch;
 
 impl Scratch {
-    /// A fake host: a status file with `uid` and `caps`, and BTF present or not.
+    /// A fake host: a status file with `uid` and `caps`, and BTF present or not, on a
+    /// kernel that needs no CAP_SYS_RESOURCE.
     fn host(&self, uid: u32, caps: u64, btf: bool) -> Host {
+        self.host_on("6.18.0-1-amd64", uid, caps, btf)
+    }
+
+    /// [`Self::host`] on kernel `release`.
+    fn host_on(&self, release: &str, uid: u32, caps: u64, btf: bool) -> Host {
         let proc_status = self.0.join("status");
         fs::write(
             &proc_status,
@@ -16,9 +22,12 @@ impl Scratch {
         if btf {
             fs::write(&btf_path, b"BTF").expect("btf");
         }
+        let osrelease = self.0.join("osrelease");
+        fs::write(&osrelease, format!("{release}\n")).expect("osrelease");
         Host {
             proc_status,
             btf: btf_path,
+            osrelease,
         }
     }
 }
@@ -89,6 +98,31 @@ fn root_without_net_admin_is_refused_too() {
         matches!(&err, Error::MissingCapabilities { uid: 0, missing } if missing == "CAP_NET_ADMIN"),
         "{err:?}"
     );
+}
+
+#[test]
+fn kernels_before_5_11_need_sys_resource_too() {
+    let deployed = caps(&[CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON]);
+    let scratch = Scratch::new("preflight-memlock");
+    let old = scratch.host_on("5.10.0-28-amd64", 0, deployed, true);
+    let err = check(&config(), &old).expect_err("no SYS_RESOURCE on 5.10");
+    assert!(
+        matches!(&err, Error::MissingCapabilities { uid: 0, missing } if missing == "CAP_SYS_RESOURCE (kernel 5.10.0-28-amd64 charges BPF maps to RLIMIT_MEMLOCK; 5.11 and later do not)"),
+        "{err:?}"
+    );
+    let with = deployed | caps(&[CAP_SYS_RESOURCE]);
+    let scratch = Scratch::new("preflight-memlock-ok");
+    assert!(
+        check(
+            &config(),
+            &scratch.host_on("5.10.0-28-amd64", 0, with, true)
+        )
+        .is_ok()
+    );
+    let scratch = Scratch::new("preflight-memlock-new");
+    assert!(check(&config(), &scratch.host_on("5.11.0", 0, deployed, true)).is_ok());
+    assert_eq!(kernel_version("6.18.0-1-amd64\n"), Some((6, 18)));
+    assert_eq!(kernel_version("garbage"), None);
 }
 
 #[test]

@@ -134,6 +134,16 @@ impl Collector {
         &self.agent
     }
 
+    /// How long a gone cgroup's series stay (the binary's `--series-grace-period`).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.agent = self.agent.with_grace(grace);
+        self
+    }
+
+    pub fn agent_mut(&mut self) -> &mut Agent {
+        &mut self.agent
+    }
+
     /// The kernel's traffic counters of one cgroup (every process and endpoint kind).
     pub fn traffic_of(&mut self, group: &ChildGroup) -> TrafficCounters {
         let mut total = TrafficCounters::default();

@@ -7,8 +7,10 @@
 mod support;
 
 mod apiserver;
+mod capabilities;
 mod dns;
 mod dns_default;
+mod faults;
 mod maps;
 mod nat;
 mod self_client;

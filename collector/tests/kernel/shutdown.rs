@@ -1,7 +1,9 @@
 //! The collector binary loads and attaches its programs at start and detaches everything
 //! when it is stopped: SIGTERM (the kubelet stopping its pod) and SIGINT (Ctrl-C) each end
 //! it with exit status 0, and none of the BPF programs and links it held stays in the
-//! kernel. Other kernel tests load the same programs at the same time, from this process,
+//! kernel; SIGKILL (an OOM kill, a node agent's crash) leaves nothing either, as every
+//! attachment is a bpf link owned by the process's file descriptors and nothing is
+//! pinned. Other kernel tests load the same programs at the same time, from this process,
 //! so the test follows this collector's own ids (from its /proc/PID/fdinfo), never global
 //! counts.
 use std::{
@@ -60,7 +62,7 @@ struct HeldLink {
 
 /// The BPF programs and links a process holds file descriptors of.
 #[derive(Debug, Default)]
-struct Held {
+pub struct Held {
     programs: BTreeSet<u32>,
     links: Vec<HeldLink>,
 }
@@ -123,7 +125,7 @@ fn kernel_name(name: &str) -> &str {
 }
 
 /// The collector binary, standalone; killed and reaped when dropped, also on failure.
-struct Running {
+pub struct Running {
     child: Child,
     log: PathBuf,
     listen: SocketAddr,
@@ -131,51 +133,103 @@ struct Running {
 
 impl Running {
     fn start(tag: &str) -> Self {
+        Self::start_with(tag, &[])
+    }
+
+    /// Standalone, with `extra` flags (`--apiserver ADDR`, `--dns-server ADDR`, …).
+    pub fn start_with(tag: &str, extra: &[&str]) -> Self {
+        Self::start_under(tag, extra, &[])
+    }
+
+    /// [`Self::start_with`], run by `wrapper` (a program and its arguments, e.g.
+    /// `setpriv --bounding-set …`) when it is not empty.
+    pub fn start_under(tag: &str, extra: &[&str], wrapper: &[&str]) -> Self {
         let listen = crate::free_port();
         let log = std::env::temp_dir().join(format!(
             "headroom-shutdown-{tag}-{}.log",
             std::process::id()
         ));
         let listen_arg = listen.to_string();
-        let args = [
+        let mut args = vec![
             "--standalone",
             "--node-name",
             "shutdown-test",
             "--listen",
             &listen_arg,
         ];
-        let child = crate::spawn_logged(&mut crate::collector_command(&args), &log);
+        args.extend_from_slice(extra);
+        let mut command = crate::collector_command(&args);
+        if let Some((program, wrapper_args)) = wrapper.split_first() {
+            let mut wrapped = std::process::Command::new(program);
+            wrapped
+                .args(wrapper_args)
+                .arg(command.get_program())
+                .args(&args);
+            for (key, value) in command.get_envs() {
+                match value {
+                    Some(value) => wrapped.env(key, value),
+                    None => wrapped.env_remove(key),
+                };
+            }
+            command = wrapped;
+        }
+        let child = crate::spawn_logged(&mut command, &log);
         Self { child, log, listen }
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path`: the status line and body, `None` while it does not answer.
+    fn get(&mut self, path: &str) -> Option<(String, String)> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the collector exited ({status}):\n{}", self.log());
+        }
+        let mut stream = TcpStream::connect(self.listen).ok()?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.listen
+        );
+        let mut response = String::new();
+        stream.write_all(request.as_bytes()).ok()?;
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        Some((head.lines().next()?.to_owned(), body.to_owned()))
     }
 
     /// Whether /readyz answers 200: programs attached and the event loop running.
     fn ready(&mut self) -> bool {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("the collector exited ({status}):\n{}", self.log());
-        }
-        let Ok(mut stream) = TcpStream::connect(self.listen) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let request = format!(
-            "GET /readyz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.listen
-        );
-        let mut response = String::new();
-        stream.write_all(request.as_bytes()).is_ok()
-            && stream.read_to_string(&mut response).is_ok()
-            && response.starts_with("HTTP/1.1 200")
+        self.get("/readyz")
+            .is_some_and(|(status, _)| status.starts_with("HTTP/1.1 200"))
     }
 
-    fn wait_ready(&mut self) {
+    /// The body of `GET path` (a 200), e.g. `/metrics` or `/dns/names`.
+    pub fn fetch(&mut self, path: &str) -> String {
+        match self.get(path) {
+            Some((status, body)) if status.starts_with("HTTP/1.1 200") => body,
+            other => panic!("GET {path}: {other:?}\n{}", self.log()),
+        }
+    }
+
+    /// Resident memory now, in KiB: `field` of /proc/PID/status (`VmRSS:` in all,
+    /// `RssAnon:` the heap and stacks, without mapped files and the BPF ring buffer).
+    pub fn rss_kib(&self, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
+    }
+
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + PATIENCE;
         while !self.ready() {
             assert!(
@@ -187,8 +241,13 @@ impl Running {
         }
     }
 
+    /// How it exited, if it did within `patience`.
+    pub fn exited_within(&mut self, patience: Duration) -> Option<ExitStatus> {
+        crate::exited_within(&mut self.child, patience)
+    }
+
     /// Sends `signal` and waits for the collector to exit.
-    fn stop(&mut self, signal: libc::c_int) -> ExitStatus {
+    pub fn stop(&mut self, signal: libc::c_int) -> ExitStatus {
         let pid = libc::pid_t::try_from(self.pid()).expect("a pid");
         // SAFETY: kill has no memory preconditions; the pid is our unreaped child's.
         let rc = unsafe { libc::kill(pid, signal) };
@@ -210,16 +269,11 @@ impl Drop for Running {
     }
 }
 
-/// Starts the collector, checks that it holds exactly its programs, each attached at the
-/// cgroup root by a link of its own, stops it with `signal` and checks that it exited 0
-/// and that none of those programs and links is left.
-fn stop_with(signal: libc::c_int, name: &str) {
-    require_root();
+/// What a running collector holds, checked: exactly its programs, each attached at the
+/// cgroup root by a link of its own (the exec tracepoint by a perf link).
+pub fn attached(collector: &Running, name: &str) -> Held {
     let root = cgroup::find_root().expect("cgroup v2 mount");
     let root_id = cgroup::id_of(&root).expect("the root cgroup's id");
-    let mut collector = Running::start(name);
-    collector.wait_ready();
-
     let held = held_by(collector.pid());
     let log = collector.log();
     let linked: BTreeSet<u32> = held.links.iter().map(|l| l.program).collect();
@@ -286,15 +340,29 @@ fn stop_with(signal: libc::c_int, name: &str) {
             link.program
         );
     }
+    held
+}
 
-    let status = collector.stop(signal);
-    let log = collector.log();
-    println!("{name}: collector exited with {status}");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{name}: exit status {status}\n{log}"
-    );
+/// The ids of `key` (`id`) in `bpftool -j prog show` or `bpftool -j link show`: the
+/// kernel's lists as an operator reads them, from a tool other than the loader's.
+fn bpftool_ids(what: &str) -> BTreeSet<u32> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", what, "show"])
+        .output()
+        .expect("bpftool (Debian package bpftool; cargo xtask setup installs it)");
+    assert!(out.status.success(), "bpftool {what} show: {out:?}");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    list.as_array()
+        .expect("a JSON list")
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .filter_map(|id| u32::try_from(id).ok())
+        .collect()
+}
+
+/// After the collector exited: none of the programs and links it `held` is left in the
+/// kernel (by aya's walk and by bpftool), and nothing of it is pinned in /sys/fs/bpf.
+pub fn freed(held: &Held, name: &str, log: &str) {
     let link_ids: BTreeSet<u32> = held.links.iter().map(|l| l.id).collect();
     let leftovers = || {
         let programs: BTreeSet<u32> = loaded_programs()
@@ -323,16 +391,68 @@ fn stop_with(signal: libc::c_int, name: &str) {
         "{name}: programs and links left in the kernel {FREEING_PATIENCE:?} after the \
          collector exited\n{log}"
     );
+    let by_bpftool = (
+        bpftool_ids("prog")
+            .intersection(&held.programs)
+            .copied()
+            .collect::<BTreeSet<u32>>(),
+        bpftool_ids("link")
+            .intersection(&link_ids)
+            .copied()
+            .collect::<BTreeSet<u32>>(),
+    );
+    assert_eq!(
+        by_bpftool,
+        (BTreeSet::new(), BTreeSet::new()),
+        "{name}: bpftool still lists programs or links of the collector"
+    );
+    let pinned: Vec<String> = fs::read_dir("/sys/fs/bpf")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("headroom"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        pinned.is_empty(),
+        "{name}: pinned in /sys/fs/bpf: {pinned:?}"
+    );
+}
+
+/// Starts the collector, checks that it holds exactly its programs, each attached at the
+/// cgroup root by a link of its own, stops it with `signal` and checks how it exited
+/// (`exited`) and that none of those programs and links is left.
+fn stop_with(signal: libc::c_int, name: &str, exited: impl Fn(ExitStatus) -> bool) {
+    require_root();
+    let mut collector = Running::start(name);
+    collector.wait_ready();
+    let held = attached(&collector, name);
+    let status = collector.stop(signal);
+    let log = collector.log();
+    println!("{name}: collector exited with {status}");
+    assert!(exited(status), "{name}: exit status {status}\n{log}");
+    freed(&held, name, &log);
 }
 
 /// SIGTERM, as the kubelet stops a pod.
 #[test]
 fn sigterm_detaches_every_program_and_exits_0() {
-    stop_with(libc::SIGTERM, "SIGTERM");
+    stop_with(libc::SIGTERM, "SIGTERM", |s| s.code() == Some(0));
 }
 
 /// SIGINT, as Ctrl-C stops it in a terminal.
 #[test]
 fn sigint_detaches_every_program_and_exits_0() {
-    stop_with(libc::SIGINT, "SIGINT");
+    stop_with(libc::SIGINT, "SIGINT", |s| s.code() == Some(0));
+}
+
+/// SIGKILL, as the OOM killer or `kill -9` ends it: no handler runs, and still nothing
+/// stays attached or loaded.
+#[test]
+fn sigkill_leaves_nothing_attached() {
+    use std::os::unix::process::ExitStatusExt as _;
+    stop_with(libc::SIGKILL, "SIGKILL", |s| {
+        s.signal() == Some(libc::SIGKILL)
+    });
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::{
-    budget::{Limits, Mode},
+    budget::{ControlPlaneBudgetSpec, Limits, Mode, RequestLimit},
     decision::{self, Context, Decision, Outcome},
     inventory::{Inventory, NodeGroup},
     profile::{ProfileList, Snapshot, WorkloadRef},
@@ -184,8 +184,9 @@ fn generate(seed: u64) -> Case {
             limits.set(d, scale * (0.1 + rng.unit()));
         }
     }
-    budget_limits.apiserver_requests_per_second =
-        Some(limits.apiserver_requests_per_second).filter(|l| *l > 0.0);
+    budget_limits.apiserver_requests_per_second = Some(limits.apiserver_requests_per_second)
+        .filter(|l| *l > 0.0)
+        .map(RequestLimit::PerSecond);
     budget_limits.apiserver_received_bytes_per_second =
         Some(limits.apiserver_received_bytes_per_second).filter(|l| *l > 0.0);
     budget_limits.apiserver_connections_per_second =
@@ -288,6 +289,8 @@ impl Case {
             inventory: &self.inventory,
             autoscalers,
             pending: Load::ZERO,
+            apiserver: None,
+            apiserver_age: None,
         };
         let old = old.map(|o| self.read(o));
         decision::decide(&self.read(new), old.as_ref(), &ctx)
@@ -458,15 +461,15 @@ fn largest_is_the_boundary() {
 #[test]
 fn a_cost_target_fits_steady_peak_and_share_together() {
     // limit 1000, burst 1.5, share 0.5; base 200; 100 pods, all 100 starting.
-    let budget = ControlPlaneBudgetSpec {
+    let budget = Ceilings::fixed(&ControlPlaneBudgetSpec {
         limits: Limits {
-            apiserver_requests_per_second: Some(1000.0),
+            apiserver_requests_per_second: Some(RequestLimit::PerSecond(1000.0)),
             ..Limits::default()
         },
         burst_factor: 1.5,
         per_workload_share: 0.5,
         ..ControlPlaneBudgetSpec::default()
-    };
+    });
     let w = Workload::from_value(Kind::Deployment, "w", fixture("deployment-web.json")).unwrap();
     let change = Change {
         workload: &w,

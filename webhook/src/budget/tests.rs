@@ -25,7 +25,10 @@ fn parses_a_budget_file_and_fills_defaults() {
     let budget = ControlPlaneBudget::parse("b.yaml", EXAMPLE).unwrap();
     let spec = &budget.spec;
     assert_eq!(spec.mode, Mode::Enforce);
-    assert_eq!(spec.limits.apiserver_requests_per_second, Some(2000.0));
+    assert_eq!(
+        spec.limits.apiserver_requests_per_second,
+        Some(RequestLimit::PerSecond(2000.0))
+    );
     assert_eq!(
         spec.limits.get(Dimension::ApiserverReceivedBytes),
         Some(209_715_200.0)
@@ -166,4 +169,57 @@ fn deployed_crd_is_up_to_date() {
         on_disk == generated,
         "deploy/crd/controlplanebudget.yaml is stale or missing: run `cargo xtask gen`"
     );
+}
+
+#[test]
+fn requests_may_be_auto_with_a_target_and_per_level_limits() {
+    let text = EXAMPLE.replace(
+        "apiserverRequestsPerSecond: 2000",
+        "apiserverRequestsPerSecond: auto\n    targetUtilization: 0.6\n    \
+         priorityLevels: {workload-low: 300}",
+    );
+    let spec = ControlPlaneBudget::parse("b.yaml", &text).unwrap().spec;
+    assert!(spec.limits.requests_auto());
+    assert_eq!(spec.limits.get(Dimension::ApiserverRequests), None);
+    assert_eq!(spec.limits.target_utilization, 0.6);
+    assert_eq!(spec.limits.priority_levels["workload-low"], 300.0);
+    // It round-trips as the word, and numbers stay numbers.
+    let json = serde_json::to_value(&spec.limits).unwrap();
+    assert_eq!(json["apiserverRequestsPerSecond"], "auto");
+    let default = ControlPlaneBudget::parse("b.yaml", EXAMPLE).unwrap().spec;
+    assert_eq!(default.limits.target_utilization, 0.7);
+    assert_eq!(
+        serde_json::to_value(&default.limits).unwrap()["apiserverRequestsPerSecond"],
+        2000.0
+    );
+    // `auto` alone is a limit.
+    let only_auto = "apiVersion: headroom.dev/v1alpha1\nkind: ControlPlaneBudget\n\
+                     metadata: {name: a}\nspec: {limits: {apiserverRequestsPerSecond: auto}}\n";
+    assert!(ControlPlaneBudget::parse("a.yaml", only_auto).is_ok());
+}
+
+#[test]
+fn a_bad_auto_budget_names_what_to_change() {
+    let cases = [
+        (
+            "apiserverRequestsPerSecond: 2000",
+            "apiserverRequestsPerSecond: automatic",
+            "must be a number or `auto`, found `automatic`",
+        ),
+        (
+            "apiserverRequestsPerSecond: 2000",
+            "apiserverRequestsPerSecond: auto\n    targetUtilization: 1.5",
+            "field `spec.limits.targetUtilization`: must be in (0, 1]",
+        ),
+        (
+            "apiserverRequestsPerSecond: 2000",
+            "apiserverRequestsPerSecond: auto\n    priorityLevels: {workload-low: -3}",
+            "field `spec.limits.priorityLevels`: workload-low must be a finite number",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let text = EXAMPLE.replace(from, to);
+        let error = ControlPlaneBudget::parse("b.yaml", &text).unwrap_err();
+        assert!(error.to_string().contains(expected), "{to}: {error}");
+    }
 }

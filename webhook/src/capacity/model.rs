@@ -63,6 +63,41 @@ pub fn capacity(
         .collect()
 }
 
+/// Every level's capacity from one scrape: seat-seconds per request over the server's
+/// life, and in use by Little's law the other way round (what executes now ÷ seat-seconds
+/// per request), since a rate needs two scrapes. Queued requests now leave no headroom;
+/// rejections need a window and are not seen.
+pub fn capacity_at(scrape: &Scrape, target_utilization: f64) -> BTreeMap<String, LevelCapacity> {
+    let nothing = LevelSample::default();
+    scrape
+        .levels
+        .iter()
+        .map(|(level, now)| {
+            let seat_seconds = seat_seconds_per_request(&nothing, now);
+            let capacity = seat_seconds.filter(|&s| s > 0.0).map(|s| now.seats / s);
+            let in_use = seat_seconds
+                .filter(|&s| s > 0.0)
+                .map_or(0.0, |s| now.executing / s);
+            let constraint = (now.in_queue > 0.0).then_some(Constraint::Queueing);
+            let headroom = capacity.map(|c| match constraint {
+                Some(_) => 0.0,
+                None => (c * target_utilization - in_use).max(0.0),
+            });
+            let figures = LevelCapacity {
+                level: level.clone(),
+                seats: now.seats,
+                seat_seconds_per_request: seat_seconds,
+                capacity,
+                in_use,
+                headroom,
+                constraint,
+                window_seconds: 0.0,
+            };
+            (level.clone(), figures)
+        })
+        .collect()
+}
+
 fn level_capacity(
     level: &str,
     then: &LevelSample,

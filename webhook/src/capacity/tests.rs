@@ -238,3 +238,29 @@ fn precedence_then_name_decide_and_subjects_must_match() {
     assert_eq!(place(&schemas, "team", "x"), placed("team", "team-level"));
     assert_eq!(place(&[], "team", "x"), None, "no schema takes it");
 }
+
+#[test]
+fn one_scrape_gives_lifetime_capacity_and_in_use_from_what_executes() {
+    let after = scrape(AFTER);
+    let low = &capacity_at(&after, 0.7)["workload-low"];
+    let per_request = 0.5312215140000005 / 650.0;
+    assert_eq!(low.seat_seconds_per_request, Some(per_request));
+    assert_eq!(low.capacity, Some(293.0 / per_request));
+    assert_eq!(low.in_use, 0.0, "nothing executing at the scrape");
+    // Little's law the other way round: 2 executing at 10 ms each is 200 requests/s; a
+    // request waiting in a queue now leaves no headroom.
+    let mut busy = after.clone();
+    let level = busy.levels.get_mut("workload-low").unwrap();
+    (
+        level.executing,
+        level.execution_seconds_sum,
+        level.execution_seconds_count,
+    ) = (2.0, 1.0, 100.0);
+    level.in_queue = 1.0;
+    let low = &capacity_at(&busy, 0.7)["workload-low"];
+    assert!((low.in_use - 200.0).abs() < 1e-9, "{low:?}");
+    assert_eq!(
+        (low.constraint, low.headroom),
+        (Some(Constraint::Queueing), Some(0.0))
+    );
+}

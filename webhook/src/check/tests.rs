@@ -82,6 +82,7 @@ fn allowed_and_denied_with_exit_codes() {
         &budget,
         &snapshot(),
         &inventory,
+        None,
     )
     .unwrap();
     assert_eq!(ok.findings.len(), 1);
@@ -93,6 +94,7 @@ fn allowed_and_denied_with_exit_codes() {
         &budget,
         &snapshot(),
         &inventory,
+        None,
     )
     .unwrap();
     assert_eq!(bad.findings[0].result, "denied");
@@ -115,7 +117,14 @@ fn earlier_workloads_count_against_later_ones() {
     // Each alone: web-a 40 pods (image fallback from web) fits; together 10 + 40 + 40 > 100...
     // second: base 10 + 40 = 50, steady 90 ≤ 100, peak 90 + 80 = 170 > 150 → denied.
     let text = format!("{}---\n{}", deployment("a", 40), deployment("b", 40));
-    let report = check(&docs(&text), &budget, &snapshot(), &Inventory::uniform(1)).unwrap();
+    let report = check(
+        &docs(&text),
+        &budget,
+        &snapshot(),
+        &Inventory::uniform(1),
+        None,
+    )
+    .unwrap();
     let results: Vec<&str> = report.findings.iter().map(|f| f.result).collect();
     assert_eq!(results, ["allowed", "denied"]);
 }
@@ -128,7 +137,14 @@ fn hpa_in_the_same_manifests_raises_pods() {
          scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  maxReplicas: 80\n",
         deployment("web", 3)
     );
-    let report = check(&docs(&text), &budget, &snapshot(), &Inventory::uniform(1)).unwrap();
+    let report = check(
+        &docs(&text),
+        &budget,
+        &snapshot(),
+        &Inventory::uniform(1),
+        None,
+    )
+    .unwrap();
     assert_eq!(report.findings[0].pods, 80);
     assert_eq!(report.findings[0].result, "denied");
     assert_eq!(report.skipped, 1);
@@ -141,7 +157,14 @@ fn bad_documents_name_file_and_document() {
         "{}---\nkind: Deployment\nmetadata: {{name: x}}\nspec: {{replicas: 1}}\n",
         deployment("web", 1)
     );
-    let err = check(&docs(&text), &budget, &snapshot(), &Inventory::uniform(1)).unwrap_err();
+    let err = check(
+        &docs(&text),
+        &budget,
+        &snapshot(),
+        &Inventory::uniform(1),
+        None,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "m.yaml document 2: missing field `spec.selector`"
@@ -151,6 +174,7 @@ fn bad_documents_name_file_and_document() {
         &budget,
         &snapshot(),
         &Inventory::uniform(1),
+        None,
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "m.yaml document 1: missing field `kind`");

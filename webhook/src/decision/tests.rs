@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::{
-    budget::Limits,
+    budget::{Limits, RequestLimit},
     profile::{ProfileItem, WorkloadRef},
     workload::Kind,
 };
@@ -20,10 +20,11 @@ fn budget(mode: Mode) -> ControlPlaneBudgetSpec {
     ControlPlaneBudgetSpec {
         mode,
         limits: Limits {
-            apiserver_requests_per_second: Some(2000.0),
+            apiserver_requests_per_second: Some(RequestLimit::PerSecond(2000.0)),
             apiserver_received_bytes_per_second: Some(200.0 * MIB),
             apiserver_connections_per_second: Some(50.0),
             dns_queries_per_second: Some(20000.0),
+            ..Limits::default()
         },
         burst_factor: 2.0,
         per_workload_share: 0.5,
@@ -119,6 +120,8 @@ struct Fixture {
     age: Option<Duration>,
     inventory: Inventory,
     autoscalers: Autoscalers,
+    apiserver: Option<ApiserverCapacity>,
+    apiserver_age: Option<Duration>,
 }
 
 impl Fixture {
@@ -129,6 +132,8 @@ impl Fixture {
             age: Some(Duration::from_secs(30)),
             inventory: Inventory::uniform(5000),
             autoscalers: Autoscalers::default(),
+            apiserver: None,
+            apiserver_age: None,
         }
     }
 
@@ -141,6 +146,8 @@ impl Fixture {
             inventory: &self.inventory,
             autoscalers: &self.autoscalers,
             pending: Load::ZERO,
+            apiserver: self.apiserver.as_ref(),
+            apiserver_age: self.apiserver_age,
         };
         let d = decide(new, old, &ctx);
         for w in &d.warnings {
@@ -231,7 +238,7 @@ fn the_same_agent_with_a_node_scoped_watch_is_allowed() {
     assert_eq!(d.outcome, Outcome::Allowed, "{}", d.message);
     assert!(d.warnings.is_empty());
     assert_eq!(d.message, "within default");
-    let summary = allowed_summary("default", &f.budget, d.evaluation.as_ref().unwrap());
+    let summary = allowed_summary("default", d.evaluation.as_ref().unwrap());
     // DNS: 3000 + 5000 × 2 steady, + 5000 × 4 starting = 33000 of 20000 × 2.
     assert_eq!(
         summary,
@@ -505,7 +512,7 @@ fn rolling_update_peak_suggests_a_staged_rollout() {
     // Everything else is already near the limit: only the rollout's startup burst breaks it.
     let s = f.snapshot.as_mut().unwrap();
     s.totals.apiserver_requests_per_second = 3000.0;
-    f.budget.limits.apiserver_requests_per_second = Some(3500.0);
+    f.budget.limits.apiserver_requests_per_second = Some(RequestLimit::PerSecond(3500.0));
     f.budget.burst_factor = 1.2;
     let old = web(200);
     let mut v = fixture("deployment-web.json");
@@ -536,6 +543,8 @@ fn pending_load_counts_against_the_budget() {
         inventory: &f.inventory,
         autoscalers: &f.autoscalers,
         pending,
+        apiserver: None,
+        apiserver_age: None,
     };
     let w = web(200);
     assert_eq!(decide(&w, None, &ctx(Load::ZERO)).outcome, Outcome::Allowed);
@@ -616,3 +625,5 @@ fn daemonset_growth_is_staged_in_nodes_not_max_unavailable() {
         d.message
     );
 }
+
+mod auto;

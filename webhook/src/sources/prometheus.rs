@@ -60,7 +60,7 @@ pub async fn query(base: &str, promql: &str) -> Result<Vec<LabeledValue>, Error>
     parse_response(&body).map_err(fail)
 }
 
-fn parse_response(body: &[u8]) -> Result<Vec<LabeledValue>, String> {
+pub(crate) fn parse_response(body: &[u8]) -> Result<Vec<LabeledValue>, String> {
     let response: Response =
         serde_json::from_slice(body).map_err(|e| format!("not a Prometheus API response: {e}"))?;
     if response.status != "success" {

@@ -2,6 +2,7 @@
 //! runs these with `--ignored` and the control plane's coordinates in the environment).
 //! Each asserts against what the server recorded: its objects or its audit log.
 mod admission;
+mod auto;
 mod deploy;
 mod fail_safe;
 mod least_privilege;

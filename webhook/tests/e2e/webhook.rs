@@ -159,6 +159,16 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn start(cluster: &Cluster, kubeconfig: &Path, profiles: &str) -> Webhook {
+        Webhook::start_for(cluster, kubeconfig, profiles, "default")
+    }
+
+    /// Enforcing the ControlPlaneBudget `budget`.
+    pub fn start_for(
+        cluster: &Cluster,
+        kubeconfig: &Path,
+        profiles: &str,
+        budget: &str,
+    ) -> Webhook {
         let profiles = fresh_profiles(cluster, profiles);
         let dir = cluster.scratch("serve");
         let pki = Pki::generate("headroom e2e webhook CA");
@@ -167,12 +177,8 @@ impl Webhook {
         let metrics = format!("127.0.0.1:{}", free_port());
         let process = Process::spawn(
             Command::new(env!("CARGO_BIN_EXE_headroom-webhook"))
-                .args([
-                    "serve",
-                    "--kube",
-                    "--budget-name=default",
-                    "--refresh-seconds=1",
-                ])
+                .args(["serve", "--kube", "--refresh-seconds=1"])
+                .arg(format!("--budget-name={budget}"))
                 .arg(format!("--listen={addr}"))
                 .arg(format!("--metrics-listen={metrics}"))
                 .arg("--tls-cert")

@@ -278,6 +278,19 @@ pub fn rbac_grants(docs: &[Value], namespace: &str, account: &str) -> Vec<Grant>
                     .collect()
             };
             let names = list("resourceNames");
+            // A non-resource URL (`/metrics`) as (no group, the URL, verb).
+            for url in list("nonResourceURLs") {
+                for verb in list("verbs") {
+                    assert!(url != "*" && verb != "*", "no wildcards: {rule}");
+                    grants.push(Grant {
+                        namespace: scope.clone(),
+                        group: String::new(),
+                        resource: url.clone(),
+                        verb,
+                        resource_names: Vec::new(),
+                    });
+                }
+            }
             for group in list("apiGroups") {
                 for resource in list("resources") {
                     for verb in list("verbs") {

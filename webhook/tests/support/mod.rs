@@ -248,6 +248,8 @@ impl Client {
 }
 
 /// One HTTPS connection speaking HTTP/2 (ALPN `h2`), as the API server calls webhooks.
+/// Clones share the connection (concurrent streams).
+#[derive(Clone)]
 pub struct H2Client {
     sender: hyper::client::conn::http2::SendRequest<H2Body>,
 }
@@ -259,6 +261,8 @@ impl H2Client {
         let mut config = (*pki.client_config(rustls::DEFAULT_VERSIONS)).clone();
         config.alpn_protocols = vec![b"h2".to_vec()];
         let tcp = tokio::net::TcpStream::connect(addr).await?;
+        // As Go's net/http (the API server) sets it: no Nagle delay on small frames.
+        tcp.set_nodelay(true)?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = ServerName::try_from("localhost").expect("server name");
         let tls = connector.connect(name, tcp).await?;
