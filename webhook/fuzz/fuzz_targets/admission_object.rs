@@ -61,7 +61,7 @@ fn check_envelope(envelope: &Value, object: &Value) {
         origin: "fuzz".to_owned(),
         value: envelope.clone(),
     };
-    if let Ok(report) = check::check(&[document], budget(), snapshot(), &inventory()) {
+    if let Ok(report) = check::check(&[document], budget(), snapshot(), &inventory(), None) {
         report.findings.iter().for_each(assert_finding);
     }
 }

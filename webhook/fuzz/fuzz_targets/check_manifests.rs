@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     if check::split_documents("fuzz.yaml", text, &mut documents).is_err() {
         return;
     }
-    let Ok(report) = check::check(&documents, budget(), snapshot(), &inventory()) else {
+    let Ok(report) = check::check(&documents, budget(), snapshot(), &inventory(), None) else {
         return;
     };
     for finding in &report.findings {

@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
             value: serde_json::from_str(r).expect("recorded review is JSON"),
         })
         .collect();
-    if let Ok(report) = check::check(&documents, budget(), &snapshot, &inventory()) {
+    if let Ok(report) = check::check(&documents, budget(), &snapshot, &inventory(), None) {
         report.findings.iter().for_each(assert_finding);
     }
 });
