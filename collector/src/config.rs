@@ -19,6 +19,7 @@ use crate::{
     error::{Error, Result},
     logging::{self, LogFormat},
     metrics::bpf_stats::ProgramStats,
+    server::dns_names::DnsNames,
 };
 
 /// The collector's port. In Prometheus's exporter range (9100–9999) and clear of the
@@ -62,6 +63,8 @@ pub struct Config {
     pub profile_rate_window: Duration,
     /// Query names kept per workload.
     pub dns_top_k: usize,
+    /// How query names leave the process (/dns/names): as asked, hashed, or not at all.
+    pub dns_names: DnsNames,
     /// /readyz fails when the event loop has not run for this long.
     pub readiness_timeout: Duration,
     /// Ignore the cluster even inside a pod: endpoints from flags only, cgroups named
@@ -91,6 +94,7 @@ impl Default for Config {
             series_grace_period: Duration::from_secs(5 * 60),
             profile_rate_window: Duration::from_secs(5 * 60),
             dns_top_k: 20,
+            dns_names: DnsNames::default(),
             readiness_timeout: Duration::from_secs(30),
             standalone: false,
             program_stats: ProgramStats::default(),
@@ -159,6 +163,10 @@ pub struct Args {
     /// Query names kept per workload [default: 20].
     #[arg(long, env = "HEADROOM_DNS_TOP_K", value_name = "N")]
     pub dns_top_k: Option<usize>,
+    /// Query names in /dns/names: as asked (plain), as a keyed hash stable while the
+    /// process lives (hash), or none: /dns/names answers 404 (off) [default: plain].
+    #[arg(long, env = "HEADROOM_DNS_NAMES", value_name = "MODE", value_enum)]
+    pub dns_names: Option<DnsNames>,
     /// /readyz fails when the event loop has not run for this long [default: 30s].
     #[arg(long, env = "HEADROOM_READINESS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub readiness_timeout: Option<Duration>,
@@ -200,6 +208,7 @@ struct File {
     series_grace_period: Option<String>,
     profile_rate_window: Option<String>,
     dns_top_k: Option<usize>,
+    dns_names: Option<String>,
     readiness_timeout: Option<String>,
     standalone: Option<bool>,
     program_stats: Option<String>,
@@ -260,6 +269,10 @@ const PROFILE_RATE_WINDOW: Field = Field {
 const DNS_TOP_K: Field = Field {
     key: "dnsTopK",
     flag: "dns-top-k",
+};
+const DNS_NAMES: Field = Field {
+    key: "dnsNames",
+    flag: "dns-names",
 };
 const READINESS_TIMEOUT: Field = Field {
     key: "readinessTimeout",
@@ -363,6 +376,14 @@ impl Config {
         if let Some(value) = file.dns_top_k {
             self.dns_top_k = value;
         }
+        if let Some(value) = file.dns_names {
+            self.dns_names = DnsNames::parse(&value).ok_or_else(|| {
+                invalid(
+                    DNS_NAMES,
+                    format!("{value:?} is not a mode; give plain, hash or off"),
+                )
+            })?;
+        }
         if let Some(value) = file.readiness_timeout {
             self.readiness_timeout =
                 parse_duration(&value).map_err(|e| invalid(READINESS_TIMEOUT, e))?;
@@ -427,6 +448,9 @@ impl Config {
         }
         if let Some(value) = args.dns_top_k {
             self.dns_top_k = value;
+        }
+        if let Some(value) = args.dns_names {
+            self.dns_names = value;
         }
         if let Some(value) = args.readiness_timeout {
             self.readiness_timeout = value;

@@ -144,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
     let app = server::router(AppState {
         metrics: Arc::new(metrics),
         readiness: readiness.clone(),
+        dns_names: server::dns_names::NamePolicy::new(config.dns_names),
     })
     .merge(profile::router(profiles));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -149,6 +149,8 @@ impl Readiness {
 pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    /// How query names leave through /dns/names (`--dns-names`).
+    pub dns_names: dns_names::NamePolicy,
 }
 
 pub mod dns_names;
@@ -165,7 +167,15 @@ pub fn router(state: AppState) -> Router {
 
 /// The names each workload asked for most, from the last published snapshot.
 async fn dns_names(State(state): State<AppState>) -> Response {
-    match serde_json::to_string(&dns_names::list(&state.metrics.snapshot().current())) {
+    let Some(list) = dns_names::list(&state.metrics.snapshot().current(), &state.dns_names) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "DNS names are off on this collector (--dns-names off); per-workload query counts \
+             are in /metrics, and --dns-names hash shows which names dominate without them\n",
+        )
+            .into_response();
+    };
+    match serde_json::to_string(&list) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         // Plain strings and numbers serialise; an error would be a bug, not the client's.
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

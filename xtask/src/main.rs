@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod e2e;
+mod fuzz;
 mod generate;
 mod lint;
 mod setup;
@@ -48,6 +49,17 @@ enum Task {
     Bench,
     /// Write generated files (the budget CRD) into deploy/.
     Gen,
+    /// Fuzz the decoders (cargo-fuzz, nightly; installs cargo-fuzz if missing).
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Print the targets, one a line, and stop.
+        #[arg(long)]
+        list: bool,
+        /// Only this target (default: every one, in turn).
+        target: Option<String>,
+    },
     /// Long runs (not in CI): the webhook at 500 reviews/s, the collector under dnsperf at
     /// 20,000 queries/s; a table per minute each.
     Soak {
@@ -69,6 +81,13 @@ fn main() -> anyhow::Result<()> {
         Task::Lint => lint::run(),
         Task::Bench => bench::run(),
         Task::Gen => generate::run(),
+        Task::Fuzz { list: true, .. } => {
+            fuzz::list();
+            Ok(())
+        }
+        Task::Fuzz {
+            seconds, target, ..
+        } => fuzz::run(seconds, target.as_deref()),
         Task::Soak { minutes, only } => soak::run(minutes, only.as_deref()),
     }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: set-up if needed, then every test of the workspace — unit,
 //! integration and kernel tests — as root, ending with one summary line; then the
-//! end-to-end tests against a real kube-apiserver (`cargo xtask e2e`) and their line.
+//! end-to-end tests against a real kube-apiserver (`cargo xtask e2e`) and their line. Between
+//! them every fuzz target runs for 20 s (`cargo xtask fuzz`).
 use std::{
     io::{BufRead as _, BufReader},
     process::Stdio,
@@ -8,7 +9,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{e2e, setup, shell};
+use crate::{e2e, fuzz, setup, shell};
+
+/// Seconds each fuzz target runs in the test run (the long runs are `cargo xtask fuzz`).
+const CI_FUZZ_SECONDS: u64 = 20;
 
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
     if !shell::is_root() {
@@ -47,6 +51,8 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     if totals.passed == 0 {
         bail!("no test ran");
     }
+    // Each fuzz target briefly, so they keep building and the seeds keep passing.
+    fuzz::run(CI_FUZZ_SECONDS, None)?;
     // Whole, after everything else passed: a filter meant for the workspace's tests
     // would select none of theirs.
     e2e::run(false, &[])

@@ -42,6 +42,7 @@ fn defaults() {
     assert_eq!(config.cgroup_root, None);
     assert!(!config.standalone);
     assert_eq!(config.program_stats, ProgramStats::Sampled);
+    assert_eq!(config.dns_names, DnsNames::Plain);
     config.validate().expect("the default is valid");
     assert_eq!(load("", &[]).expect("empty file"), config);
 }
@@ -56,6 +57,7 @@ nodeName: node-a
 seriesGracePeriod: 10m
 profileRateWindow: 15s
 dnsTopK: 50
+dnsNames: hash
 dnsPorts: [53, 5353]
 readinessTimeout: 1m30s
 standalone: true
@@ -81,6 +83,7 @@ fn file_sets_every_field() {
             series_grace_period: Duration::from_secs(600),
             profile_rate_window: Duration::from_secs(15),
             dns_top_k: 50,
+            dns_names: DnsNames::Hash,
             readiness_timeout: Duration::from_secs(90),
             standalone: true,
             program_stats: ProgramStats::Always,
@@ -149,6 +152,29 @@ fn flags_override_the_file_and_lists_replace() {
             .program_stats,
         ProgramStats::Off
     );
+}
+
+#[test]
+fn dns_names_flag_overrides_the_file_and_names_its_modes() {
+    assert_eq!(
+        load(FILE, &["--dns-names", "off"])
+            .expect("valid")
+            .dns_names,
+        DnsNames::Off
+    );
+    assert_eq!(
+        load("dnsNames: plain", &[]).expect("valid").dns_names,
+        DnsNames::Plain
+    );
+    let e = error("dnsNames: sha256", &[]);
+    assert!(
+        e.contains("dnsNames (--dns-names)") && e.contains("plain, hash or off"),
+        "{e}"
+    );
+    let e = Cli::try_parse_from(["headroom-collector", "--dns-names", "hidden"])
+        .expect_err("not a mode")
+        .to_string();
+    assert!(e.contains("[possible values: off, hash, plain]"), "{e}");
 }
 
 #[test]

@@ -18,11 +18,16 @@ struct Running {
 }
 
 fn start() -> Running {
+    start_with(dns_names::NamePolicy::default())
+}
+
+fn start_with(names: dns_names::NamePolicy) -> Running {
     let snapshot = SharedSnapshot::default();
     let readiness = Readiness::new(Duration::from_secs(30));
     let state = AppState {
         metrics: Arc::new(Metrics::new(snapshot.clone())),
         readiness: readiness.clone(),
+        dns_names: names,
     };
     let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
     let addr = listener.local_addr().expect("local addr");
@@ -237,6 +242,7 @@ async fn more_routes_merge_in() {
     let state = AppState {
         metrics: Arc::new(Metrics::new(snapshot)),
         readiness: Readiness::new(Duration::from_secs(30)),
+        dns_names: dns_names::NamePolicy::default(),
     };
     let app = router(state)
         .merge(Router::new().route("/profiles", axum::routing::get(|| async { "[]" })));
@@ -331,5 +337,86 @@ async fn dns_names_list_each_workloads_most_asked_names() {
             r#""names":[{"name":"api.ns1.svc.cluster.local","queries":7,"error":0},"#,
             r#"{"name":"a.example","queries":6,"error":0}]}]}"#
         )
+    );
+}
+
+/// Two workloads that asked for the same name, and one other name.
+fn names_snapshot() -> Snapshot {
+    let top = |name: &str, count: u64| crate::dns::TopName {
+        name: name.into(),
+        count,
+        error: 0,
+    };
+    let web = Identity::container("ns1", "Deployment", "web", "web-abc", "app");
+    let api = Identity::container("ns2", "Deployment", "api", "api-def", "app");
+    let mut snapshot = Snapshot::default();
+    snapshot.add_dns_names(
+        &web,
+        &[top("secret.corp.example", 9), top("a.example", 1)],
+        5,
+    );
+    snapshot.add_dns_names(&api, &[top("secret.corp.example", 3)], 5);
+    snapshot
+}
+
+#[tokio::test]
+async fn dns_names_hash_hides_names_but_keeps_them_apart_and_stable() {
+    let server = start_with(dns_names::NamePolicy::new(dns_names::DnsNames::Hash));
+    server.snapshot.publish(names_snapshot());
+    let reply = get(server.addr, "/dns/names", None).await;
+    assert_eq!(reply.status, 200);
+    assert!(!reply.body.contains("example"), "{}", reply.body);
+    let list: dns_names::DnsNameList = serde_json::from_str(&reply.body).expect("a DnsNameList");
+    let shown: Vec<Vec<(&str, u64)>> = list
+        .items
+        .iter()
+        .map(|i| {
+            i.names
+                .iter()
+                .map(|n| (n.name.as_str(), n.queries))
+                .collect()
+        })
+        .collect();
+    let (web, api) = (&shown[0], &shown[1]);
+    // The same name shows as the same hash in both workloads, another as another.
+    assert_eq!(web[0].0, api[0].0);
+    assert_ne!(web[0].0, web[1].0);
+    assert_eq!((web[0].1, web[1].1, api[0].1), (9, 1, 3));
+    for (name, _) in web.iter().chain(api.iter()) {
+        let hex = name.strip_prefix("hash:").expect("hash: prefix");
+        assert!(
+            hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name}"
+        );
+    }
+    // Stable while the process lives: the next answer shows the same hashes.
+    assert_eq!(get(server.addr, "/dns/names", None).await.body, reply.body);
+}
+
+#[tokio::test]
+async fn dns_names_off_answers_404_and_no_name() {
+    let server = start_with(dns_names::NamePolicy::new(dns_names::DnsNames::Off));
+    server.snapshot.publish(names_snapshot());
+    let reply = get(server.addr, "/dns/names", None).await;
+    assert_eq!(reply.status, 404);
+    assert!(reply.body.contains("--dns-names off"), "{}", reply.body);
+    assert!(!reply.body.contains("example"), "{}", reply.body);
+    // Names are never labels: the metrics show none either way.
+    let metrics = get(server.addr, "/metrics", None).await;
+    assert!(!metrics.body.contains("example"), "{}", metrics.body);
+}
+
+#[test]
+fn a_hash_key_is_per_policy() {
+    let (a, b) = (
+        dns_names::NamePolicy::new(dns_names::DnsNames::Hash),
+        dns_names::NamePolicy::new(dns_names::DnsNames::Hash),
+    );
+    let name = "secret.corp.example";
+    assert_eq!(a.show(name), a.clone().show(name));
+    assert_ne!(a.show(name), b.show(name));
+    assert_eq!(
+        dns_names::NamePolicy::default().show(name).as_deref(),
+        Some(name)
     );
 }
