@@ -78,6 +78,12 @@ pub const TARGETS: &[Target] = &[
         seed_kind: Seed::Whole,
     },
     Target {
+        name: "apiserver_metrics",
+        crate_dir: "webhook/fuzz",
+        seeds: &["webhook/tests/fixtures/apf"],
+        seed_kind: Seed::Whole,
+    },
+    Target {
         name: "profiles",
         crate_dir: "webhook/fuzz",
         seeds: &["webhook/tests/fixtures", "webhook/tests/fixtures/canary"],

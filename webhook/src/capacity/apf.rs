@@ -54,10 +54,19 @@ pub struct Scrape {
 }
 
 /// Why a metrics text gave no capacity figures.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ApfError {
     #[error("API server metrics: {0}")]
     Syntax(#[from] SyntaxError),
+    #[error(
+        "API server metrics: {name} of priority level {level} is {value}, not a finite \
+         number ≥ 0 (a limit, a gauge of requests or seats, or a counter)"
+    )]
+    Value {
+        name: String,
+        level: String,
+        value: f64,
+    },
     #[error(
         "API server metrics have no apiserver_flowcontrol_request_concurrency_limit (1.20–1.25) \
          nor apiserver_flowcontrol_nominal_limit_seats (1.26+): API Priority and Fairness is off \
@@ -84,9 +93,18 @@ pub fn parse(text: &str, at: f64) -> Result<Scrape, ApfError> {
         let Some(level) = sample.label("priority_level") else {
             continue;
         };
-        let entry = levels.entry(level.to_owned()).or_default();
         let metric = &sample.name[PREFIX.len()..];
         let v = sample.value;
+        // Every series the model reads is a limit, a gauge or a counter: +Inf would make
+        // an infinite capacity (and headroom), NaN or a negative a meaningless one.
+        if USED.contains(&metric) && !(v.is_finite() && v >= 0.0) {
+            return Err(ApfError::Value {
+                name: sample.name.clone(),
+                level: level.to_owned(),
+                value: v,
+            });
+        }
+        let entry = levels.entry(level.to_owned()).or_default();
         match (generation, metric) {
             (Generation::Requests, "request_concurrency_limit") => entry.seats = v,
             (Generation::Seats, "current_limit_seats") => entry.seats = v,
@@ -121,6 +139,24 @@ pub fn parse(text: &str, at: f64) -> Result<Scrape, ApfError> {
         levels,
     })
 }
+
+/// The series (after the prefix) the model reads, of either generation.
+const USED: &[&str] = &[
+    "request_concurrency_limit",
+    "current_limit_seats",
+    "nominal_limit_seats",
+    "current_executing_requests",
+    "current_executing_seats",
+    "current_inqueue_requests",
+    "dispatched_requests_total",
+    "rejected_requests_total",
+    "request_execution_seconds_sum",
+    "request_execution_seconds_count",
+    "request_wait_duration_seconds_sum",
+    "request_wait_duration_seconds_count",
+    "work_estimated_seats_sum",
+    "work_estimated_seats_count",
+];
 
 fn is(sample: &Sample, metric: &str) -> bool {
     sample.name.len() == PREFIX.len() + metric.len() && sample.name.ends_with(metric)

@@ -179,6 +179,37 @@ fn metrics_without_apf_say_why() {
     assert!(error.to_string().contains("line 1"), "{error}");
 }
 
+/// Found by the `apiserver_metrics` fuzz target: a limit of `+Inf` gave an infinite
+/// capacity and headroom, so any change fit. A series the model reads that is not a
+/// finite number ≥ 0 makes the scrape an error naming it (the source fails open).
+#[test]
+fn a_series_that_is_not_a_finite_count_is_an_error_naming_it() {
+    let limit = r#"apiserver_flowcontrol_request_concurrency_limit{priority_level="workload-low"}"#;
+    for bad in ["+Inf", "NaN", "-5"] {
+        let text = BEFORE
+            .lines()
+            .map(|l| match l.strip_prefix(limit) {
+                Some(_) => format!("{limit} {bad}"),
+                None => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(text, BEFORE, "the fixture has workload-low's limit");
+        let error = apf::parse(&text, 0.0).expect_err(bad);
+        assert!(
+            error.to_string().contains(
+                "apiserver_flowcontrol_request_concurrency_limit of priority level workload-low"
+            ),
+            "{error}"
+        );
+    }
+    // Series the model does not read may be anything.
+    let text = format!(
+        "{BEFORE}\napiserver_flowcontrol_priority_level_request_count_watermarks_sum{{phase=\"waiting\",priority_level=\"global-default\"}} NaN\n"
+    );
+    assert!(apf::parse(&text, 0.0).is_ok());
+}
+
 fn schemas() -> Vec<FlowSchema> {
     serde_json::from_str::<FlowSchemaList>(FLOW_SCHEMAS)
         .expect("1.20's FlowSchemas")
