@@ -45,7 +45,11 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "tls_records",
         crate_dir: "collector/fuzz",
-        seeds: &["collector/src/apiserver/fixtures"],
+        // Its findings' inputs too: every run replays them first.
+        seeds: &[
+            "collector/src/apiserver/fixtures",
+            "collector/fuzz/regressions/tls_records",
+        ],
         seed_kind: Seed::Whole,
     },
     Target {

@@ -113,6 +113,10 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Connection {
     pub owner: Owner,
+    /// Counted in its owner's `connections_open` (and `connections_opened`): not yet when
+    /// the owner table was full of busy owners as it opened; then counted once its owner
+    /// has a place, so an owner's open streams never outnumber its open connections.
+    pub counted: bool,
     pub last_ts_ns: u64,
     pub requests: u64,
     handshake: Handshake,
@@ -150,6 +154,7 @@ impl Connection {
     pub fn new(owner: Owner, ts_ns: u64) -> Self {
         Self {
             owner,
+            counted: false,
             last_ts_ns: ts_ns,
             requests: 0,
             handshake: Handshake::Start,

@@ -298,7 +298,7 @@ impl Estimator {
             self.recency.remove(&(before, h.cookie));
             self.recency.insert((after, h.cookie));
         }
-        self.apply(h.cookie, owner, out, after);
+        self.apply_to_connection(h.cookie, owner, out, after);
     }
 
     /// A socket to the API server was released.
@@ -351,7 +351,7 @@ impl Estimator {
             };
             conn.settle(now_ns, &self.config, &mut out, false);
             let owner = conn.owner;
-            self.apply(cookie, owner, out, now_ns);
+            self.apply_to_connection(cookie, owner, out, now_ns);
         }
     }
 
@@ -392,9 +392,7 @@ impl Estimator {
             self.close(oldest, ts);
             self.stats.evicted_connections += 1;
         }
-        self.connections
-            .insert(cookie, Connection::new(owner, ts_ns));
-        self.recency.insert((ts_ns, cookie));
+        let mut conn = Connection::new(owner, ts_ns);
         if let Some(totals) = self.owner_entry(owner) {
             totals.connections_opened += 1;
             totals.connections_open += 1;
@@ -402,7 +400,10 @@ impl Estimator {
             if comm != [0; 16] {
                 totals.comm = comm;
             }
+            conn.counted = true;
         }
+        self.connections.insert(cookie, conn);
+        self.recency.insert((ts_ns, cookie));
     }
 
     fn close(&mut self, cookie: u64, ts_ns: u64) {
@@ -412,25 +413,54 @@ impl Estimator {
         self.recency.remove(&(conn.last_ts_ns, cookie));
         let mut out = Outcome::default();
         conn.settle(ts_ns.max(conn.last_ts_ns), &self.config, &mut out, true);
-        self.apply(cookie, conn.owner, out, ts_ns);
-        if let Some(totals) = self.owners.get_mut(&conn.owner) {
+        let counted = self.apply(cookie, conn.owner, conn.counted, out, ts_ns);
+        if counted && let Some(totals) = self.owners.get_mut(&conn.owner) {
             totals.connections_open = totals.connections_open.saturating_sub(1);
         }
     }
 
-    fn apply(&mut self, cookie: u64, owner: Owner, out: Outcome, ts_ns: u64) {
+    /// [`Self::apply`] for a connection still open, remembering whether it is counted now.
+    fn apply_to_connection(&mut self, cookie: u64, owner: Owner, out: Outcome, ts_ns: u64) {
+        let counted = self.connections.get(&cookie).is_some_and(|c| c.counted);
+        let now = self.apply(cookie, owner, counted, out, ts_ns);
+        if now != counted
+            && let Some(conn) = self.connections.get_mut(&cookie)
+        {
+            conn.counted = now;
+        }
+    }
+
+    /// Adds a connection's outcome to its owner's totals. A connection not yet counted
+    /// (`counted`: the owner table was full as it opened) is counted as opened and open
+    /// when its owner gets a place here; returns whether it is counted after the call.
+    fn apply(
+        &mut self,
+        cookie: u64,
+        owner: Owner,
+        counted: bool,
+        out: Outcome,
+        ts_ns: u64,
+    ) -> bool {
         let total: u64 = out.requests.iter().map(|&(_, n)| n).sum();
         if total == 0 && out.stream_delta == 0 {
-            return;
+            return counted;
         }
-        match self.owner_entry(owner) {
+        let counted = match self.owner_entry(owner) {
             Some(totals) => {
+                if !counted {
+                    totals.connections_opened += 1;
+                    totals.connections_open += 1;
+                }
                 totals.requests += total;
                 totals.open_streams = totals.open_streams.saturating_add_signed(out.stream_delta);
                 totals.last_ts_ns = totals.last_ts_ns.max(ts_ns);
+                true
             }
-            None => self.stats.untracked_requests += total,
-        }
+            None => {
+                self.stats.untracked_requests += total;
+                counted
+            }
+        };
         for (ts_ns, count) in out.requests {
             if self.estimates.len() >= self.config.max_estimates {
                 self.estimates.pop_front();
@@ -443,6 +473,7 @@ impl Estimator {
                 count,
             });
         }
+        counted
     }
 
     /// The owner's totals, making room when needed by forgetting the least recently active

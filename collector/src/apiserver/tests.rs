@@ -536,6 +536,60 @@ fn a_stream_opens_on_repeated_pushes_and_closes_with_the_connection() {
     assert_eq!(est.owner(&OWNER).map(|t| t.open_streams), Some(0));
 }
 
+/// Found by the `tls_records` fuzz target: a connection that opened while the owner table
+/// was full of busy owners was not counted as open; once its owner got a place, its stream
+/// showed as open on no open connection. It is counted when its owner gets a place.
+#[test]
+fn a_connection_opened_while_the_owners_were_full_is_counted_once_its_owner_has_a_place() {
+    let mut est = Estimator::new(EstimatorConfig {
+        max_owners: 1,
+        ..EstimatorConfig::default()
+    });
+    let other = Owner {
+        cgroup_id: CGROUP + 1,
+        tgid: TGID,
+    };
+    let of_other = |mut s: event::Segment| {
+        s.header.cgroup_id = other.cgroup_id;
+        s
+    };
+    tls13(&mut est, 1);
+    // Seen mid-stream (no Connect) while OWNER, busy, holds the only place.
+    est.on_segment(&of_other(segment(4, 2, E, &[(23, 150)])));
+    assert_eq!(est.owner(&other), None);
+    est.on_close(&close(5, 1));
+    est.on_segment(&of_other(segment(6, 2, I, &[(23, 200)])));
+    let mut ts = 6;
+    for _ in 0..3 {
+        ts += 500;
+        est.on_segment(&of_other(segment(ts, 2, I, &[(23, 700)])));
+    }
+    let totals = est
+        .owner(&other)
+        .copied()
+        .expect("the other owner has the place now");
+    assert_eq!(
+        (
+            totals.connections_opened,
+            totals.connections_open,
+            totals.open_streams
+        ),
+        (1, 1, 1),
+        "{totals:?}"
+    );
+    est.on_close(&close(ts + 10, 2));
+    let totals = est.owner(&other).copied().expect("kept until idle");
+    assert_eq!(
+        (
+            totals.connections_opened,
+            totals.connections_open,
+            totals.open_streams
+        ),
+        (1, 0, 0),
+        "{totals:?}"
+    );
+}
+
 #[test]
 fn request_response_traffic_is_no_stream() {
     let mut est = Estimator::default();
