@@ -8,7 +8,9 @@
 //! Properties beyond "no panic", after every event:
 //! - connections and owners tracked stay within their bounds;
 //! - per owner: open connections ≤ connections opened, open streams ≤ open connections,
-//!   and the request counter never goes down while the owner is kept;
+//!   and its requests — its totals' plus those of its totals forgotten to make room
+//!   (`drain_evicted`, which the agent carries on) — never go down until its cgroup is
+//!   forgotten;
 //! - requests estimated in all ≤ the bytes of the client's records (a request is at least
 //!   one byte; a wrapped or runaway count breaks this).
 #![no_main]
@@ -36,13 +38,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut estimator = Estimator::new(CONFIG);
-    let mut last: HashMap<Owner, u64> = HashMap::new();
+    let mut seen = Seen::default();
     let (mut estimated, mut client_bytes) = (0u64, 0u64);
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         client_bytes = client_bytes.saturating_add(feed(&mut estimator, &fields));
+        if let (Some(&"forget"), Some(Ok(cgroup))) =
+            (fields.first(), fields.get(1).map(|f| f.parse::<u64>()))
+        {
+            seen.last.retain(|o, _| o.cgroup_id != cgroup);
+            seen.carried.retain(|o, _| o.cgroup_id != cgroup);
+        }
         estimated += estimator.drain_requests().map(|e| e.count).sum::<u64>();
-        check(&estimator, &mut last);
+        check(&mut estimator, &mut seen);
         assert!(
             estimated <= client_bytes,
             "{estimated} requests estimated from {client_bytes} bytes of client records"
@@ -137,22 +145,38 @@ fn header(kind: u32, direction: u32, ts_ns: u64, cookie: u64) -> event::Header {
     }
 }
 
-fn check(estimator: &Estimator, last: &mut HashMap<Owner, u64>) {
+/// Each owner's requests as last checked, and what its forgotten totals had counted.
+#[derive(Default)]
+struct Seen {
+    last: HashMap<Owner, u64>,
+    carried: HashMap<Owner, u64>,
+}
+
+fn check(estimator: &mut Estimator, seen: &mut Seen) {
+    for (owner, totals) in estimator.drain_evicted() {
+        assert_eq!(
+            (totals.connections_open, totals.open_streams),
+            (0, 0),
+            "{owner:?} forgotten with something open"
+        );
+        *seen.carried.entry(owner).or_default() += totals.requests;
+    }
     let stats = estimator.stats();
     assert!(stats.connections <= CONFIG.max_connections, "{stats:?}");
-    let owners: Vec<_> = estimator.owners().map(|(o, t)| (*o, *t)).collect();
+    let owners: HashMap<Owner, _> = estimator.owners().map(|(o, t)| (*o, *t)).collect();
     assert!(owners.len() <= CONFIG.max_owners, "{} owners", owners.len());
-    last.retain(|owner, _| owners.iter().any(|(o, _)| o == owner));
-    for (owner, totals) in owners {
+    for totals in owners.values() {
         assert!(
             totals.connections_open <= totals.connections_opened,
             "{totals:?}"
         );
         assert!(totals.open_streams <= totals.connections_open, "{totals:?}");
-        let before = last.insert(owner, totals.requests).unwrap_or(0);
-        assert!(
-            totals.requests >= before,
-            "{owner:?} requests went {before} → {totals:?}"
-        );
+    }
+    let known: Vec<Owner> = owners.keys().chain(seen.last.keys()).copied().collect();
+    for owner in known {
+        let now = owners.get(&owner).map_or(0, |t| t.requests)
+            + seen.carried.get(&owner).copied().unwrap_or(0);
+        let before = seen.last.insert(owner, now).unwrap_or(0);
+        assert!(now >= before, "{owner:?} requests went {before} → {now}");
     }
 }

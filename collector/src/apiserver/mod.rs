@@ -208,6 +208,10 @@ pub struct Estimator {
     /// (last event time, cookie): least recently active first, for eviction.
     recency: BTreeSet<(u64, u64)>,
     owners: HashMap<Owner, OwnerTotals>,
+    /// Owners forgotten to make room, with their last totals, until
+    /// [`Estimator::drain_evicted`] (the agent drains it every snapshot and carries their
+    /// requests on, so no exported counter falls when an owner is forgotten).
+    evicted: Vec<(Owner, OwnerTotals)>,
     estimates: VecDeque<RequestEstimate>,
     /// Cookies of connections closed lately, oldest first. Events from several CPUs can
     /// reach the ring buffer out of order, so a connection's last segment may come after
@@ -227,6 +231,7 @@ impl Estimator {
             connections: HashMap::new(),
             recency: BTreeSet::new(),
             owners: HashMap::new(),
+            evicted: Vec::new(),
             estimates: VecDeque::new(),
             closed: VecDeque::new(),
             closed_set: HashSet::new(),
@@ -327,6 +332,8 @@ impl Estimator {
             self.remember_closed(cookie);
         }
         self.owners.retain(|owner, _| owner.cgroup_id != cgroup_id);
+        self.evicted
+            .retain(|(owner, _)| owner.cgroup_id != cgroup_id);
     }
 
     fn remember_closed(&mut self, cookie: u64) {
@@ -370,6 +377,12 @@ impl Estimator {
             requests: c.requests,
             stream_open: c.stream_open(),
         })
+    }
+
+    /// Takes the owners forgotten to make room since the last call, with their last
+    /// totals: whoever exports the owners' counters must keep counting these.
+    pub fn drain_evicted(&mut self) -> impl Iterator<Item = (Owner, OwnerTotals)> + '_ {
+        self.evicted.drain(..)
     }
 
     /// Takes the request estimates decided since the last call.
@@ -488,7 +501,9 @@ impl Estimator {
                 .map(|(o, _)| *o);
             match idle {
                 Some(idle) => {
-                    self.owners.remove(&idle);
+                    if let Some(totals) = self.owners.remove(&idle) {
+                        self.evicted.push((idle, totals));
+                    }
                     self.stats.evicted_owners += 1;
                 }
                 None => return None,

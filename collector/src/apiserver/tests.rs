@@ -590,6 +590,31 @@ fn a_connection_opened_while_the_owners_were_full_is_counted_once_its_owner_has_
     );
 }
 
+/// Found by the `tls_records` fuzz target: an owner forgotten to make room took its
+/// requests with it, so the sum the agent exports fell. Its last totals wait in
+/// `drain_evicted` for the agent to carry on.
+#[test]
+fn an_owner_forgotten_to_make_room_hands_over_its_totals() {
+    let mut est = Estimator::new(EstimatorConfig {
+        max_owners: 1,
+        ..EstimatorConfig::default()
+    });
+    tls13(&mut est, 1);
+    est.on_segment(&segment(4, 1, E, &[(23, 150)]));
+    est.on_segment(&segment(5, 1, I, &[(23, 1200)]));
+    est.on_close(&close(6, 1));
+    assert_eq!(est.owner(&OWNER).map(|t| t.requests), Some(1));
+    assert_eq!(est.drain_evicted().count(), 0);
+    let mut other = connect(7, 2);
+    other.header.cgroup_id = CGROUP + 1;
+    est.on_connect(&other);
+    assert_eq!(est.owner(&OWNER), None);
+    let evicted: Vec<_> = est.drain_evicted().collect();
+    assert_eq!(evicted.len(), 1, "{evicted:?}");
+    assert_eq!((evicted[0].0, evicted[0].1.requests), (OWNER, 1));
+    assert_eq!(est.drain_evicted().count(), 0, "drained once");
+}
+
 #[test]
 fn request_response_traffic_is_no_stream() {
     let mut est = Estimator::default();
