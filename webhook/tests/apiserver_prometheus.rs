@@ -9,8 +9,6 @@
 mod support;
 
 use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -19,7 +17,7 @@ use std::{
 };
 
 use axum::{Router, http::StatusCode, routing::get};
-use support::{Profiles, http_get, start_server_unready, temp_dir};
+use support::{Profiles, RealPrometheus, http_get, start_server_unready, temp_dir};
 use webhook::{
     capacity::{Generation, apf},
     sources::apiserver_prometheus::{self as source, DEFAULT_WINDOW},
@@ -54,68 +52,6 @@ async fn replica(down: Arc<AtomicBool>) -> String {
     let router = Router::new().route("/metrics", get(metrics));
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     addr.to_string()
-}
-
-/// The Debian Prometheus on loopback, scraping `targets` every second.
-struct RealPrometheus {
-    child: Child,
-    url: String,
-}
-
-impl RealPrometheus {
-    async fn start(dir: &Path, targets: &[String]) -> RealPrometheus {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let config = dir.join("prometheus.yml");
-        let targets = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: apiserver\n    \
-                 static_configs:\n      - targets: [{targets}]\n"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("/usr/bin/prometheus (Debian package prometheus) runs");
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok()
-                && http_get(addr, "/-/ready").await.0 == StatusCode::OK
-            {
-                return RealPrometheus {
-                    child,
-                    url: format!("http://{addr}"),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("Prometheus not ready after 30 s");
-    }
-}
-
-impl Drop for RealPrometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

@@ -9,7 +9,6 @@ mod support;
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -19,7 +18,7 @@ use std::{
 
 use axum::{Router, extract::Query, http::StatusCode, routing::get};
 use serde_json::Value;
-use support::{Client, Profiles, TestServer, http_get, temp_dir};
+use support::{Client, Profiles, RealPrometheus, TestServer, http_get, temp_dir};
 use webhook::prometheus_rules as rules;
 
 const SCRAPES: &str = "max by (instance) (timestamp(headroom_collector_build_info))";
@@ -147,63 +146,12 @@ fn assert_fail_open(response: &Value, why: &str) {
     assert_eq!(response["auditAnnotations"]["fail-open"], why, "{response}");
 }
 
-/// The Debian Prometheus on loopback, with no scrape target: every query it answers is
-/// an empty vector.
-struct RealPrometheus {
-    child: Child,
-    url: String,
-}
-
-impl RealPrometheus {
-    async fn start(dir: &Path) -> RealPrometheus {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 1s\n").unwrap();
-        let mut child = Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("/usr/bin/prometheus (Debian package prometheus) runs");
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok()
-                && http_get(addr, "/-/ready").await.0 == StatusCode::OK
-            {
-                return RealPrometheus {
-                    child,
-                    url: format!("http://{addr}"),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("Prometheus not ready after 30 s");
-    }
-}
-
-impl Drop for RealPrometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The "done when": a Prometheus answering every query with an empty vector does
 /// not block `kubectl scale --replicas=1000`, nor read as zero load.
 #[tokio::test]
 async fn a_prometheus_with_no_data_fails_open_as_missing() {
     let dir = temp_dir("empty-prometheus");
-    let prometheus = RealPrometheus::start(&dir).await;
+    let prometheus = RealPrometheus::start(&dir, &[]).await;
     let server = support::start_server_with(
         Profiles::Prometheus(prometheus.url.clone()),
         100,

@@ -550,3 +550,66 @@ pub fn web_deployment(name: &str, replicas: i64) -> Value {
 pub fn agent_daemonset() -> Value {
     fixture("daemonset-agent.yaml")
 }
+
+/// The Debian Prometheus on loopback, scraping `targets` (`host:port`, job `apiserver`)
+/// every second; with none, every query it answers is an empty vector. Stopped on drop.
+pub struct RealPrometheus {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl RealPrometheus {
+    pub async fn start(dir: &std::path::Path, targets: &[String]) -> RealPrometheus {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let config = dir.join("prometheus.yml");
+        let mut text = "global:\n  scrape_interval: 1s\n".to_owned();
+        if !targets.is_empty() {
+            let targets = targets
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            text.push_str(&format!(
+                "scrape_configs:\n  - job_name: apiserver\n    static_configs:\n      \
+                 - targets: [{targets}]\n"
+            ));
+        }
+        std::fs::write(&config, text).expect("write prometheus.yml");
+        let mut child = std::process::Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("/usr/bin/prometheus (Debian package prometheus) runs");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok()
+                && http_get(addr, "/-/ready").await.0 == StatusCode::OK
+            {
+                return RealPrometheus {
+                    child,
+                    url: format!("http://{addr}"),
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("Prometheus not ready after 30 s");
+    }
+}
+
+impl Drop for RealPrometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
