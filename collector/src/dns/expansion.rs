@@ -175,13 +175,25 @@ impl OpenLookups {
     }
 
     /// Records how the try for `name` ended (a response matched to its query).
+    ///
+    /// An answered lookup is over: no later query can retry or continue it (see
+    /// [`Self::on_query`]), so it leaves the table at once rather than at the end of its
+    /// windows. Every query then compares its name with lookups that are still searching
+    /// only, and the table's room goes to them.
     pub fn on_response(&mut self, qtype: QType, name: &Name, now_ns: u64, outcome: TryOutcome) {
-        if let Some(open) = self.open.iter_mut().rev().find(|open| {
-            open.qtype == qtype && open.last_name == *name && open.outcome == TryOutcome::Pending
-        }) {
-            open.outcome = outcome;
-            open.last_ns = now_ns;
+        let Some(index) = self.open.iter().rposition(|open| {
+            open.qtype == qtype && open.outcome == TryOutcome::Pending && open.last_name == *name
+        }) else {
+            return;
+        };
+        if outcome == TryOutcome::Answered {
+            // `remove`, not `swap_remove`: the order is the order of the last tries.
+            self.open.remove(index);
+            return;
         }
+        let open = &mut self.open[index];
+        open.outcome = outcome;
+        open.last_ns = now_ns;
     }
 
     pub fn len(&self) -> usize {

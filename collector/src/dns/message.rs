@@ -86,8 +86,40 @@ pub enum MessageError {
 /// start with its 2-byte length (RFC 1035 4.2.2). A TCP segment is assumed to start at a
 /// message boundary, which holds for the one-message-per-write clients and servers use.
 pub fn parse_transport(protocol: u32, payload: &[u8]) -> Result<Message, MessageError> {
+    let mut name = NameBuilder::default();
+    let (header, fixed) = parse_transport_into(protocol, payload, &mut name)?;
+    Ok(message(header, fixed, name))
+}
+
+/// Parses a message's header and first question.
+pub fn parse(message: &[u8]) -> Result<Message, MessageError> {
+    let mut name = NameBuilder::default();
+    let (header, fixed) = parse_into(message, &mut name)?;
+    Ok(self::message(header, fixed, name))
+}
+
+fn message(header: Header, fixed: Option<(QType, u16)>, name: NameBuilder) -> Message {
+    Message {
+        header,
+        question: fixed.map(|(qtype, qclass)| Question {
+            name: name.finish(),
+            qtype,
+            qclass,
+        }),
+    }
+}
+
+/// [`parse_transport`] without building the question's name: it is left in `name`
+/// (cleared first), and the question's type and class are returned. The tracker reads
+/// every message this way, so that a response (whose name only finds its query) costs
+/// no allocation.
+pub(crate) fn parse_transport_into(
+    protocol: u32,
+    payload: &[u8],
+    name: &mut NameBuilder,
+) -> Result<(Header, Option<(QType, u16)>), MessageError> {
     match protocol {
-        PROTOCOL_UDP => parse(payload),
+        PROTOCOL_UDP => parse_into(payload, name),
         PROTOCOL_TCP => {
             let Some((prefix, message)) = payload.split_first_chunk::<2>() else {
                 return Err(MessageError::TcpShort { len: payload.len() });
@@ -96,16 +128,17 @@ pub fn parse_transport(protocol: u32, payload: &[u8]) -> Result<Message, Message
             if declared < HEADER_LEN {
                 return Err(MessageError::TcpLength { declared });
             }
-            // The capture may hold less than the declared length, or (coalesced writes)
-            // more; the header and question come first either way.
-            parse(&message[..message.len().min(declared)])
+            parse_into(&message[..message.len().min(declared)], name)
         }
         protocol => Err(MessageError::Protocol { protocol }),
     }
 }
 
-/// Parses a message's header and first question.
-pub fn parse(message: &[u8]) -> Result<Message, MessageError> {
+fn parse_into(
+    message: &[u8],
+    name: &mut NameBuilder,
+) -> Result<(Header, Option<(QType, u16)>), MessageError> {
+    name.clear();
     let Some(head) = message.first_chunk::<HEADER_LEN>() else {
         return Err(MessageError::ShortHeader { len: message.len() });
     };
@@ -126,39 +159,33 @@ pub fn parse(message: &[u8]) -> Result<Message, MessageError> {
         arcount: word(10),
     };
     if header.qdcount == 0 {
-        return Ok(Message {
-            header,
-            question: None,
-        });
+        return Ok((header, None));
     }
-    let (name, after_name) = read_name(message, HEADER_LEN)?;
+    let after_name = read_name(message, HEADER_LEN, name)?;
     let Some(fixed) = message.get(after_name..after_name + 4) else {
         return Err(MessageError::Truncated {
             len: message.len(),
             needed: after_name + 3,
         });
     };
-    let question = Question {
-        name,
-        qtype: QType(u16::from_be_bytes([fixed[0], fixed[1]])),
-        qclass: u16::from_be_bytes([fixed[2], fixed[3]]),
-    };
-    Ok(Message {
-        header,
-        question: Some(question),
-    })
+    let qtype = QType(u16::from_be_bytes([fixed[0], fixed[1]]));
+    let qclass = u16::from_be_bytes([fixed[2], fixed[3]]);
+    Ok((header, Some((qtype, qclass))))
 }
 
-/// Reads the name starting at `start`; returns it and the offset just after it in the
-/// original sequence (after the first pointer, if any).
-fn read_name(message: &[u8], start: usize) -> Result<(Name, usize), MessageError> {
+/// Reads the name starting at `start` into `builder`; returns the offset just after it
+/// in the original sequence (after the first pointer, if any).
+fn read_name(
+    message: &[u8],
+    start: usize,
+    builder: &mut NameBuilder,
+) -> Result<usize, MessageError> {
     let byte_at = |at: usize| {
         message.get(at).copied().ok_or(MessageError::Truncated {
             len: message.len(),
             needed: at,
         })
     };
-    let mut builder = NameBuilder::default();
     let mut at = start;
     // Every pointer must land before `floor`, the start of the run of labels it
     // continues; `floor` only decreases, so no pointer can lead back into a loop.
@@ -170,7 +197,7 @@ fn read_name(message: &[u8], start: usize) -> Result<(Name, usize), MessageError
         match length & 0xc0 {
             0x00 => {
                 if length == 0 {
-                    return Ok((builder.finish(), end.unwrap_or(at + 1)));
+                    return Ok(end.unwrap_or(at + 1));
                 }
                 // Two clear top bits: a label of at most 63 bytes.
                 let length = usize::from(length);

@@ -14,7 +14,7 @@ use super::{
     expansion::{OpenLookups, QueryRole, TryOutcome, Windows},
     latency::LatencyHistogram,
     message::{self, MessageError},
-    name::Name,
+    name::{Name, NameBuilder},
     resolv_conf::MAX_SEARCH,
     snapshot::{DnsSnapshot, OTHER_QTYPE, Owner, OwnerDns, TrackerStats},
     top_names::TopNames,
@@ -119,14 +119,16 @@ pub enum Recorded {
 }
 
 /// How a response finds its query: the socket (cgroup and local port; the cookie is
-/// checked when both sides have one), the DNS id, and the question.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// checked when both sides have one), the DNS id, and the question: its type and its
+/// name's hash here, the name itself compared once found (`Pending::name`). A response's
+/// name is never built: it is read into the tracker's scratch buffer, hashed and compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct PendingKey {
     cgroup_id: u64,
     local_port: u32,
     id: u16,
     qtype: QType,
-    name: Name,
+    name_hash: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +136,7 @@ struct Pending {
     owner: Owner,
     cookie: u64,
     sent_ns: u64,
+    name: Name,
 }
 
 /// One owner's counters and bounded tables.
@@ -234,6 +237,8 @@ pub struct DnsTracker {
     /// per process, is fast and not predictable from outside (SipHash cost ~5% of the
     /// collector's CPU under dnsperf).
     pending: HashMap<PendingKey, Pending, foldhash::fast::RandomState>,
+    /// The question name of the message being recorded.
+    scratch: NameBuilder,
     last_sweep_ns: u64,
     owners_evicted: u64,
     pending_evicted: u64,
@@ -251,6 +256,7 @@ impl DnsTracker {
             config,
             owners: IdMap::default(),
             pending: HashMap::default(),
+            scratch: NameBuilder::default(),
             last_sweep_ns: 0,
             owners_evicted: 0,
             pending_evicted: 0,
@@ -287,14 +293,15 @@ impl DnsTracker {
         if now.saturating_sub(self.last_sweep_ns) >= SWEEP_EVERY_NS {
             self.expire(now);
         }
-        let message = match message::parse_transport(protocol, payload) {
-            Ok(message) => message,
-            Err(error) => {
-                self.malformed += 1;
-                return Recorded::Malformed(error);
-            }
-        };
-        let Some(question) = message.question else {
+        let (message_header, question) =
+            match message::parse_transport_into(protocol, payload, &mut self.scratch) {
+                Ok(parsed) => parsed,
+                Err(error) => {
+                    self.malformed += 1;
+                    return Recorded::Malformed(error);
+                }
+            };
+        let Some((qtype, _)) = question else {
             self.ignored += 1;
             return Recorded::Ignored;
         };
@@ -305,21 +312,22 @@ impl DnsTracker {
         let key = PendingKey {
             cgroup_id: header.cgroup_id,
             local_port,
-            id: message.header.id,
-            qtype: question.qtype,
-            name: question.name,
+            id: message_header.id,
+            qtype,
+            name_hash: self.scratch.hash(),
         };
         match (
             header.direction,
-            message.header.response,
-            message.header.opcode,
+            message_header.response,
+            message_header.opcode,
         ) {
             (event::EGRESS, false, 0) => {
-                Recorded::Query(self.record_query(owner, key, header.cookie, now))
+                let name = self.scratch.to_name();
+                Recorded::Query(self.record_query(owner, key, name, header.cookie, now))
             }
             (event::INGRESS, true, 0) => {
-                let (rcode, answers) = (message.header.rcode, message.header.ancount);
-                let outcome = if message.header.truncated {
+                let (rcode, answers) = (message_header.rcode, message_header.ancount);
+                let outcome = if message_header.truncated {
                     TryOutcome::Truncated
                 } else if rcode == Rcode::NXDOMAIN || (rcode == Rcode::NOERROR && answers == 0) {
                     TryOutcome::Failed
@@ -339,7 +347,14 @@ impl DnsTracker {
         }
     }
 
-    fn record_query(&mut self, owner: Owner, key: PendingKey, cookie: u64, now: u64) -> QueryRole {
+    fn record_query(
+        &mut self,
+        owner: Owner,
+        key: PendingKey,
+        name: Name,
+        cookie: u64,
+        now: u64,
+    ) -> QueryRole {
         let windows = Windows {
             expansion_ns: duration_ns(self.config.expansion_window),
             retry_ns: duration_ns(self.config.query_timeout),
@@ -347,10 +362,10 @@ impl DnsTracker {
         let max_qtypes = self.config.max_qtypes;
         let state = self.owner_mut(owner, now);
         state.count_query(key.qtype, max_qtypes);
-        state.top_names.record(&key.name);
+        state.top_names.record(&name);
         let role = state
             .open_lookups
-            .on_query(key.qtype, &key.name, now, &state.search, windows);
+            .on_query(key.qtype, &name, now, &state.search, windows);
         match role {
             QueryRole::Lookup => state.lookups += 1,
             QueryRole::Expansion => state.expansions += 1,
@@ -365,16 +380,31 @@ impl DnsTracker {
             }
         }
         match self.pending.entry(key) {
-            Entry::Occupied(mut pending) => {
+            Entry::Occupied(mut pending) if pending.get().name == name => {
                 // The same question on the same socket with the same id: a retransmission.
                 // Latency is what the caller waited, so the first send time stays.
                 pending.get_mut().owner = owner;
+            }
+            Entry::Occupied(mut pending) => {
+                // Another name with the same 64-bit hash (chance ~2^-64): the newer query
+                // takes the place, and the older one counts as unanswered.
+                let displaced = pending.insert(Pending {
+                    owner,
+                    cookie,
+                    sent_ns: now,
+                    name,
+                });
+                self.pending_evicted += 1;
+                if let Some(state) = self.owners.get_mut(&displaced.owner) {
+                    state.unanswered += 1;
+                }
             }
             Entry::Vacant(slot) => {
                 slot.insert(Pending {
                     owner,
                     cookie,
                     sent_ns: now,
+                    name,
                 });
             }
         }
@@ -390,17 +420,17 @@ impl DnsTracker {
         rcode: Rcode,
         outcome: TryOutcome,
     ) -> Option<u64> {
-        let (key, matched) = match self.pending.entry(key) {
+        let matched = match self.pending.entry(key) {
             Entry::Occupied(pending) => {
                 let p = pending.get();
-                if p.cookie == 0 || cookie == 0 || p.cookie == cookie {
-                    let (key, pending) = pending.remove_entry();
-                    (key, Some(pending))
+                if (p.cookie == 0 || cookie == 0 || p.cookie == cookie) && self.scratch.is(&p.name)
+                {
+                    Some(pending.remove())
                 } else {
-                    (pending.key().clone(), None)
+                    None
                 }
             }
-            Entry::Vacant(slot) => (slot.into_key(), None),
+            Entry::Vacant(_) => None,
         };
         // A matched response belongs to whoever sent the query: the ingress side often
         // does not know the process.
@@ -415,7 +445,7 @@ impl DnsTracker {
         state.latency.observe_ns(latency_ns);
         state
             .open_lookups
-            .on_response(key.qtype, &key.name, now, outcome);
+            .on_response(key.qtype, &pending.name, now, outcome);
         Some(latency_ns)
     }
 
@@ -446,7 +476,7 @@ impl DnsTracker {
             .pending
             .iter()
             .min_by_key(|(_, pending)| pending.sent_ns)
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| *key)
         else {
             return;
         };
@@ -536,8 +566,8 @@ impl DnsTracker {
         let pending = self.pending.capacity() * size_of::<(PendingKey, Pending)>()
             + self
                 .pending
-                .keys()
-                .map(|key| key.name.heap_bytes())
+                .values()
+                .map(|pending| pending.name.heap_bytes())
                 .sum::<usize>();
         owners + pending
     }

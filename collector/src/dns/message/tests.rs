@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// The name at `start` and the offset after it (the parser's `read_name`, built).
+fn read_name(message: &[u8], start: usize) -> Result<(Name, usize), MessageError> {
+    let mut builder = NameBuilder::default();
+    let end = super::read_name(message, start, &mut builder)?;
+    Ok((builder.finish(), end))
+}
+
 /// A query and the response dnsmasq sent to it, as captured.
 struct Exchange {
     what: &'static str,

@@ -320,6 +320,25 @@ fn responses_match_only_their_own_query() {
 }
 
 #[test]
+fn a_question_for_the_root_matches_its_response() {
+    // A priming query (`. NS`): the response's name is read but never built as a Name,
+    // and the root is compared as the root.
+    let mut tracker = tracker();
+    let mut client = Client::new(WEB, 40_000);
+    let (_, query) = client.send(&mut tracker, ".", QType::NS);
+    assert_eq!(
+        client.receive(&mut tracker, &query.answer(Rcode::NOERROR, 13), 2 * MS),
+        Recorded::Response {
+            rcode: Rcode::NOERROR,
+            latency_ns: Some(2 * MS)
+        }
+    );
+    let web = owner(&tracker, WEB);
+    assert_eq!((web.queries["NS"], web.unmatched_responses), (1, 0));
+    assert_eq!(web.top_names[0].name, ".");
+}
+
+#[test]
 fn different_socket_cookies_do_not_match() {
     let mut tracker = tracker();
     let wire = Wire::query(7, "example.com", QType::A);
