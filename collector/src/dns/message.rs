@@ -88,21 +88,21 @@ pub enum MessageError {
 pub fn parse_transport(protocol: u32, payload: &[u8]) -> Result<Message, MessageError> {
     let mut name = NameBuilder::default();
     let (header, fixed) = parse_transport_into(protocol, payload, &mut name)?;
-    Ok(message(header, fixed, name))
+    Ok(message_of(header, fixed, &name))
 }
 
 /// Parses a message's header and first question.
 pub fn parse(message: &[u8]) -> Result<Message, MessageError> {
     let mut name = NameBuilder::default();
     let (header, fixed) = parse_into(message, &mut name)?;
-    Ok(self::message(header, fixed, name))
+    Ok(message_of(header, fixed, &name))
 }
 
-fn message(header: Header, fixed: Option<(QType, u16)>, name: NameBuilder) -> Message {
+fn message_of(header: Header, fixed: Option<(QType, u16)>, name: &NameBuilder) -> Message {
     Message {
         header,
         question: fixed.map(|(qtype, qclass)| Question {
-            name: name.finish(),
+            name: name.to_name(),
             qtype,
             qclass,
         }),
@@ -128,6 +128,8 @@ pub(crate) fn parse_transport_into(
             if declared < HEADER_LEN {
                 return Err(MessageError::TcpLength { declared });
             }
+            // The capture may hold less than the declared length, or (coalesced writes)
+            // more; the header and question come first either way.
             parse_into(&message[..message.len().min(declared)], name)
         }
         protocol => Err(MessageError::Protocol { protocol }),

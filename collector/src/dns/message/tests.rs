@@ -7,7 +7,7 @@ use super::*;
 fn read_name(message: &[u8], start: usize) -> Result<(Name, usize), MessageError> {
     let mut builder = NameBuilder::default();
     let end = super::read_name(message, start, &mut builder)?;
-    Ok((builder.finish(), end))
+    Ok((builder.to_name(), end))
 }
 
 /// A query and the response dnsmasq sent to it, as captured.
